@@ -1,0 +1,1 @@
+"""Board files shipped with hwkit (one TOML per target)."""

@@ -1,0 +1,1 @@
+"""Flow files shipped with hwkit (one TOML per flow)."""

@@ -1,0 +1,108 @@
+"""The Python API; the CLI builds the same arguments and calls :func:`compile_model`."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from hwkit.artifact import Artifact, thaw
+from hwkit.board import Board, load_board
+from hwkit.config import CompileSettings
+from hwkit.errors import FlowError, InputError, ModelLoadError
+from hwkit.flow import PASSES_DIR, Flow, NullProgress, Progress, Runner, file_digest, load_flow, tool_versions
+from hwkit.registry import PassFn
+from hwkit.report import PassTiming, Report, build_report
+
+
+def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
+    """Settings for ``board`` with the given overrides (None means "board default")."""
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    if "clock_ns" not in clean and board.clock_ns is not None:
+        clean["clock_ns"] = board.clock_ns
+    clock = clean.get("clock_ns")
+    if clock is not None and (not isinstance(clock, int | float) or clock <= 0):
+        raise InputError(f"--clock-ns must be a positive number, got {clock!r}")
+    fps = clean.get("target_fps")
+    if fps is not None and (not isinstance(fps, int | float) or fps <= 0):
+        raise InputError(f"--target-fps must be a positive number, got {fps!r}")
+    return CompileSettings(**clean)  # type: ignore[arg-type]
+
+
+def _flow_for(board: Board, flow: str | Flow | Sequence[str | PassFn] | None) -> Flow:
+    if isinstance(flow, Flow):
+        resolved = flow
+    elif flow is None or isinstance(flow, str):
+        name = flow or board.default_flow
+        resolved = load_flow(name)
+    else:
+        from hwkit.flow import flow_from_functions
+
+        resolved = flow_from_functions("custom", flow)
+    if resolved.board_kinds and board.kind not in resolved.board_kinds:
+        raise FlowError(
+            f"flow '{resolved.name}' builds for {'/'.join(resolved.board_kinds)} boards; "
+            f"target '{board.name}' is a {board.kind} board"
+        )
+    return resolved
+
+
+def compile_model(
+    model: str | Path,
+    target: str | Board,
+    out_dir: str | Path = "build",
+    flow: str | Flow | Sequence[str | PassFn] | None = None,
+    from_step: str | None = None,
+    to_step: str | None = None,
+    progress: Progress | None = None,
+    **settings: object,
+) -> Report:
+    """Compile ``model`` for ``target``; writes ``out_dir``/report.{json,md} and returns the report.
+
+    ``settings`` are :class:`~hwkit.config.CompileSettings` fields (``clock_ns``, ``target_fps``,
+    ``input_shape``, ``input_dtype``, ``arch``, ``arch_kwargs``, ``trust_pickle``, ``golden_batch``,
+    ``seed``); None or absent means the default.
+    """
+    board = target if isinstance(target, Board) else load_board(target)
+    resolved_flow = _flow_for(board, flow)
+    cfg = resolve_settings(board, **settings)
+    model_path = Path(model).resolve()
+    if not model_path.is_file():
+        raise ModelLoadError(f"{model}: model file not found")
+    out = Path(out_dir).resolve()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out_dir}: exists and is not a directory")
+    created = not (out / PASSES_DIR).exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("report.json", "report.md"):
+        (out / stale).unlink(missing_ok=True)
+
+    log = logging.getLogger("hwkit")
+    handler = logging.FileHandler(out / "hwkit.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    digest = file_digest(model_path)
+    try:
+        runner = Runner(resolved_flow, board, cfg, out, progress or NullProgress(), log)
+        initial = Artifact(stage="model-file", path=model_path)
+        final, records = runner.run(initial, digest, from_step, to_step)
+    except InputError:
+        log.removeHandler(handler)
+        handler.close()
+        if created:  # bad input on a fresh build directory: leave nothing behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+
+    model_meta = thaw(final.meta.get("model", {}))
+    model_meta.update(path=str(model_path), sha256=digest)
+    report = build_report(
+        dict(final.meta), model_meta, board, cfg.as_dict(), resolved_flow.name,
+        [PassTiming(r.id, round(r.seconds, 4), r.cached) for r in records], tool_versions(),
+    )
+    report.write(out)
+    return report

@@ -1,0 +1,106 @@
+"""Console output with rich: progress while passes run, tables when they are done."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from hwkit.board import Board
+from hwkit.flow import FlowStep
+from hwkit.report import Report, _fmt
+
+
+class RichProgress:
+    """Pass i/N with the running pass's name and elapsed time, on stderr."""
+
+    def __init__(self) -> None:
+        self.console = Console(file=sys.stderr)
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            console=self.console, transient=False,
+        )
+        self._task = None
+        self._t0 = 0.0
+
+    def start(self, total: int) -> None:
+        """Begin a flow of ``total`` passes."""
+        self._progress.start()
+        self._task = self._progress.add_task("starting", total=total)
+
+    def pass_started(self, step: FlowStep) -> None:
+        """Show the pass now running."""
+        self._t0 = time.perf_counter()
+        self._progress.update(self._task, description=f"{step.id}")
+
+    def pass_done(self, step: FlowStep, seconds: float, cached: bool) -> None:
+        """Advance the bar; log each pass with its time."""
+        note = "cached" if cached else f"{seconds:.2f} s"
+        self._progress.console.print(f"  {'·' if cached else '✓'} {step.id} [dim]{note}[/dim]", highlight=False)
+        self._progress.advance(self._task)
+
+    def stop(self) -> None:
+        """Finish the bar."""
+        if self._task is not None:
+            self._progress.update(self._task, description="done")
+        self._progress.stop()
+
+
+def print_report(report: Report, out_dir: str) -> None:
+    """Summary tables of a report on stdout."""
+    con = Console()
+    t = report.target
+    title = f"{t['board']} ({t.get('part') or t['kind']}) @ {t.get('clock_ns')} ns"
+    perf = Table(title=f"Performance: {title}", title_justify="left")
+    for col in ("metric", "value", "unit", "source"):
+        perf.add_column(col)
+    for k, q in report.performance.items():
+        perf.add_row(k, _fmt(q.value), q.unit, q.source)
+    con.print(perf)
+    if report.layers:
+        lay = Table(title="Layers (finn-estimate)", title_justify="left")
+        for col in ("layer", "op", "torch", "PE", "SIMD", "cycles", "LUT", "BRAM_18K", "URAM", "DSP"):
+            lay.add_column(col, justify="right" if col not in ("layer", "op", "torch") else "left")
+        for row in report.layers:
+            res = [_fmt(row.resources[k].value) if k in row.resources else "-" for k in ("LUT", "BRAM_18K", "URAM", "DSP")]
+            lay.add_row(row.name, row.op, row.torch_layer or "-", _fmt(row.pe), _fmt(row.simd),
+                        _fmt(row.cycles.value), *res)
+        con.print(lay)
+    if report.resources:
+        res_t = Table(title="Resources vs part", title_justify="left")
+        for col in ("resource", "used", "available", "util %", "source"):
+            res_t.add_column(col, justify="right" if col != "resource" else "left")
+        for k, r in report.resources.items():
+            res_t.add_row(k, _fmt(r.used.value), _fmt(r.available.value), _fmt(r.utilisation_pct.value), r.used.source)
+        con.print(res_t)
+    if report.verification:
+        ver = Table(title="Hand-off verification (golden batch)", title_justify="left")
+        for col in ("hand-off", "samples", "max abs err", "int exact", "class agree", "ok"):
+            ver.add_column(col)
+        for v in report.verification:
+            ver.add_row(f"{v['reference']} -> {v['stage']}", str(v["samples"]), _fmt(v["max_abs_err"]),
+                        _fmt(v.get("int_exact")), _fmt(v.get("class_agreement")), "✓" if v["ok"] else "✗")
+        con.print(ver)
+    if report.fits is not None:
+        if report.fits:
+            con.print(f"[green bold]fits[/] the {t.get('part')}")
+        else:
+            con.print(f"[red bold]DOES NOT FIT[/] the {t.get('part')}: {'; '.join(report.fit_notes)}")
+    for w in report.warnings:
+        con.print(f"[yellow]note:[/] {w}")
+    con.print(f"report: {out_dir}/report.json, {out_dir}/report.md")
+
+
+def print_boards(boards: list[Board]) -> None:
+    """The table of ``hwkit boards``."""
+    table = Table(title="Targets")
+    for col in ("name", "kind", "part", "clock ns", "LUT", "BRAM_18K", "URAM", "DSP", "default flow"):
+        table.add_column(col)
+    for b in boards:
+        r = b.resources
+        table.add_row(b.name, b.kind, b.part or "-", _fmt(b.clock_ns), _fmt(r.get("LUT")), _fmt(r.get("BRAM_18K")),
+                      _fmt(r.get("URAM")), _fmt(r.get("DSP")), b.default_flow)
+    Console().print(table)

@@ -1,0 +1,143 @@
+"""Export a Brevitas/PyTorch model to QONNX and check that QONNX computes what PyTorch computes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hwkit.artifact import Artifact
+from hwkit.config import CompileSettings, Context
+from hwkit.errors import InputError, UnsupportedLayerError
+from hwkit.registry import register
+from hwkit.verify import compare, execute_finn_graph, fail_if_bad, record
+
+TORCH_TAG = "hwkit.torch_node="
+
+
+def golden_inputs(shape: tuple[int, ...], dtype: str, n: int, seed: int) -> np.ndarray:
+    """A seeded batch of ``n`` inputs drawn from the whole range of ``dtype``."""
+    from qonnx.core.datatype import DataType
+
+    rng = np.random.default_rng(seed)
+    dt = DataType[dtype]
+    full = (n, *shape[1:])
+    if dt.is_integer():
+        return rng.integers(int(dt.min()), int(dt.max()) + 1, size=full).astype(np.float32)
+    return rng.standard_normal(full).astype(np.float32)
+
+
+def _check_dtype(name: str) -> str:
+    from qonnx.core.datatype import DataType
+
+    try:
+        DataType[name]
+    except KeyError:
+        raise InputError(f"unknown input data type '{name}' (e.g. UINT8, INT8, BIPOLAR, FLOAT32)") from None
+    return name
+
+
+def _tag_torch_names(model: Any) -> None:
+    # The torch exporter names nodes after the module path (e.g. "/3/Sigmoid"). FINN renames nodes,
+    # so keep the original name in doc_string to name the PyTorch layer in later errors.
+    for node in model.graph.node:
+        if node.name and not node.doc_string.startswith(TORCH_TAG):
+            node.doc_string = TORCH_TAG + node.name
+
+
+def torch_layer_of(node: Any) -> str | None:
+    """The PyTorch module path an ONNX node came from, when export recorded it."""
+    if node.doc_string.startswith(TORCH_TAG):
+        name = node.doc_string[len(TORCH_TAG):]
+        parts = [p for p in name.split("/") if p]
+        return ".".join(parts[:-1]) or name
+    return None
+
+
+def _export(loaded: Any, shape: tuple[int, ...], out: Path) -> None:
+    import torch
+    from brevitas.export import export_qonnx
+
+    try:
+        with torch.no_grad():
+            export_qonnx(loaded.module, torch.zeros(shape), str(out))
+    except Exception as exc:  # the torch exporter raises many types; all mean "cannot export this model"
+        text = str(exc).strip().splitlines()
+        raise UnsupportedLayerError(
+            f"cannot export the model to QONNX: {type(exc).__name__}: {text[0] if text else ''}"
+        ) from exc
+
+
+def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[int, ...], str, np.ndarray | None]:
+    from hwkit.load import load_model
+
+    assert art.path is not None
+    loaded = load_model(art.path, settings)
+    if loaded.input_shape is None:
+        raise InputError(f"{art.path}: input shape unknown; pass --input-shape (e.g. 1,64)")
+    return loaded, loaded.input_shape, _check_dtype(loaded.input_dtype or "FLOAT32"), loaded.golden_inputs
+
+
+@register("export_qonnx", uses=("input_shape", "input_dtype", "arch", "arch_kwargs", "trust_pickle",
+                                "golden_batch", "seed"))
+def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
+    """Export to QONNX (or take a given .onnx), run the golden batch through torch and QONNX."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.datatype import DataType
+    from qonnx.util.cleanup import cleanup_model
+
+    settings = ctx.settings
+    out = ctx.work_dir / "model.onnx"
+    assert art.path is not None
+    n = settings.golden_batch
+    history: list[dict[str, Any]] = []
+    torch_out = None
+    model_info: dict[str, Any] = {}
+    if art.path.suffix == ".onnx":
+        try:
+            model = ModelWrapper(str(art.path))
+        except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
+            raise InputError(f"{art.path}: not a readable ONNX model ({type(exc).__name__})") from None
+        shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
+        dtype = _check_dtype(settings.input_dtype or model.get_tensor_datatype(model.graph.input[0].name).name)
+        inputs = golden_inputs(shape, dtype, n, settings.seed)
+        model_info.update(format="qonnx")
+    else:
+        loaded, shape, dtype, shipped = _load_input(art, settings)
+        inputs = shipped[:n].astype(np.float32) if shipped is not None else golden_inputs(shape, dtype, n, settings.seed)
+        if tuple(inputs.shape[1:]) != tuple(shape[1:]):
+            raise InputError(f"{art.path}: golden_inputs have shape {inputs.shape[1:]}, model input is {shape[1:]}")
+        import torch
+
+        with torch.no_grad():
+            torch_out = loaded.module(torch.from_numpy(inputs)).detach().numpy()
+        n_params = sum(p.numel() for p in loaded.module.parameters())
+        model_info.update(format=loaded.format, params=int(n_params), checkpoint_meta=loaded.meta)
+        _export(loaded, shape, out)
+        model = ModelWrapper(str(out))
+    _tag_torch_names(model)
+    model = cleanup_model(model)
+    iname = model.graph.input[0].name
+    model.set_tensor_datatype(iname, DataType[dtype])
+    model.save(str(out))
+    model_info.update(input_shape=list(shape), input_dtype=dtype, output_shape=list(model.get_tensor_shape(
+        model.graph.output[0].name)))
+
+    q_out, _ = execute_finn_graph(out, inputs, ctx.out_dir)
+    root = ctx.out_dir
+    np.save(ctx.work_dir / "golden_in.npy", inputs)
+    np.save(ctx.work_dir / "golden_out_qonnx.npy", q_out)
+    if torch_out is not None:
+        np.save(ctx.work_dir / "golden_out_torch.npy", torch_out)
+        rec = record("qonnx", "torch", len(inputs), {**compare(torch_out, q_out), "int_exact": None,
+                                                       "int_mismatches": None})
+        history.append(rec)
+        fail_if_bad(rec)
+    golden = {
+        "inputs": str((ctx.work_dir / "golden_in.npy").relative_to(root)),
+        "outputs": str((ctx.work_dir / "golden_out_qonnx.npy").relative_to(root)),
+        "stage": "qonnx",
+        "int_outputs": None,
+    }
+    return art.evolve(stage="qonnx", path=out, model=model_info, golden=golden, verification=history)

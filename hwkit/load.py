@@ -1,0 +1,148 @@
+"""Safe model loading: what ``model.pt`` may be, and how it is read without running its code.
+
+Accepted inputs (see docs/model-input.md):
+
+1. **hwkit checkpoint** (recommended): a ``torch.save``d dict with only tensors and plain values::
+
+       {"hwkit_checkpoint": 1, "arch": "qmlp", "arch_kwargs": {...}, "state_dict": {...},
+        "input_shape": [1, 64], "input_dtype": "UINT8", "golden_inputs": Tensor (optional),
+        "meta": {...} (optional)}
+
+   Read with ``torch.load(weights_only=True)``; ``arch`` must be a name in
+   :data:`hwkit.models.ARCHS`, so the file cannot choose code to run.
+2. **state dict + architecture**: a plain ``state_dict`` file, with ``--arch module:callable`` (and
+   ``--arch-kwargs JSON``) naming the user's builder, and ``--input-shape``.
+3. **full pickle** of an ``nn.Module``: only with ``--trust-pickle`` (unpickling runs code from the file).
+4. **QONNX** (``.onnx``): an already exported model; the flow starts at the QONNX stage.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hwkit.config import CompileSettings
+from hwkit.errors import ModelLoadError
+from hwkit.models import builder, user_builder
+
+CHECKPOINT_KEY = "hwkit_checkpoint"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model in eval mode plus what the file said about its input."""
+
+    module: Any
+    """The torch.nn.Module."""
+    format: str
+    """hwkit-checkpoint | state-dict | pickle."""
+    input_shape: tuple[int, ...] | None
+    """Input shape with batch dimension, if known."""
+    input_dtype: str | None
+    """FINN data type name of the input, if known."""
+    golden_inputs: Any = None
+    """Representative inputs shipped with the checkpoint (numpy array), if any."""
+    meta: dict[str, Any] = field(default_factory=dict)
+    """Free-form facts from the checkpoint (dataset, accuracy, ...)."""
+
+
+def _torch_load(path: Path, weights_only: bool) -> Any:
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only)
+    except pickle.UnpicklingError as exc:
+        if weights_only and "weights_only" in str(exc).lower():
+            raise ModelLoadError(
+                f"{path}: file is a full pickle (it names Python classes to construct); loading it would run "
+                "code from the file. Re-run with --trust-pickle if you trust it, or save a hwkit checkpoint "
+                "(docs/model-input.md)"
+            ) from None
+        raise ModelLoadError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise ModelLoadError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _shape(value: Any, path: Path) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or not all(isinstance(v, int) and v > 0 for v in value):
+        raise ModelLoadError(f"{path}: 'input_shape' must be a list of positive integers, got {value!r}")
+    return tuple(value)
+
+
+def _apply_state(module: Any, state: Any, path: Path) -> None:
+    if not isinstance(state, dict):
+        raise ModelLoadError(f"{path}: 'state_dict' must be a dict of tensors")
+    try:
+        result = module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{path}: weights do not fit the architecture ({_first_line(exc)})") from None
+    del result
+
+
+def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
+    """Load ``path`` as described in the module docstring; never unpickles code unless trusted."""
+    import torch
+
+    if not path.is_file():
+        raise ModelLoadError(f"{path}: model file not found")
+    if settings.trust_pickle:
+        obj = _torch_load(path, weights_only=False)
+        if isinstance(obj, torch.nn.Module):
+            obj.eval()
+            return LoadedModel(obj, "pickle", settings.input_shape, settings.input_dtype)
+    else:
+        obj = _torch_load(path, weights_only=True)
+
+    if isinstance(obj, dict) and CHECKPOINT_KEY in obj:
+        if obj[CHECKPOINT_KEY] != 1:
+            raise ModelLoadError(f"{path}: unsupported hwkit checkpoint version {obj[CHECKPOINT_KEY]!r}")
+        for key in ("arch", "state_dict"):
+            if key not in obj:
+                raise ModelLoadError(f"{path}: hwkit checkpoint lacks '{key}'")
+        kwargs = obj.get("arch_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise ModelLoadError(f"{path}: 'arch_kwargs' must be a dict")
+        try:
+            module = builder(str(obj["arch"]))(**kwargs)
+        except TypeError as exc:
+            raise ModelLoadError(f"{path}: arch_kwargs do not fit architecture '{obj['arch']}' ({exc})") from None
+        _apply_state(module, obj["state_dict"], path)
+        module.eval()
+        golden = obj.get("golden_inputs")
+        return LoadedModel(
+            module,
+            "hwkit-checkpoint",
+            settings.input_shape or _shape(obj.get("input_shape"), path),
+            settings.input_dtype or obj.get("input_dtype"),
+            None if golden is None else golden.detach().cpu().numpy(),
+            dict(obj.get("meta", {})),
+        )
+
+    if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        if not settings.arch:
+            raise ModelLoadError(
+                f"{path}: file is a plain state dict; name the architecture with --arch module:function "
+                "(and --input-shape), or save a hwkit checkpoint"
+            )
+        try:
+            module = user_builder(settings.arch)(**dict(settings.arch_kwargs))
+        except TypeError as exc:
+            raise ModelLoadError(f"--arch {settings.arch}: arguments do not fit ({exc})") from None
+        _apply_state(module, obj, path)
+        module.eval()
+        return LoadedModel(module, "state-dict", settings.input_shape, settings.input_dtype)
+
+    kind = type(obj).__name__
+    raise ModelLoadError(
+        f"{path}: holds a {kind}, not a hwkit checkpoint, a state dict or (with --trust-pickle) an nn.Module"
+    )

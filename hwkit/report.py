@@ -1,0 +1,256 @@
+"""Typed reports: every number carries its unit and where it came from.
+
+Written as ``report.json`` (schema ``hwkit/schemas/report-1.schema.json``, versioned by
+``schema_version``), ``report.md``, and a console table.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from hwkit.artifact import thaw, write_json_atomic, write_text_atomic
+from hwkit.board import RESOURCE_KEYS, Board
+
+SCHEMA_VERSION = "1.0"
+SOURCES = (
+    "finn-estimate",        # finn-plus analytical estimate (step_generate_estimate_reports)
+    "analytical-estimate",  # hwkit's own model
+    "board-data",           # boards/<name>.toml
+    "setting",              # a compile setting (clock, target fps)
+    "derived",              # computed from other numbers in this report
+    "measured",             # measured on this machine / board
+    "simulated",            # cycle-accurate or device simulation
+    "tool-report",          # Vivado / Vitis reports
+    "not-estimated",        # no tool gives this number for this flow
+)
+
+
+@dataclass(frozen=True)
+class Quantity:
+    """A number with its unit and its source (one of :data:`SOURCES`)."""
+
+    value: float | int | None
+    unit: str
+    source: str
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One hardware layer."""
+
+    name: str
+    op: str
+    torch_layer: str | None
+    pe: int | None
+    simd: int | None
+    input_dtype: str | None
+    weight_dtype: str | None
+    output_dtype: str | None
+    cycles: Quantity
+    resources: dict[str, Quantity]
+
+
+@dataclass(frozen=True)
+class ResourceUse:
+    """Use of one resource against the part's total."""
+
+    used: Quantity
+    available: Quantity
+    utilisation_pct: Quantity
+
+
+@dataclass(frozen=True)
+class PassTiming:
+    """How long one pass of the flow took."""
+
+    id: str
+    seconds: float
+    cached: bool
+
+
+@dataclass(frozen=True)
+class Report:
+    """Everything a build tells the user."""
+
+    created_utc: str
+    model: dict[str, Any]
+    target: dict[str, Any]
+    flow: str
+    passes: list[PassTiming]
+    verification: list[dict[str, Any]]
+    layers: list[LayerRow]
+    resources: dict[str, ResourceUse]
+    fits: bool | None
+    fit_notes: list[str]
+    performance: dict[str, Quantity]
+    bottleneck_layer: str | None
+    tools: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    schema_version: str = SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        """The report.json document."""
+        return {"schema": "hwkit-report", **asdict(self)}
+
+    def to_markdown(self) -> str:
+        """The report.md document."""
+        t = self.target
+        lines = [f"# hwkit report: {Path(self.model.get('path', '?')).name} on {t['board']}", ""]
+        lines.append(f"- target: {t['board']} ({t.get('part') or t['kind']}), clock {t.get('clock_ns')} ns, "
+                     f"target fps {t.get('target_fps') or 'none (minimal folding)'}")
+        lines.append(f"- flow: {self.flow}; created {self.created_utc}")
+        if self.fits is not None:
+            verdict = "FITS" if self.fits else "DOES NOT FIT"
+            lines.append(f"- **{verdict}** the part" + (f": {'; '.join(self.fit_notes)}" if self.fit_notes else ""))
+        lines += ["", "## Performance", "", "| metric | value | unit | source |", "|---|---|---|---|"]
+        for k, q in self.performance.items():
+            lines.append(f"| {k} | {_fmt(q.value)} | {q.unit} | {q.source} |")
+        if self.bottleneck_layer:
+            lines += ["", f"Bottleneck layer (sets the throughput): {self.bottleneck_layer}"]
+        if self.resources:
+            lines += ["", "## Resources", "", "| resource | used | available | utilisation % | source |",
+                      "|---|---|---|---|---|"]
+            for k, r in self.resources.items():
+                lines.append(f"| {k} | {_fmt(r.used.value)} | {_fmt(r.available.value)} | "
+                             f"{_fmt(r.utilisation_pct.value)} | {r.used.source} |")
+        if self.layers:
+            lines += ["", "## Layers", "", "| layer | op | PyTorch layer | PE | SIMD | cycles | LUT | BRAM_18K | URAM | DSP |",
+                      "|---|---|---|---|---|---|---|---|---|---|"]
+            for row in self.layers:
+                res = [_fmt(row.resources[k].value) if k in row.resources else "-"
+                       for k in ("LUT", "BRAM_18K", "URAM", "DSP")]
+                lines.append(f"| {row.name} | {row.op} | {row.torch_layer or '-'} | {_fmt(row.pe)} | "
+                             f"{_fmt(row.simd)} | {_fmt(row.cycles.value)} | " + " | ".join(res) + " |")
+            lines.append("")
+            lines.append("Layer cycles and resources: finn-estimate (finn-plus analytical models; no FF estimate).")
+        if self.verification:
+            lines += ["", "## Hand-off verification (golden batch)", "",
+                      "| reference -> stage | samples | max abs err | tolerance | integer exact | class agreement | ok |",
+                      "|---|---|---|---|---|---|---|"]
+            for v in self.verification:
+                lines.append(f"| {v['reference']} -> {v['stage']} | {v['samples']} | {_fmt(v['max_abs_err'])} | "
+                             f"{_fmt(v['tolerance'])} | {_fmt(v.get('int_exact'))} | {_fmt(v.get('class_agreement'))} "
+                             f"| {v['ok']} |")
+        lines += ["", "## Passes", "", "| pass | seconds | cached |", "|---|---|---|"]
+        lines += [f"| {p.id} | {p.seconds:.3f} | {p.cached} |" for p in self.passes]
+        lines += ["", "## Tools", ""] + [f"- {k} {v}" for k, v in self.tools.items()]
+        if self.warnings:
+            lines += ["", "## Warnings", ""] + [f"- {w}" for w in self.warnings]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: Path) -> None:
+        """Write report.json and report.md atomically."""
+        write_json_atomic(out_dir / "report.json", self.to_json())
+        write_text_atomic(out_dir / "report.md", self.to_markdown())
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "yes" if v else "no"
+    if isinstance(v, float):
+        if v == 0:
+            return "0"
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.4g}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+def _layers(finn: dict[str, Any]) -> list[LayerRow]:
+    est = finn["estimates"]
+    res, cyc = est["layer_resources"] or {}, est["layer_cycles"] or {}
+    rows = []
+    for layer in finn["layers"]:
+        name = layer["name"]
+        r = res.get(name, {})
+        rows.append(LayerRow(
+            name=name, op=layer["op"], torch_layer=layer.get("torch_layer"), pe=layer.get("pe"),
+            simd=layer.get("simd"), input_dtype=layer.get("input_dtype"), weight_dtype=layer.get("weight_dtype"),
+            output_dtype=layer.get("output_dtype"),
+            cycles=Quantity(cyc.get(name), "cycles", "finn-estimate"),
+            resources={k: Quantity(r[k], "count", "finn-estimate") for k in ("LUT", "BRAM_18K", "URAM", "DSP") if k in r},
+        ))
+    return rows
+
+
+def _resources(finn: dict[str, Any], board: Board) -> tuple[dict[str, ResourceUse], bool, list[str]]:
+    total = (finn["estimates"]["layer_resources"] or {}).get("total", {})
+    uses, notes, fits = {}, [], True
+    for key in RESOURCE_KEYS:
+        avail = board.resources.get(key, 0)
+        used = total.get(key)
+        if used is None:
+            uses[key] = ResourceUse(Quantity(None, "count", "not-estimated"), Quantity(avail, "count", "board-data"),
+                                    Quantity(None, "%", "not-estimated"))
+            continue
+        pct = (100.0 * used / avail) if avail else (0.0 if used == 0 else float("inf"))
+        if used > avail:
+            fits = False
+            notes.append(f"{key} {used:g} > {avail} available")
+        uses[key] = ResourceUse(Quantity(used, "count", "finn-estimate"), Quantity(avail, "count", "board-data"),
+                                Quantity(None if pct == float("inf") else round(pct, 3), "%", "derived"))
+    return uses, fits, notes
+
+
+def build_report(
+    final_meta: dict[str, Any],
+    model: dict[str, Any],
+    board: Board,
+    settings: dict[str, Any],
+    flow: str,
+    passes: list[PassTiming],
+    tools: dict[str, str],
+) -> Report:
+    """Assemble the report from the last artifact's metadata."""
+    meta = thaw(final_meta)
+    finn = meta.get("finn")
+    bottleneck: str | None = None
+    perf: dict[str, Quantity] = {}
+    layers: list[LayerRow] = []
+    resources: dict[str, ResourceUse] = {}
+    fits: bool | None = None
+    notes: list[str] = []
+    warnings: list[str] = []
+    clock = settings.get("clock_ns")
+    if board.kind == "fpga":
+        perf["clock_ns"] = Quantity(clock, "ns", "setting")
+        perf["clock_mhz"] = Quantity(round(1000.0 / clock, 3) if clock else None, "MHz", "derived")
+    if finn:
+        net = finn["estimates"]["network_performance"]
+        perf["throughput_fps"] = Quantity(net.get("estimated_throughput_fps"), "frames/s", "finn-estimate")
+        lat_ns = net.get("estimated_latency_ns")
+        perf["latency_ms"] = Quantity(None if lat_ns is None else lat_ns / 1e6, "ms", "finn-estimate")
+        perf["critical_path_cycles"] = Quantity(net.get("critical_path_cycles"), "cycles", "finn-estimate")
+        perf["max_cycles"] = Quantity(net.get("max_cycles"), "cycles", "finn-estimate")
+        bottleneck = net.get("max_cycles_node_name")
+        layers = _layers(finn)
+        resources, fits, notes = _resources(finn, board)
+        warnings.append("latency is FINN's critical-path estimate (sum of layer cycles, no overlap): pessimistic")
+        warnings.append("FINN estimates no flip-flops (FF); FF use is reported as not estimated")
+        target_fps = settings.get("target_fps")
+        fps = net.get("estimated_throughput_fps")
+        if target_fps and fps is not None and fps < target_fps:
+            warnings.append(f"estimated throughput {fps:,.0f} fps is below the target {target_fps:,.0f} fps")
+    target = {**board.summary(), "board": board.name, "clock_ns": clock, "target_fps": settings.get("target_fps")}
+    target.pop("name")
+    target.pop("description")
+    return Report(
+        created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        model=model, target=target, flow=flow, passes=passes,
+        verification=meta.get("verification", []), layers=layers, resources=resources, fits=fits,
+        fit_notes=notes, performance=perf, bottleneck_layer=bottleneck, tools=tools, warnings=warnings,
+    )
+
+
+def load_report_json(path: Path) -> dict[str, Any]:
+    """Read a report.json (for re-rendering and comparisons)."""
+    data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    return data
