@@ -21,12 +21,15 @@ def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     if "clock_ns" not in clean and board.clock_ns is not None:
         clean["clock_ns"] = board.clock_ns
-    clock = clean.get("clock_ns")
-    if clock is not None and (not isinstance(clock, int | float) or clock <= 0):
-        raise InputError(f"--clock-ns must be a positive number, got {clock!r}")
-    fps = clean.get("target_fps")
-    if fps is not None and (not isinstance(fps, int | float) or fps <= 0):
-        raise InputError(f"--target-fps must be a positive number, got {fps!r}")
+    for key, flag in (("clock_ns", "--clock-ns"), ("target_fps", "--target-fps")):
+        value = clean.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise InputError(f"{flag} must be a positive number, got {value!r}")
+        clean[key] = float(value)  # 5 and 5.0 are the same setting (and the same cache key)
+    if "input_shape" in clean:
+        clean["input_shape"] = tuple(int(d) for d in clean["input_shape"])  # type: ignore[union-attr]
     return CompileSettings(**clean)  # type: ignore[arg-type]
 
 

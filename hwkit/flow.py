@@ -16,6 +16,7 @@ matches its checkpoint. Passes do none of that themselves.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -150,6 +151,7 @@ def flow_from_functions(name: str, fns: Sequence[PassFn | str]) -> Flow:
     return Flow(name, "built in Python", (), tuple(steps), "<python>")
 
 
+@functools.cache
 def tool_versions() -> dict[str, str]:
     """Versions of hwkit and the toolchain, read from package metadata (no imports)."""
     out = {"hwkit": __version__}
@@ -159,6 +161,18 @@ def tool_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             out[dist] = "not installed"
     return out
+
+
+@functools.cache
+def hwkit_source_digest() -> str:
+    """Hash of hwkit's own code and data files: editing hwkit invalidates checkpoints it made."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    files = sorted([*root.rglob("*.py"), *_flows_dir().glob("*.toml"), *root.glob("schemas/*.json")])
+    for f in files:
+        h.update(f.name.encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
 
 
 def _digest(*parts: Any) -> str:
@@ -227,7 +241,7 @@ class Runner:
     progress: Progress = field(default_factory=NullProgress)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("hwkit"))
 
-    def _key(self, prev: str, step: FlowStep, versions: Mapping[str, str]) -> str:
+    def _key(self, prev: str, step: FlowStep, versions: Mapping[str, Any]) -> str:
         uses = step.spec.uses
         settings = self.settings.as_dict()
         used = settings if uses is None else {k: settings[k] for k in uses if k in settings}
@@ -268,7 +282,7 @@ class Runner:
         last = self.flow.find(to_step) if to_step else len(steps) - 1
         if last < first_forced and from_step:
             raise FlowError(f"--from {from_step} comes after --to {to_step}")
-        versions = tool_versions()
+        versions = {**tool_versions(), "hwkit-source": hwkit_source_digest()}
         keys, k = [], initial_key
         for step in steps[: last + 1]:
             k = self._key(k, step, versions)

@@ -19,6 +19,7 @@ Accepted inputs (see docs/model-input.md):
 from __future__ import annotations
 
 import pickle
+import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +56,10 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only)
     except pickle.UnpicklingError as exc:
-        if weights_only and "weights_only" in str(exc).lower():
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if weights_only and found:
             raise ModelLoadError(
-                f"{path}: file is a full pickle (it names Python classes to construct); loading it would run "
+                f"{path}: file is a full pickle (it asks to construct {found.group(1)}); loading it would run "
                 "code from the file. Re-run with --trust-pickle if you trust it, or save a hwkit checkpoint "
                 "(docs/model-input.md)"
             ) from None
@@ -83,10 +85,15 @@ def _apply_state(module: Any, state: Any, path: Path) -> None:
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: 'state_dict' must be a dict of tensors")
     try:
-        result = module.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ModelLoadError(f"{path}: weights do not fit the architecture ({_first_line(exc)})") from None
-    del result
+        result = module.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches
+        detail = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise ModelLoadError(f"{path}: weights do not fit the architecture ({detail[-1] if detail else exc})") from None
+    if result.missing_keys or result.unexpected_keys:
+        what = (f"missing {result.missing_keys[0]}" if result.missing_keys
+                else f"unexpected {result.unexpected_keys[0]}")
+        n = len(result.missing_keys) + len(result.unexpected_keys)
+        raise ModelLoadError(f"{path}: weights do not fit the architecture ({what}; {n} key(s) differ)")
 
 
 def load_model(path: Path, settings: CompileSettings) -> LoadedModel:

@@ -94,7 +94,8 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         """The report.json document."""
-        return {"schema": "hwkit-report", **asdict(self)}
+        body = asdict(self)
+        return {"schema": "hwkit-report", "schema_version": body.pop("schema_version"), **body}
 
     def to_markdown(self) -> str:
         """The report.md document."""
@@ -218,7 +219,7 @@ def build_report(
     resources: dict[str, ResourceUse] = {}
     fits: bool | None = None
     notes: list[str] = []
-    warnings: list[str] = []
+    warnings: list[str] = list(meta.get("warnings", []))
     clock = settings.get("clock_ns")
     if board.kind == "fpga":
         perf["clock_ns"] = Quantity(clock, "ns", "setting")
@@ -254,3 +255,12 @@ def load_report_json(path: Path) -> dict[str, Any]:
     """Read a report.json (for re-rendering and comparisons)."""
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of report.json for this schema version (shipped in the package)."""
+    from importlib import resources
+
+    text = (resources.files("hwkit.schemas") / "report-1.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema

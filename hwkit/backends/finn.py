@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +49,16 @@ def vivado_available() -> bool:
     return bool(os.environ.get("XILINX_VIVADO"))
 
 
-def ensure_finn(out_dir: Path) -> None:
-    """Initialise finn-plus for a build directory (idempotent per directory). Shields 1 and 2."""
-    build_dir = (Path(out_dir) / FINN_BUILD_SUBDIR).resolve()
+def ensure_finn(work_dir: Path) -> None:
+    """Point finn-plus at ``work_dir``/finn_build (shields 1 and 2).
+
+    Each pass calls this with its own directory, so what finn-plus generates (HLS code, partition
+    models) lives and dies with the pass's checkpoint instead of piling up in one shared folder.
+    """
+    build_dir = (Path(work_dir) / FINN_BUILD_SUBDIR).resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
     if _state["build_dir"] == build_dir:
         return
-    build_dir.mkdir(parents=True, exist_ok=True)
     # finn-plus worker processes rebuild their settings from these two variables.
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
     os.environ.pop("FINN_SETTINGS", None)
@@ -107,32 +112,55 @@ def _step_function(step: str) -> Any:
     return steps.build_dataflow_step_lookup.get(step) or getattr(steps, step, None)
 
 
-def check_all_hw(model: Any) -> None:
-    """Every node must be a FINN HW layer; otherwise name the first one and its PyTorch layer."""
+_WEIGHT_OPS = ("MVAU", "VVAU", "MatMul", "Gemm", "Conv")
+
+
+def weight_node_layers(model: Any, weight_layers: Sequence[str | None]) -> dict[str, str | None]:
+    """PyTorch layer of each weight-carrying node of a FINN graph, matched by order.
+
+    FINN rebuilds weight layers and drops what export recorded about their origin. They keep the
+    order of the exported Gemm/MatMul/Conv nodes, so when the counts agree the k-th weight node is
+    the k-th exported layer; otherwise nothing is labelled rather than guessed.
+    """
+    nodes = [n.name for n in model.graph.node if n.op_type.split("_")[0] in _WEIGHT_OPS]
+    return dict(zip(nodes, weight_layers)) if len(nodes) == len(weight_layers) else {}
+
+
+def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> None:
+    """Every node must be a FINN HW layer; otherwise name the culprit and its PyTorch layer."""
     from hwkit.export.qonnx import torch_layer_of
 
     bad = [n for n in model.graph.node if not n.domain.startswith(HW_DOMAIN)]
     if not bad:
         return
-    node = bad[0]
-    torch_layer = torch_layer_of(node)
-    where = f"PyTorch layer '{torch_layer}'" if torch_layer else f"node '{node.name}'"
-    others = f" (and {len(bad) - 1} more: {', '.join(n.op_type for n in bad[1:4])})" if len(bad) > 1 else ""
+    labels = weight_node_layers(model, weight_layers)
+    # A MatMul/Mul/Add left over is often a symptom (its input is float because of an op before it);
+    # name an op FINN has no layer for at all first.
+    symptoms = {"MatMul", "Mul", "Add", "MultiThreshold", "Sub", "Div"}
+    node = next((n for n in bad if n.op_type not in symptoms), bad[0])
+    torch_layer = torch_layer_of(node) or labels.get(node.name)
+    where = f"PyTorch layer {torch_layer}" if torch_layer else f"node '{node.name}'"
+    in_dt = model.get_tensor_datatype(node.input[0]).name if node.input else "?"
+    rest = [f"{n.name} ({n.op_type})" for n in bad if n is not node]
+    others = f"; also unmapped: {', '.join(rest[:4])}{' ...' if len(rest) > 4 else ''}" if rest else ""
     raise UnsupportedLayerError(
-        f"{where}: op {node.op_type} has no FINN hardware layer{others}; quantise its inputs and weights "
-        "with Brevitas or move it out of the model"
+        f"{where}: op {node.op_type} (input {in_dt}) has no FINN hardware layer{others}. FINN maps layers "
+        "whose inputs and weights are quantised integers: quantise them with Brevitas, or move the layer "
+        "out of the model"
     )
 
 
-def layer_table(model: Any) -> list[dict[str, Any]]:
+def layer_table(model: Any, weight_layers: Sequence[str | None] = ()) -> list[dict[str, Any]]:
     """Per-layer facts from a FINN HW graph: name, op, PE/SIMD, data types, source PyTorch layer."""
     from qonnx.custom_op.registry import getCustomOp
 
     from hwkit.export.qonnx import torch_layer_of
 
+    by_order = weight_node_layers(model, weight_layers)
     rows = []
     for node in model.graph.node:
-        row: dict[str, Any] = {"name": node.name, "op": node.op_type, "torch_layer": torch_layer_of(node)}
+        row: dict[str, Any] = {"name": node.name, "op": node.op_type,
+                               "torch_layer": torch_layer_of(node) or by_order.get(node.name)}
         try:
             inst = getCustomOp(node)
         except Exception:  # non-FINN node: no attributes to read
@@ -142,11 +170,13 @@ def layer_table(model: Any) -> list[dict[str, Any]]:
                 row[key] = int(inst.get_nodeattr(attr)) if inst is not None else None
             except (AttributeError, Exception):  # qonnx raises AttributeError or a bare Exception
                 row[key] = None
-        for getter, key in (("get_input_datatype", "input_dtype"), ("get_weight_datatype", "weight_dtype"),
-                            ("get_output_datatype", "output_dtype")):
+        for key, read in (("input_dtype", lambda op: op.get_input_datatype(0)),
+                          ("weight_dtype", lambda op: op.get_input_datatype(1)),
+                          ("output_dtype", lambda op: op.get_output_datatype(0))):
             try:
-                row[key] = getattr(inst, getter)().name
-            except Exception:  # not every op has weights / typed ports
+                row[key] = read(inst).name if inst is not None and (key != "weight_dtype" or len(node.input) > 1) \
+                    else None
+            except Exception:  # not every op has typed ports
                 row[key] = None
         rows.append(row)
     return rows
@@ -163,7 +193,6 @@ def estimates(report_dir: Path) -> dict[str, Any]:
         "layer_cycles": "estimate_layer_cycles.json",
         "network_performance": "estimate_network_performance.json",
         "op_and_param_counts": "op_and_param_counts.json",
-        "auto_folding_config": "auto_folding_config.json",
     }
     out = {k: _read_json(report_dir / f) for k, f in files.items()}
     if out["network_performance"] is None or out["layer_resources"] is None:
@@ -175,22 +204,24 @@ def _make_step_pass(step: str) -> Any:
     def run(art: Artifact, ctx: Context) -> Artifact:
         from qonnx.core.modelwrapper import ModelWrapper
 
-        ensure_finn(ctx.out_dir)
+        ensure_finn(ctx.work_dir)
         fn = _step_function(step)
         assert art.path is not None
         model = ModelWrapper(str(art.path))
         cfg = dataflow_config(ctx)
         model = fn(model, cfg)
+        torch_layers = art.meta.get("model", {}).get("weight_layers", ())
         if step == "step_convert_to_hw":
-            check_all_hw(model)
+            check_all_hw(model, torch_layers)
         out = ctx.work_dir / "model.onnx"
         model.save(str(out))
         meta: dict[str, Any] = {}
         if step == "step_generate_estimate_reports":
-            meta["finn"] = {"estimates": estimates(ctx.work_dir / "report"), "layers": layer_table(model),
+            meta["finn"] = {"estimates": estimates(ctx.work_dir / "report"), "layers": layer_table(model, torch_layers),
                             "report_dir": str((ctx.work_dir / "report").relative_to(ctx.out_dir))}
-        if step == "step_target_fps_parallelization" and (ctx.work_dir / "auto_folding_config.json").is_file():
-            meta["folding_config"] = str((ctx.work_dir / "auto_folding_config.json").relative_to(ctx.out_dir))
+        folding = ctx.work_dir / "report" / "auto_folding_config.json"
+        if step == "step_target_fps_parallelization" and folding.is_file():
+            meta["folding_config"] = str(folding.relative_to(ctx.out_dir))
         return art.evolve(stage="finn", path=out, **meta)
 
     run.__doc__ = f"finn-plus {step}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,21 +40,40 @@ def _check_dtype(name: str) -> str:
     return name
 
 
+def _torch_layer(node: Any) -> str | None:
+    """'path (Class)' of the user-facing PyTorch module an exported node came from, if recorded."""
+    props = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(props["pkg.torch.onnx.name_scopes"])
+        classes = ast.literal_eval(props["pkg.torch.onnx.class_hierarchy"])
+    except (KeyError, ValueError, SyntaxError):
+        return None
+    best = None
+    for scope, cls in zip(scopes, classes):
+        if scope and cls.startswith(("torch.nn.", "brevitas.nn.")):
+            best = f"{scope} ({cls.rsplit('.', 1)[-1]})"
+    return best
+
+
 def _tag_torch_names(model: Any) -> None:
-    # The torch exporter names nodes after the module path (e.g. "/3/Sigmoid"). FINN renames nodes,
-    # so keep the original name in doc_string to name the PyTorch layer in later errors.
+    # The torch exporter records each node's module path in metadata_props; FINN drops those and
+    # renames nodes, so keep the layer in doc_string, which survives on nodes FINN leaves alone.
     for node in model.graph.node:
-        if node.name and not node.doc_string.startswith(TORCH_TAG):
-            node.doc_string = TORCH_TAG + node.name
+        layer = _torch_layer(node)
+        if layer and not node.doc_string.startswith(TORCH_TAG):
+            node.doc_string = TORCH_TAG + layer
 
 
 def torch_layer_of(node: Any) -> str | None:
-    """The PyTorch module path an ONNX node came from, when export recorded it."""
+    """The PyTorch layer ('path (Class)') an ONNX node came from, when export recorded it."""
     if node.doc_string.startswith(TORCH_TAG):
-        name = node.doc_string[len(TORCH_TAG):]
-        parts = [p for p in name.split("/") if p]
-        return ".".join(parts[:-1]) or name
+        return str(node.doc_string[len(TORCH_TAG):])
     return None
+
+
+def weight_layers(model: Any) -> list[str | None]:
+    """PyTorch layers of the weight-carrying nodes (Gemm/MatMul/Conv), in graph order."""
+    return [torch_layer_of(n) for n in model.graph.node if n.op_type in ("Gemm", "MatMul", "Conv")]
 
 
 def _export(loaded: Any, shape: tuple[int, ...], out: Path) -> None:
@@ -114,17 +135,24 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
             torch_out = loaded.module(torch.from_numpy(inputs)).detach().numpy()
         n_params = sum(p.numel() for p in loaded.module.parameters())
         model_info.update(format=loaded.format, params=int(n_params), checkpoint_meta=loaded.meta)
-        _export(loaded, shape, out)
-        model = ModelWrapper(str(out))
+        raw_dir = ctx.work_dir / "torch_export"
+        raw_dir.mkdir()
+        _export(loaded, shape, raw_dir / "raw.onnx")
+        model = ModelWrapper(str(raw_dir / "raw.onnx"))
+        shutil.rmtree(raw_dir)  # the exporter may write weights beside the graph; model.onnx holds them
     _tag_torch_names(model)
     model = cleanup_model(model)
     iname = model.graph.input[0].name
     model.set_tensor_datatype(iname, DataType[dtype])
     model.save(str(out))
-    model_info.update(input_shape=list(shape), input_dtype=dtype, output_shape=list(model.get_tensor_shape(
+    model_info.update(weight_layers=weight_layers(model), input_shape=list(shape), input_dtype=dtype, output_shape=list(model.get_tensor_shape(
         model.graph.output[0].name)))
 
-    q_out, _ = execute_finn_graph(out, inputs, ctx.out_dir)
+    q_out, _ = execute_finn_graph(out, inputs, ctx.work_dir)
+    warnings = list(art.meta.get("warnings", ()))
+    if len(q_out) > 1 and float(np.ptp(q_out.reshape(len(q_out), -1), axis=0).max()) == 0.0:
+        warnings.append("every golden sample gives the same output: the hand-off checks exercise little of the "
+                        "model (ship representative golden_inputs in the checkpoint)")
     root = ctx.out_dir
     np.save(ctx.work_dir / "golden_in.npy", inputs)
     np.save(ctx.work_dir / "golden_out_qonnx.npy", q_out)
@@ -140,4 +168,5 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         "stage": "qonnx",
         "int_outputs": None,
     }
-    return art.evolve(stage="qonnx", path=out, model=model_info, golden=golden, verification=history)
+    return art.evolve(stage="qonnx", path=out, model=model_info, golden=golden, verification=history,
+                      warnings=warnings)
