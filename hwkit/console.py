@@ -11,7 +11,7 @@ from rich.table import Table
 
 from hwkit.board import Board
 from hwkit.flow import FlowStep
-from hwkit.report import Report, _fmt
+from hwkit.report import LAYER_RESOURCES, Report, _fmt
 
 
 class RichProgress:
@@ -42,10 +42,10 @@ class RichProgress:
         self._progress.console.print(f"  {'·' if cached else '✓'} {step.id} [dim]{note}[/dim]", highlight=False)
         self._progress.advance(self._task)
 
-    def stop(self) -> None:
+    def stop(self, ok: bool) -> None:
         """Finish the bar."""
         if self._task is not None:
-            self._progress.update(self._task, description="done")
+            self._progress.update(self._task, description="done" if ok else "[red]failed[/]")
         self._progress.stop()
 
 
@@ -65,7 +65,7 @@ def print_report(report: Report, out_dir: str) -> None:
         for col in ("layer", "op", "torch", "PE", "SIMD", "cycles", "LUT", "BRAM_18K", "URAM", "DSP"):
             lay.add_column(col, justify="right" if col not in ("layer", "op", "torch") else "left")
         for row in report.layers:
-            res = [_fmt(row.resources[k].value) if k in row.resources else "-" for k in ("LUT", "BRAM_18K", "URAM", "DSP")]
+            res = [_fmt(row.resources[k].value) if k in row.resources else "-" for k in LAYER_RESOURCES]
             lay.add_row(row.name, row.op, row.torch_layer or "-", _fmt(row.pe), _fmt(row.simd),
                         _fmt(row.cycles.value), *res)
         con.print(lay)

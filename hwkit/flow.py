@@ -195,7 +195,7 @@ class Progress(Protocol):
     def start(self, total: int) -> None: ...
     def pass_started(self, step: FlowStep) -> None: ...
     def pass_done(self, step: FlowStep, seconds: float, cached: bool) -> None: ...
-    def stop(self) -> None: ...
+    def stop(self, ok: bool) -> None: ...
 
 
 class NullProgress:
@@ -210,7 +210,7 @@ class NullProgress:
     def pass_done(self, step: FlowStep, seconds: float, cached: bool) -> None:
         """Nothing."""
 
-    def stop(self) -> None:
+    def stop(self, ok: bool) -> None:
         """Nothing."""
 
 
@@ -306,16 +306,18 @@ class Runner:
 
         records = [PassRecord(s.id, s.spec.name, 0.0, True, keys[i]) for i, s in enumerate(steps[:resume_at])]
         self.progress.start(last + 1)
+        ok = False
         try:
-            for i, step in enumerate(steps[:resume_at]):
+            for step in steps[:resume_at]:
                 self.progress.pass_done(step, 0.0, True)
             for i in range(resume_at, last + 1):
                 step = steps[i]
                 art = self._run_step(step, art, keys[i])
                 records.append(PassRecord(step.id, step.spec.name, art.meta["_seconds"], False, keys[i]))
                 self.progress.pass_done(step, art.meta["_seconds"], False)
+            ok = True
         finally:
-            self.progress.stop()
+            self.progress.stop(ok)
         return art, records
 
     def _run_step(self, step: FlowStep, art: Artifact, key: str) -> Artifact:
@@ -344,7 +346,8 @@ class Runner:
         if not isinstance(out, Artifact):
             raise ToolError(f"pass {step.id} returned {type(out).__name__}, not an Artifact")
         out = out.evolve(_seconds=seconds)
-        write_json_atomic(work / ARTIFACT_FILE, {"key": key, "pass": step.spec.name, "artifact": out.to_json(self.out_dir)})
+        record = {"key": key, "pass": step.spec.name, "artifact": out.to_json(self.out_dir)}
+        write_json_atomic(work / ARTIFACT_FILE, record)
         self.log.info("pass %s: done in %.3f s", step.id, seconds)
         return out
 

@@ -69,8 +69,9 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run long)."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return text.splitlines()[0].split(". ")[0].rstrip(".") if text else type(exc).__name__
 
 
 def _shape(value: Any, path: Path) -> tuple[int, ...] | None:

@@ -16,6 +16,8 @@ from hwkit.artifact import thaw, write_json_atomic, write_text_atomic
 from hwkit.board import RESOURCE_KEYS, Board
 
 SCHEMA_VERSION = "1.0"
+LAYER_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
+"""What finn-plus estimates per layer (it has no flip-flop estimate)."""
 SOURCES = (
     "finn-estimate",        # finn-plus analytical estimate (step_generate_estimate_reports)
     "analytical-estimate",  # hwkit's own model
@@ -119,18 +121,20 @@ class Report:
                 lines.append(f"| {k} | {_fmt(r.used.value)} | {_fmt(r.available.value)} | "
                              f"{_fmt(r.utilisation_pct.value)} | {r.used.source} |")
         if self.layers:
-            lines += ["", "## Layers", "", "| layer | op | PyTorch layer | PE | SIMD | cycles | LUT | BRAM_18K | URAM | DSP |",
+            lines += ["", "## Layers", "",
+                      "| layer | op | PyTorch layer | PE | SIMD | cycles | " + " | ".join(LAYER_RESOURCES) + " |",
                       "|---|---|---|---|---|---|---|---|---|---|"]
             for row in self.layers:
                 res = [_fmt(row.resources[k].value) if k in row.resources else "-"
-                       for k in ("LUT", "BRAM_18K", "URAM", "DSP")]
+                       for k in LAYER_RESOURCES]
                 lines.append(f"| {row.name} | {row.op} | {row.torch_layer or '-'} | {_fmt(row.pe)} | "
                              f"{_fmt(row.simd)} | {_fmt(row.cycles.value)} | " + " | ".join(res) + " |")
             lines.append("")
             lines.append("Layer cycles and resources: finn-estimate (finn-plus analytical models; no FF estimate).")
         if self.verification:
             lines += ["", "## Hand-off verification (golden batch)", "",
-                      "| reference -> stage | samples | max abs err | tolerance | integer exact | class agreement | ok |",
+                      "| reference -> stage | samples | max abs err | tolerance | integer exact "
+                      "| class agreement | ok |",
                       "|---|---|---|---|---|---|---|"]
             for v in self.verification:
                 lines.append(f"| {v['reference']} -> {v['stage']} | {v['samples']} | {_fmt(v['max_abs_err'])} | "
@@ -177,7 +181,7 @@ def _layers(finn: dict[str, Any]) -> list[LayerRow]:
             simd=layer.get("simd"), input_dtype=layer.get("input_dtype"), weight_dtype=layer.get("weight_dtype"),
             output_dtype=layer.get("output_dtype"),
             cycles=Quantity(cyc.get(name), "cycles", "finn-estimate"),
-            resources={k: Quantity(r[k], "count", "finn-estimate") for k in ("LUT", "BRAM_18K", "URAM", "DSP") if k in r},
+            resources={k: Quantity(r[k], "count", "finn-estimate") for k in LAYER_RESOURCES if k in r},
         ))
     return rows
 

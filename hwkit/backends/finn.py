@@ -59,14 +59,17 @@ def ensure_finn(work_dir: Path) -> None:
     build_dir.mkdir(parents=True, exist_ok=True)
     if _state["build_dir"] == build_dir:
         return
-    # finn-plus worker processes rebuild their settings from these two variables.
+    # finn-plus worker processes rebuild their settings from these two variables. The settings file
+    # need not exist; naming it keeps finn-plus from creating ~/.finn to look for one there.
+    settings_file = build_dir / "finn-settings.yaml"
     os.environ["FINN_BUILD_DIR"] = str(build_dir)
-    os.environ.pop("FINN_SETTINGS", None)
+    os.environ["FINN_SETTINGS"] = str(settings_file)
     import finn.util.settings as finn_settings
     from finn.interface.settings import FINNSettings
 
     finn_settings._SETTINGS = FINNSettings.init(  # noqa: SLF001 - finn-plus offers no setter
-        flow_config=build_dir / "dummy.yaml", finn_build_dir=str(build_dir), auto_set_environment_vars=False
+        override_settings_path=settings_file, flow_config=build_dir / "dummy.yaml",
+        finn_build_dir=str(build_dir), auto_set_environment_vars=False,
     )
     if not vivado_available():
         import finn.xsi

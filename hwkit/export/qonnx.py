@@ -104,8 +104,8 @@ def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[in
                                 "golden_batch", "seed"))
 def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     """Export to QONNX (or take a given .onnx), run the golden batch through torch and QONNX."""
-    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.util.cleanup import cleanup_model
 
     settings = ctx.settings
@@ -126,7 +126,10 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         model_info.update(format="qonnx")
     else:
         loaded, shape, dtype, shipped = _load_input(art, settings)
-        inputs = shipped[:n].astype(np.float32) if shipped is not None else golden_inputs(shape, dtype, n, settings.seed)
+        if shipped is not None:
+            inputs = shipped[:n].astype(np.float32)
+        else:
+            inputs = golden_inputs(shape, dtype, n, settings.seed)
         if tuple(inputs.shape[1:]) != tuple(shape[1:]):
             raise InputError(f"{art.path}: golden_inputs have shape {inputs.shape[1:]}, model input is {shape[1:]}")
         import torch
@@ -145,8 +148,9 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     iname = model.graph.input[0].name
     model.set_tensor_datatype(iname, DataType[dtype])
     model.save(str(out))
-    model_info.update(weight_layers=weight_layers(model), input_shape=list(shape), input_dtype=dtype, output_shape=list(model.get_tensor_shape(
-        model.graph.output[0].name)))
+    oname = model.graph.output[0].name
+    model_info.update(weight_layers=weight_layers(model), input_shape=list(shape), input_dtype=dtype,
+                      output_shape=list(model.get_tensor_shape(oname)))
 
     q_out, _ = execute_finn_graph(out, inputs, ctx.work_dir)
     warnings = list(art.meta.get("warnings", ()))

@@ -31,7 +31,7 @@ DSP = 8
 
 
 def test_required_boards_ship_and_validate():
-    assert REQUIRED <= set(board_names())
+    assert set(board_names()) >= REQUIRED
     boards = {b.name: b for b in all_boards()}
     for b in boards.values():
         if b.kind == "fpga":

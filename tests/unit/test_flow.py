@@ -9,8 +9,7 @@ from hwkit.artifact import Artifact
 from hwkit.board import load_board
 from hwkit.config import CompileSettings
 from hwkit.errors import FlowError, InputError, ToolError
-from hwkit.flow import flow_from_functions, flow_names, load_flow
-from hwkit.flow import Runner
+from hwkit.flow import Runner, flow_from_functions, flow_names, load_flow
 
 FINN_STEPS = [
     "qonnx_to_finn", "tidy_up", "streamline", "convert_to_hw", "minimize_bit_width_initial",
