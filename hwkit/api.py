@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hwkit.artifact import Artifact, thaw
@@ -78,6 +80,28 @@ def compile_model(
         raise InputError(f"{out_dir}: exists and is not a directory")
     created = not (out / PASSES_DIR).exists()
     out.mkdir(parents=True, exist_ok=True)
+    with _build_lock(out):
+        return _compile_locked(model_path, out, created, board, resolved_flow, cfg, from_step, to_step, progress)
+
+
+@contextlib.contextmanager
+def _build_lock(out: Path) -> Iterator[None]:
+    """One compile per build directory at a time (a second one would overwrite checkpoints)."""
+    with (out / ".hwkit.lock").open("w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise InputError(f"{out}: another hwkit compile is using this build directory") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _compile_locked(
+    model_path: Path, out: Path, created: bool, board: Board, resolved_flow: Flow, cfg: CompileSettings,
+    from_step: str | None, to_step: str | None, progress: Progress | None,
+) -> Report:
     for stale in ("report.json", "report.md"):
         (out / stale).unlink(missing_ok=True)
 

@@ -91,6 +91,7 @@ def print_report(report: Report, out_dir: str) -> None:
             con.print(f"[red bold]DOES NOT FIT[/] the {t.get('part')}: {'; '.join(report.fit_notes)}")
     for w in report.warnings:
         con.print(f"[yellow]note:[/] {w}")
+    con.print("tools: " + ", ".join(f"{k} {v}" for k, v in report.tools.items()), highlight=False)
     con.print(f"report: {out_dir}/report.json, {out_dir}/report.md")
 
 

@@ -112,6 +112,9 @@ def test_second_board_and_no_fit(tmp_path, tiny_ckpt):
     assert rep.fits is True
     fps = rep.performance["throughput_fps"].value
     assert fps >= 100_000
+    finn_perf = json.loads((_finn_report_dir(tmp_path / "pz1") / "estimate_network_performance.json").read_text())
+    assert fps == finn_perf["estimated_throughput_fps"]
+    assert rep.performance["latency_ms"].value == pytest.approx(finn_perf["critical_path_cycles"] * 10.0 / 1e6)
 
     small = tmp_path / "tiny-part.toml"
     small.write_text((Path(load_board("pynq-z1").source)).read_text()

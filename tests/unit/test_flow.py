@@ -181,3 +181,16 @@ def test_input_errors_keep_their_type(tmp_path):
 
     with pytest.raises(InputError, match="01-p_bad: in.txt: field 'x'"):
         _run(tmp_path, [p_bad])
+
+
+def test_one_compile_per_build_directory(tmp_path, tiny_ckpt):
+    import fcntl
+
+    from hwkit.api import compile_model
+
+    out = tmp_path / "b"
+    out.mkdir()
+    with (out / ".hwkit.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(InputError, match="another hwkit compile"):
+            compile_model(tiny_ckpt, "zcu104", out)
