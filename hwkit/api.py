@@ -30,8 +30,11 @@ def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise InputError(f"{flag} must be a positive number, got {value!r}")
         clean[key] = float(value)  # 5 and 5.0 are the same setting (and the same cache key)
-    if "input_shape" in clean:
-        clean["input_shape"] = tuple(int(d) for d in clean["input_shape"])  # type: ignore[union-attr]
+    shape = clean.get("input_shape")
+    if shape is not None:
+        if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise InputError(f"--input-shape must be positive integers, got {shape!r}")
+        clean["input_shape"] = tuple(shape)
     return CompileSettings(**clean)  # type: ignore[arg-type]
 
 

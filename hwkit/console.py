@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import sys
-import time
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from hwkit.board import Board
@@ -23,8 +22,7 @@ class RichProgress:
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             console=self.console, transient=False,
         )
-        self._task = None
-        self._t0 = 0.0
+        self._task: TaskID | None = None
 
     def start(self, total: int) -> None:
         """Begin a flow of ``total`` passes."""
@@ -33,14 +31,15 @@ class RichProgress:
 
     def pass_started(self, step: FlowStep) -> None:
         """Show the pass now running."""
-        self._t0 = time.perf_counter()
-        self._progress.update(self._task, description=f"{step.id}")
+        if self._task is not None:
+            self._progress.update(self._task, description=f"{step.id}")
 
     def pass_done(self, step: FlowStep, seconds: float, cached: bool) -> None:
         """Advance the bar; log each pass with its time."""
         note = "cached" if cached else f"{seconds:.2f} s"
         self._progress.console.print(f"  {'·' if cached else '✓'} {step.id} [dim]{note}[/dim]", highlight=False)
-        self._progress.advance(self._task)
+        if self._task is not None:
+            self._progress.advance(self._task)
 
     def stop(self, ok: bool) -> None:
         """Finish the bar."""

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from hwkit import __version__
 from hwkit.artifact import ARTIFACT_FILE, Artifact, write_json_atomic
@@ -359,7 +359,9 @@ def _captured(log_path: Path):  # type: ignore[no-untyped-def]
     with log_path.open("a", encoding="utf-8") as f, contextlib.redirect_stdout(f), \
             contextlib.redirect_stderr(f), warnings.catch_warnings():
         warnings.simplefilter("default")
-        warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: f.write(  # noqa: ARG005
-            f"{fn}:{ln}: {cat.__name__}: {msg}\n"
-        )
+        def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: TextIO | None = None, line: str | None = None) -> None:
+            f.write(f"{filename}:{lineno}: {category.__name__}: {message}\n")
+
+        warnings.showwarning = show
         yield

@@ -40,6 +40,15 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --no-deps -e .
 if [ "$dev" = 1 ]; then
   "${pip[@]}" install -r requirements-dev.txt
+  # The HTML report is tested in a real headless Chromium (Debian's package; Playwright drives it
+  # and never downloads a browser of its own).
+  if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+    else
+      echo "setup.sh: install Debian's chromium (apt-get install chromium) for the HTML report tests" >&2
+    fi
+  fi
 fi
 echo "$want" > "$stamp"
 echo "hwkit set up in .venv ($(.venv/bin/hwkit --version))"
