@@ -76,6 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--json", action="store_true")
     r = sub.add_parser("report", help="print the report of a build directory")
     r.add_argument("build_dir")
+
+    be = sub.add_parser("bench", help="measure an exported ONNX model with ONNX Runtime on a cpu/gpu target")
+    be.add_argument("model", help="ONNX model file (.onnx)")
+    be.add_argument("--target", default="cpu", help="cpu/gpu board name or board .toml (default: cpu)")
+    be.add_argument("--batch-sizes", type=_shape, default=(1, 8, 64, 256), help="e.g. 1,8,64,256")
+    be.add_argument("--runs", type=int, default=500, help="timed batch-1 runs (default 500)")
+    be.add_argument("--warmup", type=int, default=50, help="untimed warm-up runs (default 50)")
+    be.add_argument("--batch-runs", type=int, default=30, help="timed runs per batch size (default 30)")
+    be.add_argument("--input-dtype", default="FLOAT32", help="input range to sample: FLOAT32 (normal), UINT8, INT8")
+    be.add_argument("--out", help="also write report.json and report.md into this directory")
+    be.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
+    _add_train_parser(sub)
     return p
 
 
@@ -140,10 +152,161 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwkit.backends.ort import measure_session
+    from hwkit.board import load_board
+    from hwkit.export.onnx import _input_shape, check_onnx_file, sample_inputs
+    from hwkit.flow import file_digest, tool_versions
+    from hwkit.report import build_report
+
+    board = load_board(args.target)
+    if board.kind not in ("cpu", "gpu"):
+        raise InputError(f"hwkit bench runs ONNX Runtime targets; '{board.name}' is a {board.kind} board")
+    for flag, v in (("--runs", args.runs), ("--batch-runs", args.batch_runs)):
+        if v < 1:
+            raise InputError(f"{flag} must be >= 1, got {v}")
+    path = Path(args.model)
+    if not path.is_file():
+        raise InputError(f"{args.model}: model file not found")
+    model = check_onnx_file(path)
+    shape = _input_shape(model)
+    x = sample_inputs(shape, args.input_dtype.upper(), max(args.batch_sizes), 0)
+    res = measure_session(path, board, x, list(args.batch_sizes), max(args.warmup, 0), args.runs, args.batch_runs,
+                          energy_runs=200)
+    res.update(warmup=args.warmup, eager=None)
+    meta = {"measurement": res, "ort": {"providers": res["providers"]}}
+    model_meta = {"path": str(path.resolve()), "sha256": file_digest(path), "format": "onnx",
+                  "input_shape": list(shape), "input_dtype": args.input_dtype.upper()}
+    report = build_report(meta, model_meta, board, {"clock_ns": None, "target_fps": None}, "bench", [],
+                          tool_versions())
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        report.write(out)
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    else:
+        from hwkit.console import print_report
+
+        print_report(report, args.out or "(not written; use --out)")
+    return 0
+
+
+# --- hwkit train (issue 3: CQMLP CAN intrusion detector) --------------------------------------------
+
+def _add_train_parser(sub: Any) -> None:
+    """``hwkit train cqmlp``: quantisation-aware training on Car-Hacking data or synthetic traffic."""
+    t = sub.add_parser("train", help="quantisation-aware training of a built-in model (cqmlp: CAN-bus IDS)")
+    t.add_argument("arch", choices=["cqmlp"], help="model to train")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="directory of Car-Hacking files (DoS_dataset.csv, Fuzzy_dataset.csv, "
+                                    "RPM_dataset.csv, normal_run_data.txt; candump .log / .asc / .blf as normal)")
+    src.add_argument("--synthetic", action="store_true",
+                     help="generate Car-Hacking-style traffic (seeded) and train on it")
+    t.add_argument("--synthetic-seconds", type=_positive, default=60.0,
+                   help="seconds of traffic per synthetic file (default 60)")
+    t.add_argument("--synthetic-dir", help="keep the generated files in this directory")
+    t.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of skipping it")
+    t.add_argument("--bits", type=int, default=2, help="weight and activation bits (default 2, paper: 2)")
+    t.add_argument("--depth", type=int, default=4, help="hidden layers from 256-128-64-32 (default 4)")
+    t.add_argument("--window", type=int, default=4, help="frames per input block (default 4 -> 40 bytes)")
+    t.add_argument("--stride", type=int, default=1, help="window stride in frames (default 1)")
+    t.add_argument("--split", choices=["time", "random"], default="time",
+                   help="time: consecutive stretches per file, no shared frames (default); random: shuffled windows")
+    t.add_argument("--fractions", default="0.85,0.10,0.05", help="train,val,test fractions (default 0.85,0.10,0.05)")
+    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10; paper 1000)")
+    t.add_argument("--batch-size", type=int, default=256, help="mini-batch (default 256; paper 128)")
+    t.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate (default 1e-3; paper 1e-4)")
+    t.add_argument("--patience", type=int, default=3, help="early stop after N epochs without better val loss "
+                                                            "(default 3; 0 = off)")
+    t.add_argument("--max-train-windows", type=int, help="train on a seeded random subset of this many windows")
+    t.add_argument("--seed", type=int, default=0, help="data generation, initialisation and shuffling seed")
+    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for this small MLP)")
+    t.add_argument("--out", default="cqmlp.pt", help="checkpoint path (default cqmlp.pt); metrics.json, .png and "
+                                                     ".state.pt are written next to it")
+    t.add_argument("--resume", nargs="?", const="", default=None,
+                   help="continue from a training state (default: the .state.pt next to --out)")
+    out = t.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print the metrics JSON to stdout, nothing else")
+    out.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwkit.train import config_from, paths_for, prepare_data, train_cqmlp
+
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+    except ValueError:
+        raise InputError(f"--fractions '{args.fractions}' is not three numbers like 0.85,0.10,0.05") from None
+    for flag, v in (("--bits", args.bits), ("--depth", args.depth), ("--window", args.window),
+                    ("--stride", args.stride), ("--epochs", args.epochs), ("--batch-size", args.batch_size),
+                    ("--threads", args.threads)):
+        if v < 1:
+            raise InputError(f"{flag} must be >= 1, got {v}")
+    if not 1 <= args.depth <= 4 or not 1 <= args.bits <= 8:
+        raise InputError(f"--depth must be 1..4 and --bits 1..8, got {args.depth} and {args.bits}")
+    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise InputError(f"--fractions must be three positive numbers summing to 1, got {args.fractions}")
+    cfg = config_from({**vars(args), "fractions": fractions})
+    progress = None
+    if not (args.json or args.quiet):
+        from hwkit.train import RichTrainProgress
+
+        progress = RichTrainProgress()
+    out = Path(args.out)
+    resume = None if args.resume is None else Path(args.resume or paths_for(out)[2])
+    try:
+        split, desc = prepare_data(Path(args.data) if args.data else None,
+                                   args.synthetic_seconds if args.synthetic else None, cfg,
+                                   Path(args.synthetic_dir) if args.synthetic_dir else None, args.strict, progress)
+        if progress:
+            s = split.sizes()
+            progress.note(f"{split.mode} split: {s['train']:,} train / {s['val']:,} val / {s['test']:,} test windows")
+        result = train_cqmlp(split, cfg, out, desc, progress, resume)
+    finally:
+        if progress:
+            progress.stop()
+    if args.json:
+        print(json.dumps({k: v for k, v in result.summary.items() if k != "history"}, indent=2))
+    elif not args.quiet:
+        _print_train_summary(result)
+    return 0
+
+
+def _print_train_summary(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = result.summary
+    test = s["metrics"]["test"]
+    title = (f"Test ({s['split']['mode']} split, {test['samples']:,} windows): accuracy "
+             f"{test['accuracy'] * 100:.3f}%, benign FPR {test['benign_fpr'] * 100:.3f}%")
+    tab = Table(title=title, title_justify="left")
+    for col in ("class", "precision %", "recall %", "F1 %", "FNR %", "support"):
+        tab.add_column(col, justify="left" if col == "class" else "right")
+    for name, m in test["per_class"].items():
+        tab.add_row(name, f"{m['precision'] * 100:.3f}", f"{m['recall'] * 100:.3f}", f"{m['f1'] * 100:.3f}",
+                    f"{m['fnr'] * 100:.3f}", f"{m['support']:,}")
+    con = Console()
+    con.print(tab)
+    ttt = s["time_to_val_accuracy_999"]
+    con.print(f"best epoch {s['best_epoch']} of {s['epochs_run']} ({s['stopped']}); "
+              f"{s['train_samples_per_s']:,.0f} training samples/s; "
+              + (f"val accuracy >= 99.9% after {ttt['train_s']:.1f} s of training (epoch {ttt['epoch']})"
+                 if ttt else "val accuracy never reached 99.9%"), highlight=False)
+    con.print(f"wrote {result.checkpoint}, {result.metrics_path}"
+              + (f", {result.plot_path}" if result.plot_path else "") + f", {result.state_path}", highlight=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwkit`` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report}
+    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "bench": _bench,
+                "train": _train}
     try:
         return handlers[args.command](args)
     except HwkitError as exc:

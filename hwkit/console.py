@@ -52,7 +52,8 @@ def print_report(report: Report, out_dir: str) -> None:
     """Summary tables of a report on stdout."""
     con = Console()
     t = report.target
-    title = f"{t['board']} ({t.get('part') or t['kind']}) @ {t.get('clock_ns')} ns"
+    title = (f"{t['board']} ({t.get('part') or t['kind']}) @ {t.get('clock_ns')} ns" if t["kind"] == "fpga"
+             else f"{t['board']} ({t['kind']}: {', '.join(t.get('execution_providers') or []) or '-'})")
     perf = Table(title=f"Performance: {title}", title_justify="left")
     for col in ("metric", "value", "unit", "source"):
         perf.add_column(col)

@@ -16,6 +16,8 @@ from hwkit.artifact import thaw, write_json_atomic, write_text_atomic
 from hwkit.board import RESOURCE_KEYS, Board
 
 SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION_MEASURED = "1.1"
+"""1.1 adds the optional top-level ``measurement`` (ONNX Runtime builds); reports without it stay 1.0."""
 LAYER_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 """What finn-plus estimates per layer (it has no flip-flop estimate)."""
 SOURCES = (
@@ -92,19 +94,27 @@ class Report:
     bottleneck_layer: str | None
     tools: dict[str, str]
     warnings: list[str] = field(default_factory=list)
+    measurement: dict[str, Any] | None = None
+    """Raw results of a measured build (runs, spread, batch sweep, eager, memory/energy method); 1.1."""
     schema_version: str = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
         """The report.json document."""
         body = asdict(self)
+        if body["measurement"] is None:
+            body.pop("measurement")
         return {"schema": "hwkit-report", "schema_version": body.pop("schema_version"), **body}
 
     def to_markdown(self) -> str:
         """The report.md document."""
         t = self.target
         lines = [f"# hwkit report: {Path(self.model.get('path', '?')).name} on {t['board']}", ""]
-        lines.append(f"- target: {t['board']} ({t.get('part') or t['kind']}), clock {t.get('clock_ns')} ns, "
-                     f"target fps {t.get('target_fps') or 'none (minimal folding)'}")
+        if t["kind"] == "fpga":
+            lines.append(f"- target: {t['board']} ({t.get('part') or t['kind']}), clock {t.get('clock_ns')} ns, "
+                         f"target fps {t.get('target_fps') or 'none (minimal folding)'}")
+        else:
+            lines.append(f"- target: {t['board']} ({t['kind']}), execution providers "
+                         f"{', '.join(t.get('execution_providers') or []) or '-'}")
         lines.append(f"- flow: {self.flow}; created {self.created_utc}")
         if self.fits is not None:
             verdict = "FITS" if self.fits else "DOES NOT FIT"
@@ -114,6 +124,8 @@ class Report:
             lines.append(f"| {k} | {_fmt(q.value)} | {q.unit} | {q.source} |")
         if self.bottleneck_layer:
             lines += ["", f"Bottleneck layer (sets the throughput): {self.bottleneck_layer}"]
+        if self.measurement:
+            lines += ["", *_measurement_md(self.measurement)]
         if self.resources:
             lines += ["", "## Resources", "", "| resource | used | available | utilisation % | source |",
                       "|---|---|---|---|---|"]
@@ -167,6 +179,56 @@ def _fmt(v: Any) -> str:
     if isinstance(v, int):
         return f"{v:,}"
     return str(v)
+
+
+def _measurement_md(m: dict[str, Any]) -> list[str]:
+    lat = m["latency_b1"]
+    lines = ["## Measurement (this machine)", "",
+             f"Batch 1: {lat['runs']} timed runs after {m.get('warmup')} warm-up runs; p50 {_fmt(lat['p50_ms'])} ms, "
+             f"p90 {_fmt(lat['p90_ms'])} ms, p99 {_fmt(lat['p99_ms'])} ms, stdev {_fmt(lat['stdev_ms'])} ms.", "",
+             "| batch | runs | samples/s (median) | p10..p90 samples/s | PyTorch eager samples/s | ratio |",
+             "|---|---|---|---|---|---|"]
+    eager = {r["batch"]: r for r in (m.get("eager") or {}).get("throughput", [])}
+    for r in m["throughput"]:
+        e = eager.get(r["batch"])
+        ratio = r["samples_per_s"] / e["samples_per_s"] if e else None
+        lines.append(f"| {r['batch']} | {r['runs']} | {_fmt(r['samples_per_s'])} | {_fmt(r['p10_samples_per_s'])}.."
+                     f"{_fmt(r['p90_samples_per_s'])} | {_fmt(e['samples_per_s'] if e else None)} | {_fmt(ratio)} |")
+    lines += ["", f"Peak memory: {m['memory']['method']}."]
+    if m.get("energy"):
+        lines.append(f"Energy ({m['energy']['source']}): {m['energy']['method']}.")
+    return lines
+
+
+def _ort_performance(m: dict[str, Any]) -> dict[str, Quantity]:
+    """Performance quantities of an ONNX Runtime build (``measurement`` metadata of ort.measure)."""
+    perf: dict[str, Quantity] = {}
+    lat = m["latency_b1"]
+    for q in ("p50", "p90", "p99"):
+        perf[f"latency_{q}_ms"] = Quantity(lat[f"{q}_ms"], "ms", "measured")
+    perf["latency_runs"] = Quantity(lat["runs"], "count", "setting")
+    perf["latency_stdev_ms"] = Quantity(lat["stdev_ms"], "ms", "measured")
+    for r in m["throughput"]:
+        perf[f"throughput_b{r['batch']}_samples_per_s"] = Quantity(r["samples_per_s"], "samples/s", "measured")
+    best = next(r for r in m["throughput"] if r["batch"] == m["best_batch"])
+    perf["best_batch"] = Quantity(m["best_batch"], "samples", "measured")
+    perf["throughput_samples_per_s"] = Quantity(best["samples_per_s"], "samples/s", "measured")
+    eager = m.get("eager")
+    if eager:
+        perf["eager_latency_p50_ms"] = Quantity(eager["latency_b1"]["p50_ms"], "ms", "measured")
+        perf["eager_over_ort_latency_ratio_b1"] = Quantity(m["eager_ratio_b1"], "x", "derived")
+        perf["ort_over_eager_throughput_ratio_best_batch"] = Quantity(
+            m["eager_throughput_ratio"][str(m["best_batch"])], "x", "derived")
+    mem = m["memory"]
+    perf["peak_memory_mib"] = Quantity(mem.get("peak_mib"), "MiB", "measured" if mem.get("peak_mib") is not None
+                                       else "not-estimated")
+    e = m.get("energy")
+    if e:
+        perf["energy_per_inference_b1_mj"] = Quantity(e["j_per_inference_b1"] * 1e3, "mJ", e["source"])
+        perf["energy_per_sample_best_batch_mj"] = Quantity(e["j_per_sample_best_batch"] * 1e3, "mJ", e["source"])
+    else:
+        perf["energy_per_inference_b1_mj"] = Quantity(None, "mJ", "not-estimated")
+    return perf
 
 
 def _layers(finn: dict[str, Any]) -> list[LayerRow]:
@@ -244,14 +306,24 @@ def build_report(
         fps = net.get("estimated_throughput_fps")
         if target_fps and fps is not None and fps < target_fps:
             warnings.append(f"estimated throughput {fps:,.0f} fps is below the target {target_fps:,.0f} fps")
+    measurement = meta.get("measurement")
+    if measurement:
+        perf.update(_ort_performance(measurement))
+        if (measurement.get("energy") or {}).get("source") == "analytical-estimate":
+            warnings.append("energy is an analytical estimate (no readable energy counter): "
+                            + measurement["energy"]["method"])
     target = {**board.summary(), "board": board.name, "clock_ns": clock, "target_fps": settings.get("target_fps")}
     target.pop("name")
     target.pop("description")
+    if "ort" in meta:
+        target["execution_providers"] = meta["ort"]["providers"]
     return Report(
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         model=model, target=target, flow=flow, passes=passes,
         verification=meta.get("verification", []), layers=layers, resources=resources, fits=fits,
         fit_notes=notes, performance=perf, bottleneck_layer=bottleneck, tools=tools, warnings=warnings,
+        measurement=measurement or None,
+        schema_version=SCHEMA_VERSION_MEASURED if measurement else SCHEMA_VERSION,
     )
 
 

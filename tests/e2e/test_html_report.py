@@ -56,8 +56,10 @@ def test_report_html_renders_in_chromium(tiny_build, tmp_path):
     doc = json.loads((out / "report.json").read_text())
     # what later stages add to a report: training metrics, energy tiers, a design-space exploration
     doc["model"]["checkpoint_meta"] = {"metrics": {"confusion_matrix": [[50, 1], [2, 47]], "classes": ["a", "b"]}}
-    doc["energy"] = [{"name": "PL", "low": 0.1, "high": 0.3, "value": 0.2, "unit": "mJ", "source": "analytical-estimate"}]
-    doc["pareto"] = [{"cost": 0.27, "accuracy": 0.99, "label": "2-bit"}, {"cost": 1.0, "accuracy": 0.995, "label": "4-bit"}]
+    doc["energy"] = [{"name": "PL", "low": 0.1, "high": 0.3, "value": 0.2, "unit": "mJ",
+                      "source": "analytical-estimate"}]
+    doc["pareto"] = [{"cost": 0.27, "accuracy": 0.99, "label": "2-bit"},
+                     {"cost": 1.0, "accuracy": 0.995, "label": "4-bit"}]
     page = tmp_path / "report.html"
     page.write_text(render_html(doc))
     shot = ARTEFACTS / "report-html.png"

@@ -20,6 +20,17 @@ def test_wheel_ships_boards_flows_and_schema(tmp_path):
     for board in ("zcu104", "zcu102", "pynq-z1", "pynq-z2", "ultra96-v2", "kv260", "u250", "cpu"):
         assert f"hwkit/boards/{board}.toml" in names
     assert "hwkit/flows/finn-estimate.toml" in names
+    for extra in ("boards/gpu.toml", "flows/ort-cpu.toml", "flows/ort-gpu.toml", "energy/cpu.py"):
+        assert f"hwkit/{extra}" in names
     assert "hwkit/schemas/report-1.schema.json" in names
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "hwkit = hwkit.cli:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_every_hwkit_package_is_listed():
+    """A subpackage missing from pyproject's list would be absent from a non-editable install."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "hwkit").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

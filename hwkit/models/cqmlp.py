@@ -1,0 +1,58 @@
+"""CQMLP: the custom-quantised MLP CAN intrusion detector (Khandelwal & Shreejith, FPL 2023).
+
+Input: a block of ``n`` consecutive CAN frames, each encoded as 10 raw bytes
+``[ID >> 8, ID & 0xFF, D0, ..., D7]`` (FINN input type UINT8, no normalisation, no input
+quantiser). Topology (paper, Fig. 2): 40-256-128-64-32-4, every hidden layer
+QuantLinear(bias) -> BatchNorm1d -> QuantReLU, a QuantLinear head whose logits are not quantised
+(softmax in training, argmax in hardware). 2-bit weights and activations: 54,824 learnable
+parameters (53,860 linear + 960 BatchNorm affine + 4 learned QuantReLU scales).
+
+Bit width and depth are parameters so the design space (2/3/4 bits, fewer hidden layers) can be
+explored with the same builder; checkpoints name it as arch ``"cqmlp"``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from hwkit.models.mlp import build_qmlp
+
+CQMLP_HIDDEN: tuple[int, ...] = (256, 128, 64, 32)
+"""The paper's hidden widths."""
+CQMLP_CLASSES: tuple[str, ...] = ("Benign", "DoS", "Fuzzing", "RPM")
+"""Output classes, in logit order (gear spoofing is not one of the paper's classes)."""
+FRAME_BYTES = 10
+"""Features per CAN frame: 2 ID bytes + 8 payload bytes."""
+
+
+def build_cqmlp(
+    bits: int = 2,
+    depth: int = 4,
+    window: int = 4,
+    n_classes: int = 4,
+    hidden: Sequence[int] | None = None,
+    act_bits: int | None = None,
+    dropout: float = 0.0,
+) -> nn.Sequential:
+    """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
+    weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
+
+    Dropout is not mentioned for CQMLP (it is for the 8-bit predecessor); it adds no parameters and
+    defaults to off.
+    """
+    widths = list(hidden) if hidden is not None else list(CQMLP_HIDDEN[:depth])
+    if not widths or any(w <= 0 for w in widths):
+        raise ValueError(f"CQMLP needs at least one positive hidden width, got {widths} (depth={depth})")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits must be 1..8, got {bits}")
+    return build_qmlp(
+        FRAME_BYTES * window, widths, n_classes, weight_bits=bits,
+        act_bits=bits if act_bits is None else act_bits, bias=True, batchnorm=True, dropout=dropout,
+    )
+
+
+def count_learnable(model: nn.Module) -> int:
+    """Learnable parameters (``requires_grad``), the paper's 54,824 for the default CQMLP."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

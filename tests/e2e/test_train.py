@@ -1,0 +1,96 @@
+"""``hwkit train cqmlp`` end to end: a real (short) training run through the CLI, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hwkit.config import CompileSettings
+from tests.conftest import ROOT
+
+SMALL = ["--synthetic", "--synthetic-seconds", "8", "--max-train-windows", "20000", "--batch-size", "256",
+         "--split", "random"]
+
+
+def _hwkit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hwkit.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("train") / "cq.pt"
+    proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "1", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, json.loads(proc.stdout)
+
+
+def test_train_writes_a_loadable_checkpoint_and_metrics(first_run):
+    import torch
+
+    from hwkit.load import load_model
+
+    out, summary = first_run
+    assert out.stat().st_size < 1_000_000
+    loaded = load_model(out, CompileSettings())
+    assert loaded.format == "hwkit-checkpoint" and loaded.input_shape == (1, 40) and loaded.input_dtype == "UINT8"
+    assert loaded.meta["learnable_parameters"] == 54_824
+    assert loaded.meta["split"]["mode"] == "random"
+    assert set(loaded.meta["metrics"]) == {"val", "test"}
+    # golden inputs are raw test windows (bytes), and the saved model predicts them as the metrics say
+    golden = torch.from_numpy(loaded.golden_inputs)
+    assert golden.shape[1] == 40 and float(golden.max()) <= 255 and float(golden.min()) >= 0
+    assert torch.equal(golden, golden.round())
+    test = summary["metrics"]["test"]
+    assert test["samples"] == summary["split"]["sizes"]["test"]
+    assert sum(map(sum, test["confusion"])) == test["samples"]
+    assert 0.5 < test["accuracy"] <= 1.0  # one epoch on 20k windows already learns DoS at least
+    assert set(test["per_class"]) == {"Benign", "DoS", "Fuzzing", "RPM"}
+    metrics = json.loads(out.with_suffix(".metrics.json").read_text())
+    assert metrics["metrics"]["test"]["confusion"] == test["confusion"]
+    assert len(metrics["history"]) == 1 and metrics["train_samples_per_s"] > 0
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert out.with_suffix(".state.pt").is_file()
+
+
+def test_resume_continues_from_the_saved_state(first_run, tmp_path):
+    out, summary = first_run
+    # work on a copy so the first run's files stay as the other test expects them
+    for suffix in (".pt", ".state.pt", ".metrics.json"):
+        src = out.with_suffix(suffix)
+        (tmp_path / f"cq{suffix}").write_bytes(src.read_bytes())
+    copy = tmp_path / "cq.pt"
+    proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "2", "--patience", "0", "--out", str(copy), "--resume")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "resuming after epoch 1" in proc.stderr
+    metrics = json.loads((tmp_path / "cq.metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2]
+    first = json.loads(out.with_suffix(".metrics.json").read_text())["history"][0]
+    assert metrics["history"][0] == first  # epoch 1 is the saved one, not re-trained
+    assert metrics["epochs_run"] == 2
+
+
+def test_resume_refuses_different_settings(first_run, tmp_path):
+    out, _ = first_run
+    proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "2", "--bits", "3", "--out", str(tmp_path / "x.pt"),
+                  "--resume", str(out.with_suffix(".state.pt")), "--quiet")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "cannot resume, 'bits' was 2 in the saved run and is 3 now" in proc.stderr
+
+
+def test_malformed_data_is_one_line_error_in_strict_mode(tmp_path):
+    data = tmp_path / "can"
+    data.mkdir()
+    (data / "DoS_dataset.csv").write_text("1478198376.389427,0000,8,00,00,00,00,00,00,00,00,T\n"
+                                          "1478198376.389700,0316,2,05,21\n")
+    proc = _hwkit("train", "cqmlp", "--data", str(data), "--strict", "--quiet", "--out", str(tmp_path / "x.pt"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert "DoS_dataset.csv:2: flag '' at column 6" in proc.stderr or "DoS_dataset.csv:2:" in proc.stderr
+    proc = _hwkit("train", "cqmlp", "--data", str(tmp_path / "nowhere"), "--quiet")
+    assert proc.returncode == 2 and "data directory not found" in proc.stderr

@@ -1,0 +1,86 @@
+"""Energy meters against a fake powercap tree, and the documented estimate."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from hwkit.backends.ort import energy_meter
+from hwkit.board import load_board, parse_board
+from hwkit.energy.cpu import RaplMeter, UtilisationEstimate, rapl_zones
+from hwkit.energy.gpu import BoardPowerEstimate, NvmlMeter
+from hwkit.errors import BoardError
+
+
+def _zone(root: Path, name: str, uj: int, rng: int = 2**32, label: str = "package-0") -> Path:
+    z = root / name
+    z.mkdir(parents=True)
+    (z / "energy_uj").write_text(f"{uj}\n")
+    (z / "max_energy_range_uj").write_text(f"{rng}\n")
+    (z / "name").write_text(label + "\n")
+    return z
+
+
+def test_rapl_sums_package_zones_and_handles_wrap(tmp_path):
+    a = _zone(tmp_path, "intel-rapl:0", 1_000_000)
+    b = _zone(tmp_path, "intel-rapl:1", 2**32 - 500_000, rng=2**32, label="package-1")
+    _zone(tmp_path, "intel-rapl:0:0", 5, label="core")  # a sub-zone: part of package 0, not added again
+    (tmp_path / "intel-rapl:2").mkdir()  # no counter file (unreadable): ignored
+    meter = RaplMeter(tmp_path)
+    assert meter.available and [z.name for z in meter.zones] == ["intel-rapl:0", "intel-rapl:1"]
+
+    def work():
+        (a / "energy_uj").write_text("3500000\n")  # +2.5 J
+        (b / "energy_uj").write_text("1500000\n")  # wrapped: +0.5 J + 1.5 J = 2.0 J
+
+    r = meter.measure(work)
+    assert r.source == "measured" and r.energy_j == pytest.approx(4.5)
+    assert "intel-rapl:0 (package-0)" in r.method
+
+
+def test_no_rapl_tree_means_no_meter(tmp_path):
+    assert rapl_zones(tmp_path / "missing") == []
+    assert not RaplMeter(tmp_path).available
+
+
+def test_utilisation_estimate_is_labelled_and_bounded():
+    est = UtilisationEstimate(100.0, cores=2)
+
+    def spin():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.05:
+            pass
+
+    r = est.measure(spin)
+    assert r.source == "analytical-estimate" and "tdp_w 100" in r.method
+    # one busy core out of two: utilisation about 0.5 (other threads of the process add to it); never > TDP x wall
+    assert 0.25 * 100.0 * r.wall_s < r.energy_j <= 100.0 * r.wall_s + 1e-9
+
+
+def test_gpu_estimate_and_nvml_absent():
+    r = BoardPowerEstimate(250.0).measure(lambda: time.sleep(0.01))
+    assert r.source == "analytical-estimate" and r.energy_j == pytest.approx(250.0 * r.wall_s)
+    try:
+        import pynvml  # noqa: F401
+    except ImportError:
+        assert not NvmlMeter().available
+
+
+def test_board_chooses_meter_from_data(tmp_path):
+    _zone(tmp_path, "intel-rapl:0", 10)
+    base = {"kind": "cpu", "description": "x", "default_flow": "ort-cpu",
+            "onnxruntime": {"execution_providers": ["CPUExecutionProvider"]}}
+    b = parse_board({**base, "power": {"meter": "rapl", "tdp_w": 35.0, "powercap_root": str(tmp_path)}}, "m", "m.toml")
+    assert isinstance(energy_meter(b), RaplMeter)
+    b = parse_board({**base, "power": {"meter": "rapl", "tdp_w": 35.0, "powercap_root": str(tmp_path / "no")}},
+                    "m", "m.toml")
+    assert isinstance(energy_meter(b), UtilisationEstimate)
+    assert energy_meter(parse_board(base, "m", "m.toml")) is None
+    with pytest.raises(BoardError, match="m.toml.*meter"):
+        energy_meter(parse_board({**base, "power": {"meter": "joulemeter"}}, "m", "m.toml"))
+    cpu = load_board("cpu")
+    assert cpu.extra["power"]["meter"] == "rapl" and cpu.extra["power"]["tdp_w"] > 0
+    gpu = load_board("gpu")
+    assert gpu.extra["onnxruntime"]["execution_providers"][-1] == "CPUExecutionProvider"
