@@ -74,8 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true")
     f = sub.add_parser("flows", help="list the known flows and their passes")
     f.add_argument("--json", action="store_true")
-    r = sub.add_parser("report", help="print the report of a build directory")
+    r = sub.add_parser("report", help="re-render report.md/report.html of a build directory and print it")
     r.add_argument("build_dir")
+    r.add_argument("--quiet", action="store_true", help="only re-render the files")
+    cmp_ = sub.add_parser("compare", help="two builds side by side, with deltas")
+    cmp_.add_argument("a", help="build directory (or report.json) A")
+    cmp_.add_argument("b", help="build directory (or report.json) B")
+    cmp_.add_argument("--json", action="store_true")
 
     be = sub.add_parser("bench", help="measure an exported ONNX model with ONNX Runtime on a cpu/gpu target")
     be.add_argument("model", help="ONNX model file (.onnx)")
@@ -145,10 +150,35 @@ def _flows(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    path = Path(args.build_dir) / "report.md"
-    if not path.is_file():
-        raise InputError(f"{args.build_dir}: no report.md (is it a finished hwkit build directory?)")
-    print(path.read_text(encoding="utf-8"), end="")
+    from hwkit.compare import load_build
+    from hwkit.report import Report
+
+    out = Path(args.build_dir)
+    doc = load_build(out)
+    try:
+        report = Report.from_json(doc)
+    except (KeyError, TypeError) as exc:
+        raise InputError(f"{out / 'report.json'}: not a complete hwkit report ({type(exc).__name__}: {exc})") from None
+    report.write(out)  # re-render report.md and report.html with this hwkit
+    if not args.quiet:
+        from hwkit.console import print_report
+
+        print_report(report, str(out))
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hwkit.compare import compare, load_build, rows_json
+
+    rows = compare(load_build(Path(args.a)), load_build(Path(args.b)))
+    if args.json:
+        print(json.dumps(rows_json(rows), indent=2))
+        return 0
+    from hwkit.console import print_compare
+
+    print_compare(rows, args.a, args.b)
     return 0
 
 
@@ -305,7 +335,7 @@ def _print_train_summary(result: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwkit`` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "bench": _bench,
+    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare, "bench": _bench,
                 "train": _train}
     try:
         return handlers[args.command](args)

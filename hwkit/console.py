@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -11,6 +12,12 @@ from rich.table import Table
 from hwkit.board import Board
 from hwkit.flow import FlowStep
 from hwkit.report import LAYER_RESOURCES, Report, _fmt
+
+
+def _console() -> Console:
+    """stdout console; when it is not a terminal, wide enough that tables keep their columns."""
+    con = Console()
+    return con if con.is_terminal else Console(width=160)
 
 
 class RichProgress:
@@ -50,7 +57,7 @@ class RichProgress:
 
 def print_report(report: Report, out_dir: str) -> None:
     """Summary tables of a report on stdout."""
-    con = Console()
+    con = _console()
     t = report.target
     title = (f"{t['board']} ({t.get('part') or t['kind']}) @ {t.get('clock_ns')} ns" if t["kind"] == "fpga"
              else f"{t['board']} ({t['kind']}: {', '.join(t.get('execution_providers') or []) or '-'})")
@@ -76,6 +83,14 @@ def print_report(report: Report, out_dir: str) -> None:
         for k, r in report.resources.items():
             res_t.add_row(k, _fmt(r.used.value), _fmt(r.available.value), _fmt(r.utilisation_pct.value), r.used.source)
         con.print(res_t)
+    if report.energy:
+        en = Table(title="Power and energy (range; single-shot = power x latency, streaming = power / throughput)",
+                   title_justify="left")
+        for col in ("quantity", "low", "value", "high", "unit", "source"):
+            en.add_column(col, justify="left" if col in ("quantity", "unit", "source") else "right")
+        for e in report.energy:
+            en.add_row(e["name"], _fmt(e["low"]), _fmt(e["value"]), _fmt(e["high"]), e["unit"], e["source"])
+        con.print(en)
     if report.verification:
         ver = Table(title="Hand-off verification (golden batch)", title_justify="left")
         for col in ("hand-off", "samples", "max abs err", "int exact", "class agree", "ok"):
@@ -104,4 +119,18 @@ def print_boards(boards: list[Board]) -> None:
         r = b.resources
         table.add_row(b.name, b.kind, b.part or "-", _fmt(b.clock_ns), _fmt(r.get("LUT")), _fmt(r.get("BRAM_18K")),
                       _fmt(r.get("URAM")), _fmt(r.get("DSP")), b.default_flow)
-    Console().print(table)
+    _console().print(table)
+
+
+def print_compare(rows: list[Any], a: str, b: str) -> None:
+    """The table of ``hwkit compare``."""
+    table = Table(title=f"A = {a}   B = {b}", title_justify="left")
+    for col in ("metric", "A", "B", "delta", "delta %", "unit", "source"):
+        table.add_column(col, justify="left" if col in ("metric", "unit", "source") else "right")
+    for r in rows:
+        src = r.source_a if r.source_a == r.source_b else f"{r.source_a or '-'} / {r.source_b or '-'}"
+        pct = "" if r.delta_pct is None else f"{r.delta_pct:+.1f}"
+        delta = "" if r.delta is None else f"{r.delta:+,.4g}"
+        style = "bold" if r.a != r.b else ""
+        table.add_row(r.metric, _fmt(r.a), _fmt(r.b), delta, pct, r.unit, src or "", style=style)
+    _console().print(table)

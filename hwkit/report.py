@@ -15,9 +15,8 @@ from typing import Any
 from hwkit.artifact import thaw, write_json_atomic, write_text_atomic
 from hwkit.board import RESOURCE_KEYS, Board
 
-SCHEMA_VERSION = "1.0"
-SCHEMA_VERSION_MEASURED = "1.1"
-"""1.1 adds the optional top-level ``measurement`` (ONNX Runtime builds); reports without it stay 1.0."""
+SCHEMA_VERSION = "1.2"
+"""1.1 added the optional ``measurement`` (ONNX Runtime builds); 1.2 the optional ``energy`` rows."""
 LAYER_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
 """What finn-plus estimates per layer (it has no flip-flop estimate)."""
 SOURCES = (
@@ -96,6 +95,8 @@ class Report:
     warnings: list[str] = field(default_factory=list)
     measurement: dict[str, Any] | None = None
     """Raw results of a measured build (runs, spread, batch sweep, eager, memory/energy method); 1.1."""
+    energy: list[dict[str, Any]] = field(default_factory=list)
+    """Power and energy rows (name, basis, includes, unit, low, value, high, source); 1.2."""
     schema_version: str = SCHEMA_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -103,6 +104,8 @@ class Report:
         body = asdict(self)
         if body["measurement"] is None:
             body.pop("measurement")
+        if not body["energy"]:
+            body.pop("energy")
         return {"schema": "hwkit-report", "schema_version": body.pop("schema_version"), **body}
 
     def to_markdown(self) -> str:
@@ -126,6 +129,14 @@ class Report:
             lines += ["", f"Bottleneck layer (sets the throughput): {self.bottleneck_layer}"]
         if self.measurement:
             lines += ["", *_measurement_md(self.measurement)]
+        if self.energy:
+            lines += ["", "## Power and energy", "", "| quantity | low | value | high | unit | source |",
+                      "|---|---|---|---|---|---|"]
+            lines += [f"| {e['name']} | {_fmt(e['low'])} | {_fmt(e['value'])} | {_fmt(e['high'])} | {e['unit']} | "
+                      f"{e['source']} |" for e in self.energy]
+            lines += ["", "Single-shot: power x latency (one frame through an idle pipeline); streaming: power / "
+                      "throughput. Ranges combine the low and high ends of every coefficient (boards/families/, "
+                      "docs/power-sources.md)."]
         if self.resources:
             lines += ["", "## Resources", "", "| resource | used | available | utilisation % | source |",
                       "|---|---|---|---|---|"]
@@ -160,9 +171,29 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: Path) -> None:
-        """Write report.json and report.md atomically."""
-        write_json_atomic(out_dir / "report.json", self.to_json())
+        """Write report.json, report.md and the self-contained report.html, each atomically."""
+        from hwkit.html_report import write_html
+
+        doc = self.to_json()
+        write_json_atomic(out_dir / "report.json", doc)
         write_text_atomic(out_dir / "report.md", self.to_markdown())
+        write_html(doc, out_dir)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Report:
+        """Rebuild a report from its report.json document (to re-render it)."""
+        def q(d: dict[str, Any]) -> Quantity:
+            return Quantity(d["value"], d["unit"], d["source"])
+
+        body = {k: v for k, v in doc.items() if k != "schema"}
+        body["passes"] = [PassTiming(**p) for p in doc["passes"]]
+        body["layers"] = [LayerRow(**{**r, "cycles": q(r["cycles"]),
+                                      "resources": {k: q(v) for k, v in r["resources"].items()}})
+                          for r in doc["layers"]]
+        body["resources"] = {k: ResourceUse(q(r["used"]), q(r["available"]), q(r["utilisation_pct"]))
+                             for k, r in doc["resources"].items()}
+        body["performance"] = {k: q(v) for k, v in doc["performance"].items()}
+        return cls(**body)
 
 
 def _fmt(v: Any) -> str:
@@ -306,6 +337,17 @@ def build_report(
         fps = net.get("estimated_throughput_fps")
         if target_fps and fps is not None and fps < target_fps:
             warnings.append(f"estimated throughput {fps:,.0f} fps is below the target {target_fps:,.0f} fps")
+    energy: list[dict[str, Any]] = []
+    if finn and board.extra.get("power"):
+        from hwkit.energy.fpga import energy_entries, estimate_power
+
+        used = {k: r.used.value for k, r in resources.items()}
+        est = estimate_power(used, 1000.0 / clock, board)
+        energy = energy_entries(est, perf["latency_ms"].value, perf["throughput_fps"].value)
+        warnings.append(
+            f"power and energy are an analytical model's range (toggle {est.toggle_rate:.1%}, FF = LUT x "
+            "ratio since FINN estimates no FF); see docs/power-sources.md for what each coefficient rests on"
+        )
     measurement = meta.get("measurement")
     if measurement:
         perf.update(_ort_performance(measurement))
@@ -322,8 +364,7 @@ def build_report(
         model=model, target=target, flow=flow, passes=passes,
         verification=meta.get("verification", []), layers=layers, resources=resources, fits=fits,
         fit_notes=notes, performance=perf, bottleneck_layer=bottleneck, tools=tools, warnings=warnings,
-        measurement=measurement or None,
-        schema_version=SCHEMA_VERSION_MEASURED if measurement else SCHEMA_VERSION,
+        measurement=measurement or None, energy=energy,
     )
 
 

@@ -50,7 +50,7 @@ def test_compile_example_json_and_no_home_pollution(tmp_path):
     assert all(p["cached"] for p in json.loads((out / "report.json").read_text())["passes"])
 
     shown = hwkit("report", str(out))
-    assert shown.returncode == 0 and "## Resources" in shown.stdout
+    assert shown.returncode == 0 and "Resources vs part" in shown.stdout and "PL+PS power" in shown.stdout
 
 
 def test_progress_and_tables_on_the_console(tmp_path):
@@ -134,3 +134,24 @@ def test_help_does_not_import_toolchains(args):
             "print('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "HEAVY []" in proc.stdout
+
+
+def test_report_rerender_and_compare(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert hwkit("compile", str(EXAMPLE), "--target", "zcu104", "--out", str(a), "--quiet").returncode == 0
+    assert hwkit("compile", str(EXAMPLE), "--target", "zcu104", "--out", str(b), "--quiet",
+                 "--clock-ns", "10").returncode == 0
+    for name in ("report.md", "report.html"):
+        (a / name).unlink()
+    proc = hwkit("report", str(a), "--quiet")
+    assert proc.returncode == 0 and (a / "report.md").is_file() and (a / "report.html").is_file()
+    assert "Power and energy" in (a / "report.md").read_text()
+
+    proc = hwkit("compare", str(a), str(b), "--json")
+    assert proc.returncode == 0
+    rows = {r["metric"]: r for r in json.loads(proc.stdout)}
+    thr = rows["performance.throughput_fps"]
+    assert thr["b"] == pytest.approx(thr["a"] / 2) and thr["delta_pct"] == pytest.approx(-50.0)
+    assert rows["target.clock_ns"]["delta"] == 5.0
+    proc = hwkit("compare", str(a), str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "no report.json" in one_line_error(proc)

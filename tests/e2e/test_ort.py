@@ -56,7 +56,7 @@ def float_ckpt(tmp_path_factory) -> Path:
 def _check_measured(rep) -> dict:
     doc = rep.to_json()
     jsonschema.validate(doc, report_schema())
-    assert doc["schema_version"] == "1.1"
+    assert doc["schema_version"] == "1.2"
     p = rep.performance
     assert 0 < p["latency_p50_ms"].value <= p["latency_p90_ms"].value <= p["latency_p99_ms"].value
     assert all(p[f"latency_{q}_ms"].source == "measured" for q in ("p50", "p90", "p99"))

@@ -20,6 +20,8 @@ def test_wheel_ships_boards_flows_and_schema(tmp_path):
     for board in ("zcu104", "zcu102", "pynq-z1", "pynq-z2", "ultra96-v2", "kv260", "u250", "cpu"):
         assert f"hwkit/boards/{board}.toml" in names
     assert "hwkit/flows/finn-estimate.toml" in names
+    for family in ("zynq-7000", "zynq-ultrascale+", "alveo-ultrascale+"):
+        assert f"hwkit/boards/families/{family}.toml" in names
     for extra in ("boards/gpu.toml", "flows/ort-cpu.toml", "flows/ort-gpu.toml", "energy/cpu.py"):
         assert f"hwkit/{extra}" in names
     assert "hwkit/schemas/report-1.schema.json" in names

@@ -42,7 +42,7 @@ def test_report_validates_and_derives_utilisation():
     rep = _report()
     doc = rep.to_json()
     jsonschema.validate(doc, report_schema())
-    assert doc["schema_version"] == "1.0"
+    assert doc["schema_version"] == "1.2"
     assert rep.resources["LUT"].utilisation_pct.value == pytest.approx(100 * 700 / 230400, abs=1e-3)
     assert rep.resources["FF"].used.source == "not-estimated"
     assert rep.performance["latency_ms"].value == pytest.approx(6e-4)

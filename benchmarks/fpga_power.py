@@ -1,0 +1,148 @@
+"""FPGA power model against published numbers, and the bundled CQMLP build against the CQMLP paper.
+
+    .venv/bin/python benchmarks/fpga_power.py [--json] [--out DIR]
+
+Part 1 evaluates hwkit's analytical power model (hwkit/energy/fpga.py, coefficients in
+boards/families/*.toml and the boards' [power] tables) on published (design, resources, clock,
+power) points collected in docs/power-sources.md, and prints the error on each. Which model
+parameters were derived from which point is printed beside it: a point a parameter was fitted to
+is a calibration point, not a validation.
+
+Part 2 compiles the bundled CQMLP checkpoint for the ZCU104 at 200 MHz with a 100,000 frames/s
+target (the paper's setting) and prints hwkit's estimates next to the paper's measurements
+(Khandelwal & Shreejith, FPL 2023) with their ratio, and why they differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from hwkit.board import load_board, parse_board
+from hwkit.energy.fpga import estimate_power
+
+ROOT = Path(__file__).resolve().parents[1]
+CQMLP_CKPT = ROOT / "examples" / "cqmlp_w2a2_synthetic.pt"
+
+# (design, board or inline board data, resources, clock MHz, published W, tier compared, role, source)
+POINTS: list[dict[str, Any]] = [
+    {"design": "CQMLP 2-bit MLP IDS (FINN)", "board": "zcu104",
+     "resources": {"LUT": 3999, "FF": 4524, "BRAM_18K": 8, "URAM": 0, "DSP": 0}, "clock_mhz": 200.0,
+     "published_w": 2.15, "tier": "PL+PS", "kind": "measured on the rails",
+     "role": "calibration: ps_w of Zynq UltraScale+ boards was derived from this point",
+     "source": "Khandelwal & Shreejith, FPL 2023 (arXiv:2401.11030)"},
+    {"design": "SHA-256 + logistic-map crypto core (HLS) + PS8 + DMA", "board": "zcu104",
+     "resources": {"LUT": 38931, "FF": 23367, "BRAM_18K": 152, "URAM": 0, "DSP": 96}, "clock_mhz": 100.0,
+     "published_w": 3.696, "tier": "PL+PS", "kind": "Vivado report_power (vectorless)",
+     "role": "validation; the clock is not published: 100 MHz assumed (HLS default period 10 ns)",
+     "source": "arthurmlima/cryptolmap README, Vivado 2023.1"},
+    {"design": "small PL design + PS7", "board": {
+        "kind": "fpga", "description": "ZC706 (xc7z045-2), for this calibration point only",
+        "family": "zynq-7000", "part": "xc7z045ffg900-2", "finn_board": "ZC706", "shell_flow": "vivado_zynq",
+        "axi_width_bits": 64, "clock_ns": 10.0, "default_flow": "finn-estimate",
+        "resources": {"LUT": 218600, "FF": 437200, "BRAM_18K": 1090, "URAM": 0, "DSP": 900},
+        "power": {"static_w": 0.219, "ps_w": [0.3, 1.4, 1.6]}},
+     "resources": {"LUT": 2049, "FF": 3218, "BRAM_18K": 3, "URAM": 0, "DSP": 0}, "clock_mhz": 100.0,
+     "published_w": 1.795, "tier": "PL+PS", "kind": "Vivado report_power (vectorless)",
+     "role": "validation of the PS7 prior (1.4 W) and the 7-series dynamic priors; static 0.219 W taken "
+             "from the same report; clock not published: 100 MHz assumed",
+     "source": "public Vivado power report (docs/power-sources.md, row 5)"},
+]
+
+# The CQMLP paper's measured hardware numbers (FPL 2023, ZCU104).
+PAPER = {"latency_ms": 0.11, "energy_mj": 0.23, "power_w": 2.15, "LUT": 3999, "FF": 4524, "BRAM_18K": 8,
+         "DSP": 0, "throughput_fps": 9090}
+
+
+def part1() -> list[dict[str, Any]]:
+    rows = []
+    for pt in POINTS:
+        board = load_board(pt["board"]) if isinstance(pt["board"], str) else \
+            parse_board(pt["board"], "calibration", "benchmarks/fpga_power.py")
+        est = estimate_power(pt["resources"], pt["clock_mhz"], board)
+        span = dict((n, p) for n, _, p in est.tiers())[pt["tier"]]
+        err = 100.0 * (span.value - pt["published_w"]) / pt["published_w"]
+        inside = span.low <= pt["published_w"] <= span.high
+        rows.append({**{k: v for k, v in pt.items() if k != "board"}, "board": board.name,
+                     "model_low_w": span.low, "model_w": span.value, "model_high_w": span.high,
+                     "error_pct": err, "published_inside_range": inside})
+    return rows
+
+
+def part2(out: Path) -> dict[str, Any]:
+    from hwkit.api import compile_model
+
+    rep = compile_model(CQMLP_CKPT, "zcu104", out, target_fps=100_000, clock_ns=5.0)
+    perf = rep.performance
+    energy = {e["name"]: e for e in rep.energy}
+    ours = {
+        "latency_ms": perf["latency_ms"].value,
+        "throughput_fps": perf["throughput_fps"].value,
+        "LUT": rep.resources["LUT"].used.value,
+        "FF": None,
+        "BRAM_18K": rep.resources["BRAM_18K"].used.value,
+        "DSP": rep.resources["DSP"].used.value,
+        "power_w": energy["PL+PS power"]["value"],
+        "power_range_w": [energy["PL+PS power"]["low"], energy["PL+PS power"]["high"]],
+        "energy_mj": energy["PL+PS energy, single-shot"]["value"],
+        "energy_range_mj": [energy["PL+PS energy, single-shot"]["low"], energy["PL+PS energy, single-shot"]["high"]],
+    }
+    return {"ours": ours, "paper": PAPER, "accuracy": (rep.model.get("checkpoint_meta") or {}).get("metrics", {})}
+
+
+WHY = {
+    "latency_ms": "ours is FINN's compute critical path (no overlap); the paper's 0.11 ms is per CAN frame from "
+                  "arrival, through the ARM-side PYNQ driver, DMA and interrupt handling",
+    "throughput_fps": "ours is the pipeline's rate at 200 MHz; the paper's >9,090 msg/s is limited by the "
+                      "processor-side driver and the CAN message rate, not the accelerator",
+    "LUT": "FINN's LUT estimate of the MVAUs only; the paper's count is post-implementation of the whole "
+           "accelerator (DMA, FIFOs, AXI interconnect) and a different folding",
+    "FF": "FINN estimates no flip-flops",
+    "BRAM_18K": "paper: 4 BRAM36 = 8 BRAM_18K; FINN's estimate depends on folding and memory style",
+    "DSP": "2-bit MACs map to LUTs",
+    "power_w": "PL+PS tier; the paper measured rails while running (which rails is not stated)",
+    "energy_mj": "our power x our (compute-only) latency; the paper's 0.23 mJ is 2.15 W x 0.11 ms end-to-end",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--out", type=Path, help="build directory for the CQMLP compile (default: a temp dir)")
+    args = ap.parse_args()
+    p1 = part1()
+    with tempfile.TemporaryDirectory() as tmp:
+        p2 = part2(args.out or Path(tmp) / "cqmlp")
+    if args.json:
+        print(json.dumps({"power_model": p1, "cqmlp": p2}, indent=2))
+        return
+    print("Part 1: power model vs published points (model value [low..high] vs published)")
+    print(f"{'design':55s} {'tier':6s} {'model W':>8s} {'range W':>15s} {'published':>9s} {'error':>7s}  in range")
+    for r in p1:
+        rng = f"{r['model_low_w']:.2f}..{r['model_high_w']:.2f}"
+        print(f"{r['design'][:55]:55s} {r['tier']:6s} {r['model_w']:8.3f} {rng:>15s} {r['published_w']:9.3f} "
+              f"{r['error_pct']:+6.1f}%  {'yes' if r['published_inside_range'] else 'no'}")
+        print(f"    {r['kind']}; {r['role']}; source: {r['source']}")
+    print()
+    print("Part 2: bundled CQMLP build (zcu104, 200 MHz, target 100,000 fps) vs the paper (measured on a ZCU104)")
+    ours, paper = p2["ours"], p2["paper"]
+    print(f"{'metric':16s} {'hwkit':>12s} {'paper':>10s} {'ratio':>8s}  why they differ")
+    for k in ("latency_ms", "throughput_fps", "LUT", "FF", "BRAM_18K", "DSP", "power_w", "energy_mj"):
+        a, b = ours[k], paper[k]
+        ratio = f"{a / b:.3g}" if a is not None and b else "-"
+        fa = "-" if a is None else f"{a:.4g}"
+        print(f"{k:16s} {fa:>12s} {b:>10.4g} {ratio:>8s}  {WHY[k]}")
+    print(f"power range (PL+PS): {ours['power_range_w'][0]:.2f}..{ours['power_range_w'][1]:.2f} W; energy per "
+          f"inference (single-shot, PL+PS): {ours['energy_range_mj'][0]:.3g}..{ours['energy_range_mj'][1]:.3g} mJ "
+          "(source: analytical-estimate)")
+    acc = p2["accuracy"].get("accuracy")
+    if acc is not None:
+        print(f"accuracy of the bundled checkpoint on its test split: {acc:.4%} "
+              "(paper: 99.91% on real Car-Hacking data)")
+
+
+if __name__ == "__main__":
+    main()
