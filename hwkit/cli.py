@@ -335,8 +335,8 @@ def _print_train_summary(result: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwkit`` console script."""
     args = build_parser().parse_args(argv)
-    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare, "bench": _bench,
-                "train": _train}
+    handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare,
+                "bench": _bench, "train": _train}
     try:
         return handlers[args.command](args)
     except HwkitError as exc:

@@ -338,7 +338,7 @@ def build_report(
         if target_fps and fps is not None and fps < target_fps:
             warnings.append(f"estimated throughput {fps:,.0f} fps is below the target {target_fps:,.0f} fps")
     energy: list[dict[str, Any]] = []
-    if finn and board.extra.get("power"):
+    if finn and clock and board.extra.get("power"):
         from hwkit.energy.fpga import energy_entries, estimate_power
 
         used = {k: r.used.value for k, r in resources.items()}

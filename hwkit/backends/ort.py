@@ -248,7 +248,11 @@ def benchmark(run: Callable[[np.ndarray], object], x: np.ndarray, batches: Seque
     thr = []
     for b in batches:
         xb = np.ascontiguousarray(x[:b]) if len(x) >= b else np.resize(x, (b, *x.shape[1:]))
-        secs = time_calls(lambda xb=xb: run(xb), max(2, warmup // 10), batch_runs)
+
+        def call(xb: np.ndarray = xb) -> None:
+            run(xb)
+
+        secs = time_calls(call, max(2, warmup // 10), batch_runs)
         rates = [b / s for s in secs]
         thr.append({"batch": b, "runs": len(secs), "samples_per_s": float(np.median(rates)),
                     "p10_samples_per_s": _pct(rates, 10), "p90_samples_per_s": _pct(rates, 90),
@@ -302,7 +306,7 @@ def energy_meter(board: Board) -> Any:
     if meter == "rapl":
         from hwkit.energy.cpu import RaplMeter, UtilisationEstimate
 
-        m = RaplMeter(Path(str(power.get("powercap_root", "/sys/class/powercap"))))
+        m: Any = RaplMeter(Path(str(power.get("powercap_root", "/sys/class/powercap"))))
         if m.available:
             return m
         return UtilisationEstimate(tdp, power.get("cores")) if tdp else None

@@ -110,7 +110,7 @@ def _input_shape(model: Any) -> tuple[int, ...]:
 def _export_torch(module: Any, shape: tuple[int, ...], out: Path, quantised: bool) -> None:
     import torch
 
-    kwargs = {"input_names": ["input"], "output_names": ["output"],
+    kwargs: dict[str, Any] = {"input_names": ["input"], "output_names": ["output"],
               "dynamic_axes": {"input": {0: "batch"}, "output": {0: "batch"}}}
     try:
         with torch.no_grad():
@@ -205,7 +205,7 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
         precision = "quantised" if quantised else "float"
     info.update(input_shape=list(shape), input_dtype=dtype)
     files = {"golden_in": inputs, "test_in": test_in}
-    if torch_golden is not None:
+    if torch_golden is not None and torch_test is not None:
         files.update(golden_out_torch=torch_golden, test_out_torch=torch_test)
     refs = {}
     for name, arr in files.items():
