@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="re-render report.md/report.html of a build directory and print it")
     r.add_argument("build_dir")
     r.add_argument("--quiet", action="store_true", help="only re-render the files")
+    from hwkit import measure
+
+    measure.add_parser(sub)
     cmp_ = sub.add_parser("compare", help="two builds side by side, with deltas")
     cmp_.add_argument("a", help="build directory (or report.json) A")
     cmp_.add_argument("b", help="build directory (or report.json) B")
@@ -165,6 +168,12 @@ def _report(args: argparse.Namespace) -> int:
 
         print_report(report, str(out))
     return 0
+
+
+def _measure_power(args: argparse.Namespace) -> int:
+    from hwkit import measure
+
+    return measure.run(args)
 
 
 def _compare(args: argparse.Namespace) -> int:
@@ -336,7 +345,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwkit`` console script."""
     args = build_parser().parse_args(argv)
     handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare,
-                "bench": _bench, "train": _train}
+                "bench": _bench, "train": _train,
+                "measure-power": _measure_power}
     try:
         return handlers[args.command](args)
     except HwkitError as exc:

@@ -155,3 +155,27 @@ def test_report_rerender_and_compare(tmp_path):
     assert rows["target.clock_ns"]["delta"] == 5.0
     proc = hwkit("compare", str(a), str(tmp_path / "nope"))
     assert proc.returncode == 2 and "no report.json" in one_line_error(proc)
+
+
+def test_measure_power_into_a_build(tmp_path, tiny_build_copy):
+    hw = tmp_path / "hwmon"
+    for i, (name, uw) in enumerate([("ina226", 2_000_000), ("ina226", 1_000_000)]):
+        d = hw / f"hwmon{i}"
+        d.mkdir(parents=True)
+        (d / "name").write_text(name)
+        (d / "power1_input").write_text(str(uw))
+    proc = hwkit("measure-power", "--hwmon", str(hw), "--seconds", "0.3", "--idle-seconds", "0.1",
+                 "--inferences", "1000", "--into", str(tiny_build_copy), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["name"]: r for r in json.loads(proc.stdout)["rows"]}
+    assert rows["rails power"]["value"] == pytest.approx(3.0)
+    assert rows["rails power over idle"]["value"] == pytest.approx(0.0, abs=1e-9)
+    assert rows["rails energy per inference"]["value"] == pytest.approx(3.0 * 0.3 / 1000 * 1e3, rel=0.1)
+    doc = json.loads((tiny_build_copy / "report.json").read_text())
+    jsonschema.validate(doc, report_schema())
+    measured = [e for e in doc["energy"] if e["source"] == "measured"]
+    assert len(measured) == 3 and any(e["source"] == "analytical-estimate" for e in doc["energy"])
+    assert "rails power" in (tiny_build_copy / "report.html").read_text()
+
+    proc = hwkit("measure-power", "--hwmon", str(tmp_path / "none"), "--seconds", "0.1")
+    assert proc.returncode == 5 and "no readable INA2xx" in one_line_error(proc)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from hwkit.board import all_boards, load_board
@@ -55,7 +57,7 @@ def test_boards_without_a_processor_have_no_ps_tier():
 
 def test_bad_power_tables(tmp_path):
     src = load_board("zcu104").source
-    text = open(src).read()
+    text = Path(src).read_text()
     p = tmp_path / "b.toml"
     p.write_text(text.replace("static_w = [0.6, 0.694, 1.5]", "static_w = [1.0, 0.5, 2.0]"))
     with pytest.raises(BoardError, match="static_w"):
