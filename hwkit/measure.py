@@ -1,6 +1,7 @@
 """``hwkit measure-power``: measure board power on the board itself and add it to a build's report.
 
-Run it on the board (e.g. a ZCU104 running PYNQ) while the accelerator runs in another process::
+Run it on the board (e.g. a Zynq UltraScale+ evaluation kit running PYNQ) while the accelerator runs
+in another process::
 
     hwkit measure-power --idle-seconds 5 --seconds 10 --inferences 91000 --into build/cqmlp
 
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     meter = RailMeter(Path(args.hwmon))
     if not meter.available:
         raise ToolError(f"{args.hwmon}: no readable INA2xx power monitors (run this on a board whose rail "
-                        "monitors have a hwmon driver, e.g. a ZCU104 with PYNQ)")
+                        "monitors have a hwmon driver, e.g. a PYNQ image on an evaluation kit)")
     idle = meter.measure(seconds=args.idle_seconds) if args.idle_seconds else None
     busy = meter.measure(seconds=args.seconds)
     new = rows(busy.mean_power_w, idle.mean_power_w if idle else None, busy.energy_j, args.inferences,

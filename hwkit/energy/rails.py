@@ -1,11 +1,11 @@
 """Measured board power from INA226-style rail monitors exposed through Linux hwmon.
 
-On ZCU102/ZCU104 (and other boards whose PMBus/I2C power monitors have a kernel driver, as on PYNQ
-images) each monitor appears as ``/sys/class/hwmon/hwmonN`` with ``name`` (e.g. ``ina226``) and, per
-the hwmon sysfs ABI, ``power1_input`` in microwatts, or ``curr1_input`` (mA) and ``in1_input``/``in2_input``
-(bus voltage, mV). :class:`RailMeter` samples every matching rail while a workload runs, integrates
-power over time (trapezoid rule) and reports the mean power and energy; an idle window measured
-before gives the workload's increment over idle.
+On the Zynq UltraScale+ evaluation kits, and other boards whose PMBus/I2C power monitors have a
+kernel driver (as on PYNQ images), each monitor appears as ``/sys/class/hwmon/hwmonN`` with a
+``name`` such as ``ina226`` and, per the hwmon sysfs ABI, ``power1_input`` in microwatts, or
+``curr1_input`` (mA) and ``in1_input``/``in2_input`` (bus voltage, mV). :class:`RailMeter` samples
+every matching rail while a workload runs, integrates power over time (trapezoid rule) and reports
+the mean power and energy; an idle window measured before gives the workload's increment over idle.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ parameters (53,860 linear + 960 BatchNorm affine + 4 learned QuantReLU scales).
 
 Bit width and depth are parameters so the design space (2/3/4 bits, fewer hidden layers) can be
 explored with the same builder; checkpoints name it as arch ``"cqmlp"``.
+
+``per_channel=True`` gives every output neuron of every QuantLinear its own weight scale (Brevitas
+``weight_scaling_per_output_channel``, still the max-abs statistic, so no learnable parameter is
+added: still 54,824). FINN's streamlining folds per-channel scales into the MVAU thresholds.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ def build_cqmlp(
     hidden: Sequence[int] | None = None,
     act_bits: int | None = None,
     dropout: float = 0.0,
+    per_channel: bool = False,
 ) -> nn.Sequential:
     """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
     weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
@@ -47,10 +52,26 @@ def build_cqmlp(
         raise ValueError(f"CQMLP needs at least one positive hidden width, got {widths} (depth={depth})")
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be 1..8, got {bits}")
-    return build_qmlp(
-        FRAME_BYTES * window, widths, n_classes, weight_bits=bits,
-        act_bits=bits if act_bits is None else act_bits, bias=True, batchnorm=True, dropout=dropout,
-    )
+    abits = bits if act_bits is None else act_bits
+    if not per_channel:
+        return build_qmlp(FRAME_BYTES * window, widths, n_classes, weight_bits=bits, act_bits=abits, bias=True,
+                          batchnorm=True, dropout=dropout)
+    import brevitas.nn as qnn
+
+    # Same module order (and state-dict keys) as build_qmlp; only the weight quantisers differ.
+    layers: list[nn.Module] = []
+    width = FRAME_BYTES * window
+    for h in widths:
+        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=bits,
+                                      weight_scaling_per_output_channel=True))
+        layers.append(nn.BatchNorm1d(h))
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(qnn.QuantReLU(bit_width=abits))
+        width = h
+    layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=bits,
+                                  weight_scaling_per_output_channel=True))
+    return nn.Sequential(*layers)
 
 
 def count_learnable(model: nn.Module) -> int:

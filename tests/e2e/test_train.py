@@ -40,7 +40,11 @@ def test_train_writes_a_loadable_checkpoint_and_metrics(first_run):
     assert loaded.format == "hwkit-checkpoint" and loaded.input_shape == (1, 40) and loaded.input_dtype == "UINT8"
     assert loaded.meta["learnable_parameters"] == 54_824
     assert loaded.meta["split"]["mode"] == "random"
-    assert set(loaded.meta["metrics"]) == {"val", "test"}
+    m = loaded.meta["metrics"]
+    assert {"val", "test", "confusion_matrix", "classes", "accuracy"} <= set(m)
+    assert m["classes"] == ["Benign", "DoS", "Fuzzing", "RPM"] and m["confusion_matrix"] == m["test"]["confusion"]
+    assert m["accuracy"] == m["test"]["accuracy"]
+    assert loaded.meta["config"]["per_channel"] is True and loaded.meta["config"]["schedule"] == "onecycle"
     # golden inputs are raw test windows (bytes), and the saved model predicts them as the metrics say
     golden = torch.from_numpy(loaded.golden_inputs)
     assert golden.shape[1] == 40 and float(golden.max()) <= 255 and float(golden.min()) >= 0
@@ -94,3 +98,37 @@ def test_malformed_data_is_one_line_error_in_strict_mode(tmp_path):
     assert "DoS_dataset.csv:2: flag '' at column 6" in proc.stderr or "DoS_dataset.csv:2:" in proc.stderr
     proc = _hwkit("train", "cqmlp", "--data", str(tmp_path / "nowhere"), "--quiet")
     assert proc.returncode == 2 and "data directory not found" in proc.stderr
+
+
+def _bitexact_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cqmlp_bitexact", ROOT / "benchmarks" / "cqmlp_bitexact.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compiled_cqmlp_is_bit_exact_on_test_windows(first_run, tmp_path):
+    """The benchmark's check on 120 windows of the tiny capture's test split: torch vs FINN HW."""
+    import numpy as np
+
+    from hwkit.load import load_model
+    from hwkit.train import TrainConfig, prepare_data
+
+    out, _ = first_run
+    build = tmp_path / "build"
+    proc = _hwkit("compile", str(out), "--target", "zcu104", "--target-fps", "100000", "--out", str(build), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    split, _ = prepare_data(None, 8.0, TrainConfig(split="random"))
+    pick = np.linspace(0, len(split.test) - 1, 120).astype(int)
+    test = split.test.take(pick)
+    assert len(set(test.y.tolist())) >= 3  # several classes, not just benign windows
+    loaded = load_model(out, CompileSettings())
+    res = _bitexact_module().bitexact_check(loaded.module, build, test.x, tmp_path / "work", labels=test.y)
+    assert res["samples"] == 120
+    assert res["int_tensor"] and res["int_mismatches"] == 0, res
+    assert res["class_mismatches"] == 0, res
+    assert res["max_abs_error_torch_vs_hw"] <= 1e-3 * max(1.0, res["max_abs_logit"]), res
+    assert res["ok"]

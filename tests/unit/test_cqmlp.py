@@ -73,3 +73,18 @@ def test_classification_metrics_from_a_known_confusion_matrix():
     assert dos["fnr"] == pytest.approx(27 / 23693)
     assert dos["f1"] == pytest.approx(2 * dos["precision"] * dos["recall"] / (dos["precision"] + dos["recall"]))
     assert m["per_class"]["RPM"]["recall"] == 1.0
+
+
+def test_per_channel_scales_keep_the_parameter_count_and_one_cycle_schedule():
+    from hwkit.models.cqmlp import build_cqmlp, count_learnable
+    from hwkit.train import TrainConfig, lr_at
+
+    model = build_cqmlp(per_channel=True)
+    assert count_learnable(model) == 54_824
+    assert model[0].quant_weight().scale.shape[0] == 256  # one scale per output neuron
+    assert list(model.state_dict()) == list(build_cqmlp().state_dict())  # same keys as per-tensor
+    cfg = TrainConfig(lr=3e-3, schedule="onecycle", warmup=0.15)
+    lrs = [lr_at(cfg, s, 1000) for s in range(1000)]
+    assert max(lrs) == lrs[150] == 3e-3 and lrs[0] < 2e-4 and lrs[-1] < 1e-5
+    assert all(a <= b for a, b in zip(lrs[:150], lrs[1:151])) and all(a >= b for a, b in zip(lrs[150:], lrs[151:]))
+    assert lr_at(TrainConfig(lr=1e-3, schedule="constant"), 500, 1000) == 1e-3
