@@ -75,6 +75,10 @@ def compile_model(
     board = target if isinstance(target, Board) else load_board(target)
     resolved_flow = _flow_for(board, flow)
     cfg = resolve_settings(board, **settings)
+    if resolved_flow.requires:
+        from hwkit.doctor import require_tools
+
+        require_tools(resolved_flow.requires, resolved_flow.name)  # before any work or directory
     model_path = Path(model).resolve()
     if not model_path.is_file():
         raise ModelLoadError(f"{model}: model file not found")

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hwkit import __version__
+from hwkit import __version__, prune_cli
 from hwkit.errors import HwkitError, InputError
 
 
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--target", required=True, help="board name (see `hwkit boards`) or path to a board .toml")
     c.add_argument("--out", default="build", help="build directory (default: build)")
     c.add_argument("--flow", help="flow name or .toml (default: the board's default_flow)")
+    c.add_argument("--bitstream", action="store_true", help="build the bitstream with Vivado (flow finn-bitstream)")
     c.add_argument("--clock-ns", type=_positive, help="clock period in ns (default: the board's clock_ns)")
     c.add_argument("--target-fps", type=_positive, help="throughput to fold for, frames/s")
     c.add_argument("--input-shape", type=_shape, help="input shape with batch, e.g. 1,64")
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hwkit import measure
 
     measure.add_parser(sub)
+    prune_cli.add_parser(sub)  # hwkit prune (issue 5: AMP)
     cmp_ = sub.add_parser("compare", help="two builds side by side, with deltas")
     cmp_.add_argument("a", help="build directory (or report.json) A")
     cmp_.add_argument("b", help="build directory (or report.json) B")
@@ -96,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--out", help="also write report.json and report.md into this directory")
     be.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
     _add_train_parser(sub)
+    from hwkit.explore.cli import add_parser as add_explore_parser  # explore (issue 9)
+
+    add_explore_parser(sub)
+    from hwkit.doctor import add_parser as add_doctor_parser  # doctor, design-hash (issue 8)
+
+    add_doctor_parser(sub)
     return p
 
 
@@ -107,8 +115,11 @@ def _compile(args: argparse.Namespace) -> int:
         from hwkit.console import RichProgress
 
         progress = RichProgress()
+    if args.bitstream and args.flow:
+        raise InputError("--bitstream selects the finn-bitstream flow; leave out --flow")
     report = compile_model(
-        args.model, args.target, args.out, flow=args.flow, from_step=args.from_step, to_step=args.to_step,
+        args.model, args.target, args.out, flow="finn-bitstream" if args.bitstream else args.flow,
+        from_step=args.from_step, to_step=args.to_step,
         progress=progress, clock_ns=args.clock_ns, target_fps=args.target_fps, input_shape=args.input_shape,
         input_dtype=args.input_dtype, arch=args.arch, arch_kwargs=args.arch_kwargs,
         trust_pickle=args.trust_pickle or None, golden_batch=args.golden_batch,
@@ -341,12 +352,25 @@ def _print_train_summary(result: Any) -> None:
               + (f", {result.plot_path}" if result.plot_path else "") + f", {result.state_path}", highlight=False)
 
 
+def _doctor_handlers() -> dict[str, Any]:
+    from hwkit.doctor import HANDLERS
+
+    return HANDLERS
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from hwkit.explore.cli import run
+
+    return run(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hwkit`` console script."""
     args = build_parser().parse_args(argv)
     handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare,
-                "bench": _bench, "train": _train,
-                "measure-power": _measure_power}
+                "bench": _bench, "train": _train, "explore": _explore,
+                "prune": prune_cli.run,
+                "measure-power": _measure_power, **_doctor_handlers()}
     try:
         return handlers[args.command](args)
     except HwkitError as exc:

@@ -75,6 +75,8 @@ class Flow:
     """The passes in order."""
     source: str
     """Where it was read from."""
+    requires: tuple[str, ...] = ()
+    """External tools the flow needs before it starts (e.g. ``vivado``); checked before any work."""
 
     def find(self, ref: str) -> int:
         """Index (0-based) of the step named by ``ref``: a number, a step id, a pass name or label."""
@@ -107,6 +109,9 @@ def parse_flow(data: Mapping[str, Any], name: str, source: str) -> Flow:
     raw = data.get("passes")
     if not isinstance(raw, list) or not raw:
         raise FlowError(f"{source}: 'passes' must be a non-empty list")
+    pass_params = data.get("pass_params", {})
+    if not isinstance(pass_params, dict) or not all(isinstance(v, dict) for v in pass_params.values()):
+        raise FlowError(f"{source}: 'pass_params' must be a table of tables keyed by pass-name prefix")
     steps = []
     for i, entry in enumerate(raw, start=1):
         if isinstance(entry, str):
@@ -114,6 +119,11 @@ def parse_flow(data: Mapping[str, Any], name: str, source: str) -> Flow:
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
             raise FlowError(f"{source}: passes[{i - 1}] must be a pass name or a table with 'name'")
         params = {k: v for k, v in entry.items() if k != "name"}
+        # [pass_params."<prefix>"] gives parameters to every pass whose name starts with the prefix
+        # (e.g. the finn-plus outputs for every finn.<step>); a pass's own parameters win.
+        for prefix, shared in pass_params.items():
+            if entry["name"].startswith(prefix):
+                params = {**shared, **params}
         label = entry.get("label")
         if label is not None and not isinstance(label, str):
             raise FlowError(f"{source}: passes[{i - 1}].label must be a string")
@@ -121,7 +131,10 @@ def parse_flow(data: Mapping[str, Any], name: str, source: str) -> Flow:
     kinds = data.get("board_kinds", [])
     if not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds):
         raise FlowError(f"{source}: 'board_kinds' must be a list of strings")
-    return Flow(name, str(data.get("description", "")), tuple(kinds), tuple(steps), source)
+    requires = data.get("requires", [])
+    if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
+        raise FlowError(f"{source}: 'requires' must be a list of strings")
+    return Flow(name, str(data.get("description", "")), tuple(kinds), tuple(steps), source, tuple(requires))
 
 
 def load_flow(ref: str) -> Flow:
@@ -168,7 +181,10 @@ def hwkit_source_digest() -> str:
     """Hash of hwkit's own code and data files: editing hwkit invalidates checkpoints it made."""
     root = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    files = sorted([*root.rglob("*.py"), *_flows_dir().glob("*.toml"), *root.glob("schemas/*.json")])
+    boards = Path(str(resources.files("hwkit.boards")))
+    # device presets feed passes (the analog backend) without being part of a board file's text
+    files = sorted([*root.rglob("*.py"), *_flows_dir().glob("*.toml"), *root.glob("schemas/*.json"),
+                    *boards.glob("devices/*.toml")])
     for f in files:
         h.update(f.name.encode())
         h.update(f.read_bytes())
@@ -253,6 +269,15 @@ class Runner:
                      "vitis_platform": self.board.vitis_platform, "board_part": self.board.board_part}
         return _digest(prev, step.spec.name, step.label, dict(step.params), used, board, versions)
 
+    def step_keys(self, initial_key: str) -> list[str]:
+        """The cache key of every step, chained from ``initial_key`` (the model file's digest)."""
+        versions = {**tool_versions(), "hwkit-source": hwkit_source_digest()}
+        keys, k = [], initial_key
+        for step in self.flow.steps:
+            k = self._key(k, step, versions)
+            keys.append(k)
+        return keys
+
     def step_dir(self, step: FlowStep) -> Path:
         """Checkpoint directory of a step."""
         return self.out_dir / PASSES_DIR / step.id
@@ -282,11 +307,7 @@ class Runner:
         last = self.flow.find(to_step) if to_step else len(steps) - 1
         if last < first_forced and from_step:
             raise FlowError(f"--from {from_step} comes after --to {to_step}")
-        versions = {**tool_versions(), "hwkit-source": hwkit_source_digest()}
-        keys, k = [], initial_key
-        for step in steps[: last + 1]:
-            k = self._key(k, step, versions)
-            keys.append(k)
+        keys = self.step_keys(initial_key)[: last + 1]
 
         # Walk from the end: the last step whose checkpoint is valid is where work resumes.
         art = initial

@@ -298,6 +298,72 @@ def _resources(finn: dict[str, Any], board: Board) -> tuple[dict[str, ResourceUs
     return uses, fits, notes
 
 
+def _merge_vivado(
+    vivado: dict[str, Any], perf: dict[str, Quantity], resources: dict[str, ResourceUse], board: Board,
+    energy: list[dict[str, Any]], warnings: list[str], fits: bool | None, notes: list[str],
+) -> tuple[bool | None, list[str]]:
+    """Vivado's numbers (source tool-report) beside FINN's estimates and the analytical power model.
+
+    Resources: the whole design after synthesis (accelerator + shell) when the bitfile was built, else
+    the accelerator after out-of-context place and route; they replace FINN's estimate in the resource
+    table (kept as ``finn_estimate_<R>`` in performance) and decide whether the design fits.
+    """
+    from hwkit.backends.vivado_reports import VivadoResults
+
+    v = VivadoResults.from_json(vivado)
+    for key, q in (("vivado_wns_ns", (v.wns_ns, "ns")), ("vivado_fmax_mhz", (v.fmax_mhz, "MHz")),
+                   ("vivado_throughput_fps", (v.ooc_throughput_fps, "frames/s")),
+                   ("vivado_routed_wns_ns", (v.routed_wns_ns, "ns"))):
+        if q[0] is not None:
+            perf[key] = Quantity(q[0], q[1], "tool-report")
+    for r, n in (v.ooc_resources or {}).items():
+        perf[f"ooc_{r}"] = Quantity(n, "count", "tool-report")
+    used = v.design_resources or v.ooc_resources
+    if used:
+        scope = "whole design after synthesis" if v.design_resources else "accelerator after out-of-context P&R"
+        fits, notes = True, []
+        for key in RESOURCE_KEYS:
+            if key not in used:
+                continue
+            old = resources.get(key)
+            if old is not None and old.used.source != "not-estimated":
+                perf[f"finn_estimate_{key}"] = Quantity(old.used.value, "count", old.used.source)
+            avail = board.resources.get(key, 0)
+            pct = round(100.0 * used[key] / avail, 3) if avail else None
+            if used[key] > avail:
+                fits = False
+                notes.append(f"{key} {used[key]} > {avail} available (Vivado)")
+            resources[key] = ResourceUse(Quantity(used[key], "count", "tool-report"),
+                                         Quantity(avail, "count", "board-data"), Quantity(pct, "%", "derived"))
+        warnings.append(f"resources are Vivado's ({scope}); FINN's estimates are kept as finn_estimate_* rows")
+    for wns, what in ((v.wns_ns, "out-of-context"), (v.routed_wns_ns, "routed design")):
+        if wns is not None and wns < 0:
+            clock = perf["clock_ns"].value if "clock_ns" in perf else None
+            warnings.append(f"timing not met ({what}): WNS {wns:.3f} ns at a {clock} ns clock; raise --clock-ns "
+                            "or reduce folding")
+    lat = perf.get("latency_ms", Quantity(None, "ms", "")).value
+    fps = perf.get("throughput_fps", Quantity(None, "frames/s", "")).value
+    points = list(v.power)
+    if not points and v.ooc_power_w is not None:
+        from hwkit.backends.vivado_reports import PowerPoint
+
+        points = [PowerPoint("default activity (OOC report_power)", None, v.ooc_power_w, float("nan"), float("nan"))]
+    for pt in points:
+        includes = f"PL, Vivado report_power of the routed accelerator, {pt.activity}"
+        for name, basis, unit, k in (("power", "power", "W", 1.0),
+                                     ("energy, single-shot", "single-shot", "mJ/inference", lat),
+                                     ("energy, streaming", "streaming", "mJ/inference", 1e3 / fps if fps else None)):
+            if not k:
+                continue
+            val = pt.total_w * k
+            energy.append({"name": f"PL {name} (Vivado, {pt.activity})", "basis": basis, "includes": includes,
+                           "unit": unit, "low": val, "value": val, "high": val, "source": "tool-report"})
+    if points:
+        warnings.append("Vivado power (tool-report) covers the accelerator's PL only, at the activity named in "
+                        "each row; the analytical rows beside it are hwkit's model")
+    return fits, notes
+
+
 def build_report(
     final_meta: dict[str, Any],
     model: dict[str, Any],
@@ -348,12 +414,18 @@ def build_report(
             f"power and energy are an analytical model's range (toggle {est.toggle_rate:.1%}, FF = LUT x "
             "ratio since FINN estimates no FF); see docs/power-sources.md for what each coefficient rests on"
         )
+    if meta.get("vivado"):
+        fits, notes = _merge_vivado(meta["vivado"], perf, resources, board, energy, warnings, fits, notes)
     measurement = meta.get("measurement")
     if measurement:
         perf.update(_ort_performance(measurement))
         if (measurement.get("energy") or {}).get("source") == "analytical-estimate":
             warnings.append("energy is an analytical estimate (no readable energy counter): "
                             + measurement["energy"]["method"])
+    analog = meta.get("analog") or {}
+    if analog.get("performance"):  # analog crossbar builds (hwkit/backends/analog.py)
+        perf.update({k: Quantity(q["value"], q["unit"], q["source"]) for k, q in analog["performance"].items()})
+        energy = energy + list(analog.get("energy", []))
     target = {**board.summary(), "board": board.name, "clock_ns": clock, "target_fps": settings.get("target_fps")}
     target.pop("name")
     target.pop("description")

@@ -138,7 +138,10 @@ def _with_batch(model: Any, n: int) -> Any:
 
     batched = ModelWrapper(model.model.__deepcopy__())
     g = batched.graph
+    constants = {t.name for t in g.initializer}  # e.g. a (1, C) per-channel scale: not a batch dimension
     for vi in [*g.input, *g.output, *g.value_info]:
+        if vi.name in constants:
+            continue
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
             dims[0].dim_value = n

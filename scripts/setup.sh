@@ -49,6 +49,15 @@ if [ "$dev" = 1 ]; then
       echo "setup.sh: install Debian's chromium (apt-get install chromium) for the HTML report tests" >&2
     fi
   fi
+  # The explore tests start a private PostgreSQL server (Debian's package; initdb/pg_ctl run as the
+  # postgres user when the tests run as root).
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    else
+      echo "setup.sh: install Debian's postgresql (apt-get install postgresql) for the explore tests" >&2
+    fi
+  fi
 fi
 echo "$want" > "$stamp"
 echo "hwkit set up in .venv ($(.venv/bin/hwkit --version))"

@@ -25,7 +25,7 @@ from typing import Any
 
 from hwkit.artifact import Artifact
 from hwkit.config import Context
-from hwkit.errors import ToolError, UnsupportedLayerError
+from hwkit.errors import FlowError, ToolError, UnsupportedLayerError
 from hwkit.registry import PassSpec, register_factory
 
 FINN_BUILD_SUBDIR = "finn_build"
@@ -86,18 +86,40 @@ def shield_builder() -> None:
         bd.get_vivado_root = lambda: "/vivado-not-installed"  # type: ignore[attr-defined]
 
 
+_NOT_CONFIG = frozenset({"label"})
+"""Pass parameters that are hwkit's own, not DataflowBuildConfig fields."""
+
+
 def dataflow_config(ctx: Context) -> Any:
-    """The finn-plus DataflowBuildConfig for this board and these settings."""
+    """The finn-plus DataflowBuildConfig for this board and these settings.
+
+    The pass's parameters (from the flow file, e.g. ``[pass_params."finn."]`` of finn-bitstream.toml)
+    may set any DataflowBuildConfig field; ``generate_outputs`` names DataflowOutputType values
+    (default: estimate reports only, the Vivado-free flow).
+    """
+    import dataclasses
+
     from finn.builder.build_dataflow_config import DataflowBuildConfig, DataflowOutputType
 
     board = ctx.board
     extra: dict[str, Any] = {}
     if board.shell_flow == "vitis_alveo" and board.vitis_platform:
         extra["vitis_platform"] = board.vitis_platform
-    return DataflowBuildConfig(
+    fields = {f.name for f in dataclasses.fields(DataflowBuildConfig)}
+    params = {k: v for k, v in ctx.params.items() if k not in _NOT_CONFIG}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise FlowError(f"finn-plus DataflowBuildConfig has no field(s) {', '.join(unknown)} (flow parameters)")
+    outputs = params.pop("generate_outputs", ["estimate_reports"])
+    valid = {o.value: o for o in DataflowOutputType}
+    bad = [o for o in outputs if o not in valid]
+    if bad:
+        raise FlowError(f"generate_outputs: unknown output(s) {', '.join(map(str, bad))}; "
+                        f"finn-plus knows {', '.join(valid)}")
+    base: dict[str, Any] = dict(
         output_dir=str(ctx.work_dir),
         synth_clk_period_ns=ctx.settings.clock_ns,
-        generate_outputs=[DataflowOutputType.ESTIMATE_REPORTS],
+        generate_outputs=[valid[o] for o in outputs],
         board=board.finn_board,
         fpga_part=board.part,
         shell_flow_type=board.shell_flow,
@@ -107,6 +129,7 @@ def dataflow_config(ctx: Context) -> Any:
         verbose=False,
         **extra,
     )
+    return DataflowBuildConfig(**{**base, **params})
 
 
 def _step_function(step: str) -> Any:
@@ -203,16 +226,80 @@ def estimates(report_dir: Path) -> dict[str, Any]:
     return out
 
 
+# Steps that call Vivado or Vitis HLS (directly or through a simulation): they refuse to start
+# without XILINX_VIVADO, and their failures are reported with the tail of the tool's log.
+VIVADO_STEPS = frozenset({
+    "step_hw_ipgen", "step_set_fifo_depths", "step_generate_hardware", "step_create_stitched_ip",
+    "step_measure_rtlsim_performance", "step_out_of_context_synthesis", "step_vivado_power_estimation",
+    "step_prepare_synthesis", "step_synthesize_bitfile",
+})
+# Output folders a later step reads from cfg.output_dir; hwkit gives every pass its own output_dir,
+# so the folders an earlier pass wrote are copied into the pass that needs them.
+_OUTPUT_DIRS = ("bitfile", "driver", "stitched_ip", "deploy")
+_NEEDS_DIRS = {"step_deployment_package": ("bitfile", "driver")}
+LOG_TAIL_LINES = 20
+
+
+def tool_log_tail(work_dir: Path, lines: int = LOG_TAIL_LINES) -> tuple[Path | None, list[str]]:
+    """The most recently written tool log under ``work_dir`` (Vivado/HLS ``*.log``) and its last lines."""
+    logs = [p for p in Path(work_dir).rglob("*.log") if p.is_file() and p.name != "pass.log"]
+    if not logs:
+        return None, []
+    newest = max(logs, key=lambda p: p.stat().st_mtime)
+    text = newest.read_text(encoding="utf-8", errors="replace").splitlines()
+    return newest, [ln.rstrip() for ln in text if ln.strip()][-lines:]
+
+
+def vivado_failure(step: str, exc: BaseException, work_dir: Path, out_dir: Path, step_id: str) -> ToolError:
+    """A one-line summary naming the step, then the tail of the newest tool log."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    log, tail = tool_log_tail(work_dir)
+    where = f"; last {len(tail)} lines of {log}:" if log else f"; no tool log under {work_dir}"
+    head = (f"finn-plus {step} failed: {type(exc).__name__}: {first} (build kept in {out_dir}; after fixing, "
+            f"re-run the same command to resume here, or add --from {step_id}){where}")
+    return ToolError("\n".join([head, *("    " + ln for ln in tail)]))
+
+
+def _ensure_xsi() -> None:
+    """finn-plus's boot step for simulation: build/verify its XSI module for the sourced Vivado."""
+    import finn.xsi
+
+    try:
+        finn.xsi.ensure_available()
+    except Exception as exc:  # finn-plus raises FINNUserError, OSError or ValueError here
+        raise ToolError(f"finn-plus could not build its Vivado XSI simulation module: {exc}") from None
+
+
 def _make_step_pass(step: str) -> Any:
     def run(art: Artifact, ctx: Context) -> Artifact:
+        import shutil
+
         from qonnx.core.modelwrapper import ModelWrapper
 
+        from hwkit.backends.vivado_reports import read_report_dir
+
+        needs_vivado = step in VIVADO_STEPS
+        if needs_vivado and not vivado_available():
+            raise VivadoRequired(f"{step} needs AMD Vivado (XILINX_VIVADO is not set); see `hwkit doctor`")
         ensure_finn(ctx.work_dir)
+        outputs = dict(art.meta.get("finn_outputs", {}))
+        for name in _NEEDS_DIRS.get(step, ()):
+            if name not in outputs:
+                raise ToolError(f"{step} needs the '{name}' output of an earlier finn-plus step, which this "
+                                "flow did not produce")
+            shutil.copytree(ctx.out_dir / outputs[name], ctx.work_dir / name, dirs_exist_ok=True)
         fn = _step_function(step)
         assert art.path is not None
         model = ModelWrapper(str(art.path))
         cfg = dataflow_config(ctx)
-        model = fn(model, cfg)
+        if needs_vivado:
+            _ensure_xsi()
+            try:
+                model = fn(model, cfg)
+            except Exception as exc:
+                raise vivado_failure(step, exc, ctx.work_dir, ctx.out_dir, ctx.work_dir.name) from exc
+        else:
+            model = fn(model, cfg)
         torch_layers = art.meta.get("model", {}).get("weight_layers", ())
         if step == "step_convert_to_hw":
             check_all_hw(model, torch_layers)
@@ -225,9 +312,18 @@ def _make_step_pass(step: str) -> Any:
         folding = ctx.work_dir / "report" / "auto_folding_config.json"
         if step == "step_target_fps_parallelization" and folding.is_file():
             meta["folding_config"] = str(folding.relative_to(ctx.out_dir))
+        for name in _OUTPUT_DIRS:
+            d = ctx.work_dir / name
+            if d.is_dir() and any(d.iterdir()) and name not in _NEEDS_DIRS.get(step, ()):
+                outputs[name] = str(d.relative_to(ctx.out_dir))
+        if outputs:
+            meta["finn_outputs"] = outputs
+        found = read_report_dir(ctx.work_dir / "report") if needs_vivado else {}
+        if found:
+            meta["vivado"] = {**art.meta.get("vivado", {}), **found}
         return art.evolve(stage="finn", path=out, **meta)
 
-    run.__doc__ = f"finn-plus {step}"
+    run.__doc__ = f"finn-plus {step}" + (" (Vivado)" if step in VIVADO_STEPS else "")
     run.__name__ = f"finn_{step}"
     return run
 

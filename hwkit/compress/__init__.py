@@ -1,0 +1,1 @@
+"""Compression and hardware-aware training methods: nn.Module -> nn.Module."""

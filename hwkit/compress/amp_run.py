@@ -1,0 +1,263 @@
+"""AMP end to end: data, search, recovery, the pruned checkpoint and prune_report.{json,md} + widths SVG.
+
+Used by ``hwkit prune`` (hwkit/prune_cli.py) and by the ``prune_amp`` pass (usable in flows).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from hwkit.artifact import Artifact, write_json_atomic, write_text_atomic
+from hwkit.config import Context
+from hwkit.errors import InputError, ModelLoadError
+from hwkit.registry import register
+
+REBUILDABLE = ("qmlp", "cqmlp")
+"""Built-in architectures whose pruned widths are described by the ``hidden`` keyword."""
+
+
+@dataclass(frozen=True)
+class PruneData:
+    """Fixed, seeded splits for scoring (calib), the search (val) and accuracy (test; labels only)."""
+
+    calib_x: Any
+    calib_y: Any
+    val_x: Any
+    val_y: Any
+    test_x: Any
+    test_y: Any
+    source: str
+    """Where the data came from, for the report."""
+
+
+def load_data(spec: str, labels: str | None = None, seed: int = 0) -> PruneData:
+    """``digits`` (scikit-learn's bundled digits, 60/20/20) or a ``.npy`` of inputs (+ optional labels).
+
+    A .npy is shuffled once with ``seed`` and split 60/20/20 (calib/val/test) with labels, 75/25
+    (calib/val) without.
+    """
+    import numpy as np
+    import torch
+
+    if spec == "digits":
+        from hwkit.compress.amp_toy import digits_splits
+
+        d = digits_splits(seed)
+        return PruneData(*d["train"], *d["val"], *d["test"],
+                         f"sklearn digits (stratified 60/20/20 split, seed {seed})")
+    path = Path(spec)
+    if path.suffix != ".npy" or not path.is_file():
+        raise InputError(f"--calib {spec}: expected 'digits' or an existing .npy file of inputs")
+    try:
+        x = np.load(path, allow_pickle=False)
+        y = None if labels is None else np.load(labels, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read calibration data ({exc})") from None
+    if y is not None and len(y) != len(x):
+        raise InputError(f"--labels has {len(y)} entries but --calib has {len(x)} samples")
+    perm = np.random.default_rng(seed).permutation(len(x))
+    xt = torch.tensor(x[perm], dtype=torch.float32)
+    yt = None if y is None else torch.tensor(y[perm], dtype=torch.long)
+    n = len(x)
+    a, b = (int(n * 0.6), int(n * 0.8)) if yt is not None else (int(n * 0.75), n)
+
+    def part(t: Any, i: int, j: int) -> Any:
+        return None if t is None else t[i:j]
+
+    return PruneData(xt[:a], part(yt, 0, a), xt[a:b], part(yt, a, b), part(xt, b, n) if yt is not None else None,
+                     part(yt, b, n), f"{path} ({n} samples{', labelled' if yt is not None else ''}, seed {seed})")
+
+
+def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
+                log: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict."""
+    import torch
+
+    from hwkit.compress import amp
+
+    module = module.eval()
+    say = log or (lambda _s: None)
+    calib = amp.batches(data.calib_x, data.calib_y, cfg.batch_size)
+    val = amp.batches(data.val_x, data.val_y, cfg.batch_size)
+    example = data.val_x[: cfg.batch_size]
+    t0 = time.perf_counter()
+    res = amp.amp_search(module, calib, val, cfg, log=say)
+    total_s = time.perf_counter() - t0
+    pruned = res.model
+    acc: dict[str, float | None] = {"before": None, "after_prune": None, "after_distill": None}
+    if data.test_y is not None:
+        acc["before"] = amp.accuracy(module, data.test_x, data.test_y)
+        acc["after_prune"] = amp.accuracy(pruned, data.test_x, data.test_y)
+    distilled = None
+    if distill_cfg is not None and distill_cfg.epochs > 0:
+        student = copy.deepcopy(pruned)
+        head = cfg.embed_module or amp.head_name(module, example)
+        distilled = amp.distill(student, module, data.calib_x, data.val_x, head, distill_cfg,
+                                lambda e, tr, va: say(f"distill epoch {e}: train MSE {tr:.5f}, held-out MSE {va:.5f}"))
+        pruned = student
+        if data.test_y is not None:
+            acc["after_distill"] = amp.accuracy(pruned, data.test_x, data.test_y)
+    with torch.no_grad():
+        p0, p1 = amp.count_params(module), amp.count_params(pruned)
+        f0, f1 = amp.count_flops(module, example), amp.count_flops(pruned, example)
+    report = {
+        "method": "amp",
+        "config": asdict(cfg),
+        "data": data.source,
+        "blocks": [{"name": b.name, "fc1": list(b.fc1), "fc2": b.fc2, "fused_glu": b.fused_glu, "norms": list(b.norms),
+                    "width_before": b.hidden, "width_after": len(k), "kept": [int(i) for i in k],
+                    "ranking": [int(i) for i in o]}
+                   for b, k, o in zip(res.blocks, res.keep, res.order)],
+        "params": {"before": p0, "after": p1, "reduction": 1 - p1 / p0},
+        "flops_per_sample": {"before": f0, "after": f1, "reduction": 1 - f1 / f0,
+                             "counted_by": "torch.utils.flop_counter.FlopCounterMode (2 FLOPs per MAC)"},
+        "loss": {"criterion": cfg.criterion, "before": res.loss_before, "after_search": res.loss_after},
+        "trace": [asdict(s) for s in res.trace],
+        "accuracy": acc,
+        "timing_s": {"score": res.score_s, "search": res.search_s, "total": total_s},
+        "distill": distilled,
+    }
+    return pruned, report
+
+
+def save_pruned(pruned: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any) -> list[Path]:
+    """Write the pruned model: a hwkit checkpoint when the input was one of a rebuildable arch (its
+    ``hidden`` widths updated and checked by rebuilding), else a state dict plus ``<out>.widths.json``."""
+    import torch
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    widths = [b["width_after"] for b in report["blocks"]]
+    written = [out]
+    if loaded is not None and loaded.format == "hwkit-checkpoint" and source is not None:
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+        arch = str(ckpt["arch"])
+        kwargs = dict(ckpt.get("arch_kwargs", {}))
+        if arch not in REBUILDABLE:
+            raise ModelLoadError(f"{source}: cannot describe pruned widths of architecture '{arch}' "
+                                 f"(supported: {', '.join(REBUILDABLE)})")
+        kwargs["hidden"] = widths
+        from hwkit.models import builder
+
+        rebuilt = builder(arch)(**kwargs)
+        sd = pruned.state_dict()
+        try:
+            rebuilt.load_state_dict(sd, strict=True)
+        except RuntimeError as exc:
+            raise ModelLoadError(f"pruned weights do not fit {arch} with hidden={widths} "
+                                 f"({str(exc).splitlines()[0]})") from None
+        meta = dict(ckpt.get("meta", {}))
+        meta["amp"] = {"widths_before": [b["width_before"] for b in report["blocks"]], "widths_after": widths,
+                       "source": str(source), "accuracy": report["accuracy"]}
+        torch.save({**ckpt, "arch_kwargs": kwargs, "state_dict": sd, "meta": meta}, out)
+    else:
+        torch.save(pruned.state_dict(), out)
+        side = out.with_suffix(".widths.json")
+        write_json_atomic(side, {"widths": {b["name"]: b["width_after"] for b in report["blocks"]},
+                                 "blocks": [{k: b[k] for k in ("name", "fc1", "fc2", "width_before", "width_after")}
+                                            for b in report["blocks"]]})
+        written.append(side)
+    return written
+
+
+def _fmt_acc(v: float | None) -> str:
+    return "n/a" if v is None else f"{v * 100:.2f} %"
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """prune_report.json, prune_report.md and prune_widths.svg in ``out_dir``."""
+    from hwkit.svgplot import hbar
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    blocks = report["blocks"]
+    svg = hbar([b["name"] for b in blocks], [b["width_after"] for b in blocks],
+               title="AMP: kept hidden neurons per MLP block", unit="neurons",
+               ref_line=max(b["width_before"] for b in blocks))
+    svg_path = out_dir / "prune_widths.svg"
+    write_text_atomic(svg_path, svg)
+    report = {**report, "plot": svg_path.name}
+    p, f, a, t = report["params"], report["flops_per_sample"], report["accuracy"], report["timing_s"]
+    cfg = report["config"]
+    lines = [
+        "# AMP pruning report", "",
+        f"Data: {report['data']}. Criterion {cfg['criterion']}, 1/τ = {cfg['temp_inv']}, ΔE = {cfg['delta_e']} "
+        f"({cfg['rise']} rise), {cfg['steps']} halvings, batch {cfg['batch_size']}"
+        f"{', layer-wise re-scoring' if cfg['layer_wise'] else ''}.", "",
+        "| | before | after | reduction |", "|---|---:|---:|---:|",
+        f"| parameters | {p['before']:,} | {p['after']:,} | {p['reduction'] * 100:.1f} % |",
+        f"| FLOPs / sample | {f['before']:,} | {f['after']:,} | {f['reduction'] * 100:.1f} % |", "",
+        f"Accuracy (test split): before {_fmt_acc(a['before'])}, after pruning {_fmt_acc(a['after_prune'])}, "
+        f"after distillation {_fmt_acc(a['after_distill'])}.", "",
+        f"Loss ({report['loss']['criterion']}, nats): {report['loss']['before']:.5f} before, "
+        f"{report['loss']['after_search']:.5f} after the search. Time: scoring {t['score']:.2f} s, "
+        f"search {t['search']:.2f} s.", "",
+        "## Kept width per block", "", f"![widths]({svg_path.name})", "",
+        "| block | fc1 | fc2 | width before | width after |", "|---|---|---|---:|---:|",
+        *[f"| {b['name']} | {', '.join(b['fc1'])} | {b['fc2']} | {b['width_before']} | {b['width_after']} |"
+          for b in blocks], "",
+        "## Search trace (last block first)", "",
+        "| block | probe | width | loss | rise | accepted |", "|---|---:|---:|---:|---:|---|",
+        *[f"| {s['block']} | {s['step']} | {s['width']} | {s['loss']:.5f} | {s['rise']:+.5f} | "
+          f"{'yes' if s['accepted'] else 'no'} |" for s in report["trace"]],
+    ]
+    if report.get("distill"):
+        d = report["distill"]
+        lines += ["", f"## Distillation ({d['target']})", "",
+                  f"Best epoch {d['best_epoch']}, held-out MSE {d['best_val_mse']:.6f}; {d['stopped']}."]
+    md = out_dir / "prune_report.md"
+    js = out_dir / "prune_report.json"
+    write_text_atomic(md, "\n".join(lines) + "\n")
+    write_json_atomic(js, report)
+    return [js, md, svg_path]
+
+
+def configs_from(params: dict[str, Any]) -> tuple[Any, Any]:
+    """AmpConfig and DistillConfig (or None) from flat keyword parameters (flow tables, CLI)."""
+    from hwkit.compress.amp import AmpConfig, DistillConfig
+
+    fields = {k for k in AmpConfig.__dataclass_fields__}
+    cfg = AmpConfig(**{k: v for k, v in params.items() if k in fields and v is not None})
+    epochs = int(params.get("distill_epochs") or 0)
+    dcfg = DistillConfig(epochs=epochs, **{k[len("distill_"):]: v for k, v in params.items()
+                                           if k.startswith("distill_") and k != "distill_epochs" and v is not None})
+    return cfg, (dcfg if epochs > 0 else None)
+
+
+@register("prune_amp", uses=("input_shape", "input_dtype", "arch", "arch_kwargs", "trust_pickle"))
+def prune_amp(art: Artifact, ctx: Context) -> Artifact:
+    """AMP adaptive MLP pruning of a hwkit checkpoint (qmlp/cqmlp): a smaller checkpoint + prune_report."""
+    from hwkit.load import load_model
+
+    if art.path is None or art.path.suffix == ".onnx":
+        raise InputError("prune_amp needs a PyTorch model file (put it first in the flow)")
+    params = dict(ctx.params)
+    calib = params.pop("calib", None)
+    if not calib:
+        raise InputError("prune_amp needs a 'calib' parameter in the flow ('digits' or a .npy of inputs)")
+    labels = params.pop("labels", None)
+    seed = int(params.pop("seed", ctx.settings.seed))
+    loaded = load_model(art.path, ctx.settings)
+    if loaded.format != "hwkit-checkpoint":
+        raise InputError("prune_amp in a flow needs a hwkit checkpoint (its arch_kwargs describe the pruned "
+                         "widths); use `hwkit prune` for state dicts")
+    cfg, dcfg = configs_from(params)
+    data = load_data(str(calib), labels, seed)
+    pruned, report = prune_model(loaded.module, data, cfg, dcfg, ctx.log.info)
+    out = ctx.work_dir / "pruned.pt"
+    save_pruned(pruned, report, out, art.path, loaded)
+    write_report(report, ctx.work_dir)
+    summary = {k: report[k] for k in ("params", "flops_per_sample", "accuracy", "timing_s")}
+    summary["widths"] = [b["width_after"] for b in report["blocks"]]
+    summary["report"] = str((ctx.work_dir / "prune_report.json").relative_to(ctx.out_dir))
+    return art.evolve(stage="model-file", path=out, amp=summary)
+
+
+def report_json(report: dict[str, Any]) -> str:
+    """The report without the per-neuron index lists (for --json on a terminal)."""
+    drop = ("kept", "ranking")
+    slim = {**report, "blocks": [{k: v for k, v in b.items() if k not in drop} for b in report["blocks"]]}
+    return json.dumps(slim, indent=2, default=str)

@@ -1,0 +1,199 @@
+"""``hwkit explore`` end to end on the default SQLite storage: real training, a real FINN compile in every
+trial of the first test, pruning, Ctrl-C and resume, --best."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TINY = """
+target = "zcu104"
+hardware = "{hardware}"
+trials = {trials}
+objectives = {objectives}
+[space]
+bits = [2, 3]
+depth = [1, 2]
+width_scale = [0.25]
+{extra_space}
+[data]
+synthetic_seconds = 8
+[train]
+epochs = {epochs}
+max_train_windows = {windows}
+patience = 0
+[study]
+sampler = "random"
+seed = 0
+heartbeat_s = 1
+grace_s = 3
+{extra}
+"""
+
+
+def write_cfg(path: Path, hardware: str = "none", trials: int = 2, epochs: int = 1, windows: int = 2000,
+              objectives: str = '["accuracy", "weight_kbit"]', extra_space: str = "", extra: str = "") -> Path:
+    path.write_text(TINY.format(hardware=hardware, trials=trials, epochs=epochs, windows=windows,
+                                objectives=objectives, extra_space=extra_space, extra=extra))
+    return path
+
+
+def hwkit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hwkit.cli", *args], capture_output=True, text=True, cwd=ROOT,
+                          timeout=timeout)
+
+
+def load(url: str, name: str):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    return optuna.load_study(study_name=name, storage=url)
+
+
+def test_trials_compile_and_best_is_exported(tmp_path):
+    cfg = write_cfg(tmp_path / "hw.toml", hardware="finn-estimate", objectives='["accuracy", "LUT", "energy_mj"]',
+                    extra_space="target_fps = [100000]", extra="[constraints]\nfits = true")
+    out = tmp_path / "out"
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["states"] == {"COMPLETE": 2} and doc["budget"] == 2
+    assert (out / "explore.db").is_file()
+    for r in doc["trials"]:
+        tdir = out / "trials" / str(r["number"])
+        assert (tdir / "model.pt").is_file()
+        report = json.loads((tdir / "build" / "report.json").read_text())
+        # the trial's objectives are the compile report's numbers
+        assert r["metrics"]["LUT"] == report["resources"]["LUT"]["used"]["value"] > 0
+        pl_ps = next(e for e in report["energy"] if e["name"] == "PL+PS energy, single-shot")
+        assert r["metrics"]["energy_mj"] == pytest.approx(pl_ps["value"])
+        assert r["params"]["bits"] in (2, 3) and r["params"]["target_fps"] == 100000
+        assert r["feasible"] is True and r["metrics"]["fits"] == 1.0
+    assert doc["front"] and doc["best"] in doc["front"]
+    html = (out / "report.html").read_text()
+    assert 'data-plot="pareto-LUT"' in html and 'data-plot="pareto-energy_mj"' in html
+    assert "Pareto front" in (out / "summary.md").read_text()
+
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--best", "--json")
+    assert proc.returncode == 0, proc.stderr
+    choice = json.loads(proc.stdout)
+    assert choice["trial"] == doc["best"] and choice["retrained"] is False
+    best_report = json.loads((out / "best" / "build" / "report.json").read_text())
+    assert best_report["resources"]["LUT"]["used"]["value"] == choice["metrics"]["LUT"]
+    assert (out / "best" / "model.pt").read_bytes() == (out / "trials" / str(choice["trial"]) / "model.pt").read_bytes()
+
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--best", "--pick", "99")
+    assert proc.returncode == 2 and "--pick 99: the study has no trial 99" in proc.stderr
+
+
+def test_hopeless_trials_are_pruned(tmp_path):
+    cfg = write_cfg(tmp_path / "p.toml", trials=2, epochs=3,
+                    extra="[constraints]\naccuracy_min = 0.999\n[pruning]\nafter_epoch = 1\nmargin = 0.0")
+    out = tmp_path / "out"
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["states"] == {"PRUNED": 2}  # pruned trials count towards the budget
+    for r in doc["trials"]:
+        assert len(r["val_accuracy_by_epoch"]) == 1  # stopped after epoch 1 of 3
+        assert r["pruned"].startswith("epoch 1: validation accuracy")
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--best")
+    assert proc.returncode == 2 and "no complete trial meets the constraints" in proc.stderr
+
+
+def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_budget(tmp_path):
+    cfg = write_cfg(tmp_path / "r.toml", trials=4, epochs=6, windows=3000)
+    out = tmp_path / "out"
+    url = f"sqlite:///{out / 'explore.db'}"
+    worker = subprocess.Popen([sys.executable, "-m", "hwkit.cli", "explore", str(cfg), "--out", str(out)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    done: dict[int, tuple[float, ...]] = {}
+    victim = None
+    while time.monotonic() < deadline and victim is None:
+        time.sleep(0.1)
+        assert worker.poll() is None, worker.communicate()[1][-2000:]
+        if not (out / "explore.db").exists():
+            continue
+        try:
+            trials = load(url, "r").get_trials()
+        except KeyError:  # the study is being created
+            continue
+        done = {t.number: tuple(t.values) for t in trials if t.state.name == "COMPLETE"}
+        training = [t.number for t in trials if t.state.name == "RUNNING"
+                    and len(t.user_attrs.get("val_accuracy_by_epoch", [])) == 1]  # epoch 1 of 6 done
+        if done and training:
+            victim = training[0]
+    assert victim is not None, "no trial was training while another had finished"
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130 and "interrupted; finished trials are kept" in err
+    after = {t.number: t for t in load(url, "r").get_trials()}
+    assert [n for n, t in after.items() if t.state.name == "FAIL"] == [victim]  # the interrupted trial
+    assert not any(t.state.name == "RUNNING" for t in after.values())
+
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")  # resume
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["states"] == {"COMPLETE": 4, "FAIL": 1}
+    rows = {r["number"]: r for r in doc["trials"]}
+    for n, values in done.items():  # nothing finished before Ctrl-C was lost or re-run
+        assert rows[n]["state"] == "COMPLETE"
+        assert (rows[n]["metrics"]["accuracy"], rows[n]["metrics"]["weight_kbit"]) == pytest.approx(values)
+    assert rows[victim]["state"] == "FAIL"
+
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")  # budget reached: nothing more runs
+    assert proc.returncode == 0 and json.loads(proc.stdout)["states"] == {"COMPLETE": 4, "FAIL": 1}
+    # a different search space may not reuse the study
+    write_cfg(cfg, trials=4, epochs=2)
+    proc = hwkit("explore", str(cfg), "--out", str(out))
+    assert proc.returncode == 2 and "was created from a different config (train differ)" in proc.stderr
+
+
+def test_orphaned_running_trial_is_failed(tmp_path):
+    """A trial created by a worker that died before its objective (so before any heartbeat) is failed."""
+    import optuna
+
+    from hwkit.explore import load_config
+    from hwkit.explore.run import counts, fail_orphans, open_study
+
+    cfg = load_config(write_cfg(tmp_path / "o.toml", trials=1))
+    study = open_study(cfg, f"sqlite:///{tmp_path / 'o.db'}")
+    orphan = study.ask()  # RUNNING, no worker recorded, no heartbeat
+    live = study.ask()
+    live.set_user_attr("worker", {"host": "h", "pid": 1})
+    assert fail_orphans(study, grace_s=60) == []  # too young
+    time.sleep(1.1)
+    assert fail_orphans(study, grace_s=1) == [orphan.number]
+    assert counts(study)["FAIL"] == 1 and counts(study)["RUNNING"] == 1
+    failed = study.get_trials()[orphan.number]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert failed.user_attrs["error"] == "its worker died before it started"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["explore", "--help"]])
+def test_help_does_not_import_optuna_or_torch(args):
+    code = (f"import sys, runpy; sys.argv=['hwkit', *{args!r}]\n"
+            "try:\n    runpy.run_module('hwkit.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('optuna', 'torch', 'sqlalchemy', 'brevitas') if m in sys.modules]\n"
+            "print('HEAVY', heavy)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "HEAVY []" in proc.stdout
+
+
+def test_bad_config_is_one_line(tmp_path):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('target = "zcu104"\n[space]\namp_de = [0.1, 0.2]\n')
+    proc = hwkit("explore", str(cfg), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.amp_de: AMP pruning (dE) is not available yet: "
+                                   "hwkit has no AMP compressor")
+    assert not (tmp_path / "o").exists()
