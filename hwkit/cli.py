@@ -269,6 +269,12 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10; paper 1000)")
     t.add_argument("--batch-size", type=int, default=256, help="mini-batch (default 256; paper 128)")
     t.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate (default 1e-3; paper 1e-4)")
+    t.add_argument("--schedule", choices=["onecycle", "constant"],
+                   help="learning-rate schedule (default onecycle: warm-up then cosine; paper: constant)")
+    t.add_argument("--warmup", type=float, help="fraction of steps spent warming up (onecycle; default 0.15)")
+    t.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    t.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                   help="per-output-channel weight scales (default on; paper: per-tensor)")
     t.add_argument("--patience", type=int, default=3, help="early stop after N epochs without better val loss "
                                                             "(default 3; 0 = off)")
     t.add_argument("--max-train-windows", type=int, help="train on a seeded random subset of this many windows")

@@ -107,7 +107,7 @@ def print_report(report: Report, out_dir: str) -> None:
     for w in report.warnings:
         con.print(f"[yellow]note:[/] {w}")
     con.print("tools: " + ", ".join(f"{k} {v}" for k, v in report.tools.items()), highlight=False)
-    con.print(f"report: {out_dir}/report.json, {out_dir}/report.md")
+    con.print(f"report: {out_dir}/report.json, {out_dir}/report.md, {out_dir}/report.html")
 
 
 def print_boards(boards: list[Board]) -> None:

@@ -91,11 +91,12 @@ def _plots(doc: dict[str, Any]) -> list[str]:
                                                        "utilisation of the part", "%", colors, ref_line=100.0),
                            "Share of the part's resources the design uses (dashed: 100 %)."))
     energy = doc.get("energy") or []
-    if energy:
-        out.append(_figure("energy", svgplot.ranges(
-            [f"{e['name']} ({e.get('source', '')})" for e in energy], [e.get("low") for e in energy],
-            [e.get("high") for e in energy], [e.get("value") for e in energy], energy[0].get("unit", "")),
-            "Energy tiers: range (bar) and central estimate (dot)."))
+    for i, unit in enumerate(dict.fromkeys(e.get("unit", "") for e in energy)):
+        rows = [e for e in energy if e.get("unit", "") == unit]  # one axis per unit (W, mJ/inference)
+        out.append(_figure(f"energy-{i}", svgplot.ranges(
+            [f"{e['name']} ({e.get('source', '')})" for e in rows], [e.get("low") for e in rows],
+            [e.get("high") for e in rows], [e.get("value") for e in rows], unit, width=760),
+            f"{'Power' if unit == 'W' else 'Energy'} tiers in {unit}: range (bar) and central estimate (dot)."))
     metrics = ((doc.get("model") or {}).get("checkpoint_meta") or {}).get("metrics") or {}
     cm = metrics.get("confusion_matrix")
     if cm:

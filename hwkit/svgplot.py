@@ -90,7 +90,7 @@ def ranges(labels: Sequence[str], lows: Sequence[float | None], highs: Sequence[
     """Intervals (low-high) with a point estimate, one row per label (energy tiers)."""
     vals = [v for seq in (lows, highs, mids) for v in seq if v is not None]
     vmax = max([*vals, 1e-12]) * 1.1
-    row, label_w, top = 24, min(260, 8 + 7 * max((len(s) for s in labels), default=4)), 8
+    row, label_w, top = 24, min(380, 8 + 7 * max((len(s) for s in labels), default=4)), 8
     plot_w = width - label_w - 20
     height = top + row * len(labels) + 34
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '

@@ -68,7 +68,7 @@ def test_report_html_renders_in_chromium(tiny_build, tmp_path):
     assert errors == [] and [c for c in console if c[0] in ("error", "warning")] == []
     assert requests == [page.as_uri()]  # self-contained: nothing fetched but the page itself
     names = {p["name"] for p in plots}
-    assert {"layer-LUT", "layer-cycles", "latency-breakdown", "utilisation", "energy", "confusion-matrix",
+    assert {"layer-LUT", "layer-cycles", "latency-breakdown", "utilisation", "energy-0", "confusion-matrix",
             "pareto"} <= names
     for p in plots:
         assert p["width"] > 100 and p["height"] > 20 and p["marks"] > 0, p
