@@ -138,9 +138,14 @@ def _with_batch(model: Any, n: int) -> Any:
 
     batched = ModelWrapper(model.model.__deepcopy__())
     g = batched.graph
-    constants = {t.name for t in g.initializer}  # e.g. a (1, C) per-channel scale: not a batch dimension
+    # Only tensors computed from the graph input carry the batch: a (1, C) per-channel scale or the
+    # quantised weights of a 1-neuron layer also start with 1 but are constants.
+    dynamic = {i.name for i in g.input}
+    for node in g.node:  # graphs are topologically sorted
+        if any(t in dynamic for t in node.input):
+            dynamic.update(node.output)
     for vi in [*g.input, *g.output, *g.value_info]:
-        if vi.name in constants:
+        if vi.name not in dynamic:
             continue
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:

@@ -201,7 +201,10 @@ def _check_candidate(model: Any, x: Any, fc1: tuple[str, ...], fc2: str, hidden:
     # 3./4. token- and channel-locality, and that fc1 feeds fc2 at all
     width = mods[fc1[-1]].out_features
     depends = False
-    for j in sorted({0, width - 1, *((hidden,) if glu else ())}):
+    # Channels poked: the ends plus a few spread between them. In a quantised MLP a single channel can be
+    # dead (a BatchNorm scale near 0, or a 2-bit activation pinned at a rail), so two probes can both miss.
+    probes = {0, width - 1, *((hidden,) if glu else ()), *(round(k * (width - 1) / 7) for k in range(1, 7))}
+    for j in sorted(probes):
         for sign in (1.0, -1.0):
             def poke(out: Any, j: int = j, sign: float = sign) -> Any:
                 out = out.clone()

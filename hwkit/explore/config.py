@@ -50,8 +50,7 @@ SAMPLERS = ("nsga2", "tpe", "random")
 _NOT_YET = {
     "layer_bits": "per-layer bit widths are not available yet (the CQMLP builder takes one weight width for all "
                   "layers); use space.bits and space.act_bits",
-    "amp_de": "AMP pruning (dE) is not available yet: hwkit has no AMP compressor",
-    "amp": "AMP pruning is not available yet: hwkit has no AMP compressor",
+    "amp": "use space.amp_de (a list of ΔE values; 0 = no pruning)",
     "shiftadd": "ShiftAdd reparameterisation is not available yet: hwkit has no ShiftAdd compressor",
     "shiftadd_mode": "ShiftAdd reparameterisation is not available yet: hwkit has no ShiftAdd compressor",
 }
@@ -73,6 +72,8 @@ class Space:
     """FINN folding target, frames/s (None: minimal folding)."""
     clock_ns: tuple[float, ...] | None = None
     """Clock period, ns (None: the board's)."""
+    amp_de: tuple[float, ...] | None = None
+    """AMP pruning of the trained model's hidden layers at these ΔE values (0: no pruning; None: off)."""
 
 
 @dataclass(frozen=True)
@@ -290,6 +291,9 @@ def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
     def pos(s: str, f: str, x: Any) -> float:
         return _num(s, f, x)
 
+    def nonneg(s: str, f: str, x: Any) -> float:
+        return _num(s, f, x, 0.0, False)
+
     def scale(s: str, f: str, x: Any) -> float:
         return _num(s, f, x, 0.0, True, 4.0)
 
@@ -300,6 +304,7 @@ def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
         width_scale=_choices(src, "space.width_scale", sp.get("width_scale", 1.0), scale),
         target_fps=_choices(src, "space.target_fps", sp["target_fps"], pos) if "target_fps" in sp else None,
         clock_ns=_choices(src, "space.clock_ns", sp["clock_ns"], pos) if "clock_ns" in sp else None,
+        amp_de=_choices(src, "space.amp_de", sp["amp_de"], nonneg) if "amp_de" in sp else None,
     )
     if hardware == "none" and (space.target_fps or space.clock_ns):
         raise _err(src, "space.target_fps" if space.target_fps else "space.clock_ns",

@@ -238,7 +238,10 @@ def train_config(cfg: ExploreConfig, params: dict[str, Any]) -> TrialTrainConfig
     return TrialTrainConfig(
         bits=int(params["bits"]), depth=int(params["depth"]), split=cfg.data.split, epochs=t.epochs,
         batch_size=t.batch_size, lr=t.lr, patience=t.patience, max_train_windows=t.max_train_windows,
-        seed=cfg.data.seed, threads=1, hidden=hidden, act_bits=int(params.get("act_bits", params["bits"])))
+        seed=cfg.data.seed, threads=1, hidden=hidden, act_bits=int(params.get("act_bits", params["bits"])),
+        # AMP slices weight rows; Brevitas per-channel weight scales have their shape fixed at construction,
+        # so studies that prune train with per-tensor scales.
+        per_channel=not cfg.space.amp_de)
 
 
 def sample(trial: Any, cfg: ExploreConfig) -> dict[str, Any]:
@@ -253,7 +256,42 @@ def sample(trial: Any, cfg: ExploreConfig) -> dict[str, Any]:
         params["target_fps"] = trial.suggest_categorical("target_fps", list(sp.target_fps))
     if sp.clock_ns is not None:
         params["clock_ns"] = trial.suggest_categorical("clock_ns", list(sp.clock_ns))
+    if sp.amp_de is not None:
+        params["amp_de"] = trial.suggest_categorical("amp_de", list(sp.amp_de))
     return params
+
+
+def amp_prune(checkpoint: Path, split: Any, delta_e: float, seed: int, out: Path) -> tuple[Path, dict[str, Any]]:
+    """AMP-prune a trained CQMLP checkpoint (calibration: training windows; search: validation windows).
+
+    Returns the pruned checkpoint (its ``hidden`` widths rewritten) and the prune report's summary.
+    """
+    import numpy as np
+    import torch
+
+    from hwkit.compress.amp_run import PruneData, configs_from, prune_model, save_pruned
+    from hwkit.config import CompileSettings
+    from hwkit.load import load_model
+
+    loaded = load_model(checkpoint, CompileSettings())
+    rng = np.random.default_rng(seed)
+    tr = rng.choice(len(split.train.x), size=min(2048, len(split.train.x)), replace=False)
+    va = rng.choice(len(split.val.x), size=min(1024, len(split.val.x)), replace=False)
+
+    def t(a: Any, dtype: Any) -> Any:
+        return torch.tensor(np.asarray(a), dtype=dtype)
+
+    data = PruneData(t(split.train.x[tr], torch.float32), t(split.train.y[tr], torch.long),
+                     t(split.val.x[va], torch.float32), t(split.val.y[va], torch.long),
+                     t(split.test.x, torch.float32), t(split.test.y, torch.long),
+                     f"CAN windows: {len(tr)} train (calibration), {len(va)} validation (search), test split")
+    cfg, _ = configs_from({"delta_e": delta_e, "criterion": "ce"})
+    pruned, report = prune_model(loaded.module, data, cfg)
+    save_pruned(pruned, report, out, checkpoint, loaded)
+    summary = {"widths": [b["width_after"] for b in report["blocks"]],
+               "params_reduction": report["params"]["reduction"],
+               "test_accuracy_after_prune": report["accuracy"]["after_prune"]}
+    return out, summary
 
 
 class _EpochWatch:
@@ -369,18 +407,41 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
             import optuna
 
             raise optuna.TrialPruned(f"after training: validation accuracy {acc:.4f} < {threshold:.4f}; not compiled")
-    paths = {"dir": str(trial_dir.resolve()), "checkpoint": str(result.checkpoint.resolve()),
-             "checkpoint_sha256": _sha256(result.checkpoint)}
+    checkpoint = result.checkpoint
+    if params.get("amp_de"):
+        checkpoint, amp_summary = amp_prune(result.checkpoint, split, float(params["amp_de"]), cfg.data.seed,
+                                            trial_dir / "pruned.pt")
+        metrics.update(amp=amp_summary, hidden=amp_summary["widths"],
+                       weight_kbit=weight_kbit(tuple(amp_summary["widths"]), tcfg.bits))
+        if amp_summary["test_accuracy_after_prune"] is not None:
+            metrics["test_accuracy"] = float(amp_summary["test_accuracy_after_prune"])
+            metrics["accuracy"] = _val_accuracy(checkpoint, split)
+    paths = {"dir": str(trial_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
+             "checkpoint_sha256": _sha256(checkpoint)}
     if cfg.hardware != "none" and compile_it:
         from hwkit.api import compile_model
 
         t0 = time.perf_counter()
-        report = compile_model(result.checkpoint, cfg.target, trial_dir / "build",
+        report = compile_model(checkpoint, cfg.target, trial_dir / "build",
                                target_fps=params.get("target_fps"), clock_ns=params.get("clock_ns"))
         metrics["compile_s"] = round(time.perf_counter() - t0, 3)
         metrics.update(hardware_metrics(report))
         paths["build"] = str((trial_dir / "build").resolve())
     return {"metrics": metrics, "paths": paths}
+
+
+def _val_accuracy(checkpoint: Path, split: Any) -> float:
+    """Validation accuracy of a checkpoint (after pruning, the trained model's number no longer holds)."""
+    import numpy as np
+    import torch
+
+    from hwkit.config import CompileSettings
+    from hwkit.load import load_model
+
+    module = load_model(checkpoint, CompileSettings()).module
+    with torch.no_grad():
+        pred = module(torch.tensor(np.asarray(split.val.x), dtype=torch.float32)).argmax(1).numpy()
+    return float(np.mean(pred == np.asarray(split.val.y)))
 
 
 def make_objective(cfg: ExploreConfig, study: Any, split: Any, desc: dict[str, Any], out: Path,

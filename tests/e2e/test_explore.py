@@ -197,3 +197,24 @@ def test_bad_config_is_one_line(tmp_path):
     assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.amp_de: AMP pruning (dE) is not available yet: "
                                    "hwkit has no AMP compressor")
     assert not (tmp_path / "o").exists()
+
+
+def test_amp_pruning_in_the_search_space(tmp_path):
+    cfg = write_cfg(tmp_path / "amp.toml", hardware="finn-estimate", trials=1, windows=3000,
+                    objectives='["accuracy", "LUT"]', extra_space="amp_de = [0.5]")
+    out = tmp_path / "out"
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads(proc.stdout)["trials"]
+    tdir = out / "trials" / str(r["number"])
+    assert r["params"]["amp_de"] == 0.5 and (tdir / "pruned.pt").is_file()
+    full = [max(4, 4 * round(w * 0.25 / 4)) for w in (256, 128, 64, 32)][: r["params"]["depth"]]
+    widths = r["metrics"]["amp"]["widths"]
+    assert len(widths) == len(full) and sum(widths) < sum(full)  # physically smaller
+    report = json.loads((tdir / "build" / "report.json").read_text())
+    assert report["model"]["sha256"] == r["paths"]["checkpoint_sha256"]  # the pruned model was compiled
+    assert r["metrics"]["LUT"] == report["resources"]["LUT"]["used"]["value"]
+
+    bad = write_cfg(tmp_path / "bad.toml", extra_space="amp_de = [-1]")
+    proc = hwkit("explore", str(bad), "--out", str(tmp_path / "o2"))
+    assert proc.returncode == 2 and "space.amp_de" in proc.stderr
