@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hwkit import __version__, prune_cli
+from hwkit import __version__, prune_cli, shiftadd_cli
 from hwkit.errors import HwkitError, InputError
 
 
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     measure.add_parser(sub)
     prune_cli.add_parser(sub)  # hwkit prune (issue 5: AMP)
+    shiftadd_cli.add_parser(sub)  # hwkit shiftadd (issue 6)
     cmp_ = sub.add_parser("compare", help="two builds side by side, with deltas")
     cmp_.add_argument("a", help="build directory (or report.json) A")
     cmp_.add_argument("b", help="build directory (or report.json) B")
@@ -375,7 +376,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handlers = {"compile": _compile, "boards": _boards, "flows": _flows, "report": _report, "compare": _compare,
                 "bench": _bench, "train": _train, "explore": _explore,
-                "prune": prune_cli.run,
+                "prune": prune_cli.run, "shiftadd": shiftadd_cli.run,
                 "measure-power": _measure_power, **_doctor_handlers()}
     try:
         return handlers[args.command](args)

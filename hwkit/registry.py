@@ -15,7 +15,7 @@ PassFn = Callable[[Artifact, Context], Artifact]
 # Modules whose import registers passes. They import heavy toolchains only inside pass bodies.
 _PASS_MODULES = ("hwkit.export.qonnx", "hwkit.backends.finn", "hwkit.verify", "hwkit.export.onnx",
                  "hwkit.backends.ort", "hwkit.backends.analog",
-                 "hwkit.compress.amp_run")
+                 "hwkit.compress.amp_run", "hwkit.compress.shiftadd_run")
 
 
 @dataclass(frozen=True)

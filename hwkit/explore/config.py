@@ -47,12 +47,14 @@ METRICS: dict[str, tuple[str, bool, str, str]] = {
 HARDWARE_MODES = ("finn-estimate", "none")
 SAMPLERS = ("nsga2", "tpe", "random")
 
+_NO_SHIFTADD = ("ShiftAdd is not available in explore yet: `hwkit shiftadd` works on float models, "
+                "trials train Brevitas CQMLPs")
 _NOT_YET = {
     "layer_bits": "per-layer bit widths are not available yet (the CQMLP builder takes one weight width for all "
                   "layers); use space.bits and space.act_bits",
     "amp": "use space.amp_de (a list of ΔE values; 0 = no pruning)",
-    "shiftadd": "ShiftAdd reparameterisation is not available yet: hwkit has no ShiftAdd compressor",
-    "shiftadd_mode": "ShiftAdd reparameterisation is not available yet: hwkit has no ShiftAdd compressor",
+    "shiftadd": _NO_SHIFTADD,
+    "shiftadd_mode": _NO_SHIFTADD,
 }
 
 

@@ -191,11 +191,11 @@ def test_help_does_not_import_optuna_or_torch(args):
 
 def test_bad_config_is_one_line(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('target = "zcu104"\n[space]\namp_de = [0.1, 0.2]\n')
+    cfg.write_text('target = "zcu104"\n[space]\nshiftadd_mode = ["ps"]\n')
     proc = hwkit("explore", str(cfg), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.amp_de: AMP pruning (dE) is not available yet: "
-                                   "hwkit has no AMP compressor")
+    assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.shiftadd_mode: ShiftAdd is not available in "
+                                   "explore yet: `hwkit shiftadd` works on float models, trials train Brevitas CQMLPs")
     assert not (tmp_path / "o").exists()
 
 

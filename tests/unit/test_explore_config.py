@@ -36,8 +36,9 @@ def test_defaults_and_fields():
     ({"space": {"depth": [5]}}, "space.depth", "1..4"),
     ({"space": {"bits": [2, 2]}}, "space.bits", "twice"),
     ({"space": {"layer_bits": [[2, 3], [2]]}}, "space.layer_bits", "not available yet"),
-    ({"space": {"amp_de": [0.1]}}, "space.amp_de", "not available yet"),
-    ({"space": {"shiftadd": True}}, "space.shiftadd", "not available yet"),
+    ({"space": {"amp_de": [-0.1]}}, "space.amp_de", "must be"),
+    ({"space": {"shiftadd_mode": ["ps"]}}, "space.shiftadd_mode", "not available in explore yet"),
+    ({"space": {"shiftadd": True}}, "space.shiftadd", "not available in explore yet"),
     ({"space": {"widths": [1]}}, "space.widths", "unknown field"),
     ({"objectives": ["accuracy", "LUTS"]}, "objectives", "unknown metric 'LUTS'"),
     ({"objectives": ["LUT", "DSP"]}, "objectives", "needs 'accuracy'"),
@@ -52,7 +53,7 @@ def test_defaults_and_fields():
     ({"trials": 0}, "trials", ">= 1"),
     ({"target": ""}, "target", "required"),
     ({"model": "resnet"}, "model", "only 'cqmlp'"),
-    ({"shiftadd_mode": "x"}, "shiftadd_mode", "not available yet"),
+    ({"shiftadd_mode": "x"}, "shiftadd_mode", "not available in explore yet"),
 ])
 def test_bad_fields_are_named(over, field, words):
     with pytest.raises(ExploreConfigError) as exc:

@@ -1,0 +1,377 @@
+"""ShiftAddLLM-style post-training binary-coded quantisation (BCQ) of nn.Linear layers, with a LUT-GEMV kernel.
+
+``W ~ sum_i alpha_i * B_i`` with ``B_i in {-1,+1}``; see docs/shiftadd.md. Choices made here (reference:
+GATECH-EIC/ShiftAddLLM as summarised in the shared notes):
+
+* **Layout: ShiftAddLLM "Lat." mode** (the deployable one). A scale group is a block of 8 consecutive input
+  columns x ``group_rows`` consecutive output rows; [VERIFY] the released code uses N/8 rows per block, here
+  ``group_rows`` is a parameter (default 8). No incoherence processing (that is Acc. mode only).
+* **Fitting** (``bcq_shift.py::quantize_shift``): greedy residual init, then ``rounds`` alternations of
+  least-squares alpha (normal equations, solved exactly per group instead of with q CG steps), sort |alpha|
+  descending, APoT rounding of alpha to ``apot_terms`` signed powers of two (greedy, log-domain; the residual
+  signs are *kept*, so the kernel's alpha equals the fitted one), and the exact nearest codeword for B (all
+  2**q candidates enumerated instead of the binary search: the same minimiser). With ``rounds = 0`` the greedy
+  alpha is APoT-rounded once and B re-solved (the reference code leaves it in float then).
+* **Error compensation** (``shiftaddllm.py::fasterquant``): GPTQ/OBS column-sequential feedback with
+  ``H = X^T X`` from calibration inputs, damping ``percdamp * mean(diag H)``, dead columns zeroed; the block
+  alpha is fitted at the block's first column on the already-updated weights, then each column's B is
+  re-solved with that alpha. No ``act_order`` permutation (it would permute the kernel's input chunks).
+* **Bit allocation** (``opt_analysis.py``): ``Z = W / diag(U)`` per column, ``score = ||Z||_F * std(Z)**2``;
+  layers sorted by score ascending get bits by the parameter-weighted cumulative proportions ``mix``
+  (default 0/0.8/0.2 for 1/2/3 bits); a layer's bits are chosen at the midpoint of its parameter span.
+* Layers are quantised in order; each one's calibration inputs come from the model with the earlier layers
+  already quantised (the GPTQ sequential pipeline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from hwkit.errors import InputError
+
+MU = 8
+"""Inputs per LUT chunk (ShiftAddLLM/LUT-GEMV mu = 8: a 256-entry table per chunk)."""
+
+
+@dataclass(frozen=True)
+class BCQConfig:
+    """Post-training binary-coded quantisation settings."""
+
+    bits: int = 3
+    """Binary planes per weight q (1..4); 0: per-layer allocation from the sensitivity score with ``mix``."""
+    group_rows: int = 8
+    """Output rows sharing a scale within one 8-column block."""
+    rounds: int = 20
+    """Alternating refinement rounds (ShiftAddLLM default 50, "20 works too")."""
+    apot_terms: int | None = 3
+    """Signed powers of two per scale (None: float scales)."""
+    percdamp: float = 0.01
+    """Hessian damping as a fraction of mean(diag H)."""
+    compensate: bool = True
+    """GPTQ-style column error compensation (False: BCQ on the weights alone)."""
+    mix: tuple[float, float, float] = (0.0, 0.8, 0.2)
+    """Parameter proportions given 1, 2, 3 bits when ``bits == 0`` (lowest-score layers get the fewest)."""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.bits <= 4:
+            raise InputError(f"bcq bits must be in 0..4 (0: allocate), got {self.bits}")
+        if self.group_rows < 1 or self.rounds < 0 or self.percdamp < 0:
+            raise InputError("bcq needs group_rows >= 1, rounds >= 0 and percdamp >= 0")
+        if self.apot_terms is not None and not 1 <= self.apot_terms <= 4:
+            raise InputError(f"apot_terms must be in 1..4 or None, got {self.apot_terms}")
+        if len(self.mix) != 3 or any(p < 0 for p in self.mix) or abs(sum(self.mix) - 1) > 1e-6:
+            raise InputError(f"mix must be three non-negative proportions summing to 1, got {self.mix}")
+
+
+def apot(a: Any, terms: int) -> Any:
+    """Greedy sum of ``terms`` signed powers of two approximating ``a`` (log-domain rounding, signs kept)."""
+    import torch
+
+    res, out = a.clone(), torch.zeros_like(a)
+    for _ in range(terms):
+        nz = res != 0
+        e = torch.round(torch.log2(torch.where(nz, res.abs(), torch.ones_like(res))))
+        t = torch.where(nz, torch.sign(res) * torch.pow(2.0, e), torch.zeros_like(res))
+        out, res = out + t, res - t
+    return out
+
+
+def _signs(q: int, like: Any) -> Any:
+    import torch
+
+    idx = torch.arange(2 ** q)
+    return (((idx[:, None] >> torch.arange(q)[None, :]) & 1) * 2 - 1).to(like.dtype)  # [2^q, q]
+
+
+def nearest_codes(w: Any, alpha: Any) -> Any:
+    """B in {-1,+1} minimising |w - B alpha| per element: w [G, g], alpha [G, q] -> B [G, g, q] (exact)."""
+    s = _signs(alpha.shape[1], alpha)
+    vals = alpha @ s.T  # [G, 2^q]
+    idx = (w[:, :, None] - vals[:, None, :]).abs().argmin(dim=2)
+    return s[idx]
+
+
+def fit_bcq(w: Any, q: int, rounds: int, apot_terms: int | None) -> tuple[Any, Any]:
+    """Alternating BCQ of each row of ``w`` [G, g]: returns alpha [G, q] (descending) and B [G, g, q]."""
+    import torch
+
+    r = w.clone()
+    bs, al = [], []
+    for _ in range(q):
+        b = torch.where(r >= 0, 1.0, -1.0).to(w.dtype)
+        a = r.abs().mean(dim=1)
+        r = r - a[:, None] * b
+        bs.append(b)
+        al.append(a)
+    alpha, b = torch.stack(al, 1), torch.stack(bs, 2)
+    eye = torch.eye(q, dtype=w.dtype)
+    for _ in range(rounds):
+        gram = b.transpose(1, 2) @ b + 1e-9 * eye
+        rhs = (b.transpose(1, 2) @ w[:, :, None])[:, :, 0]
+        alpha = torch.linalg.solve(gram, rhs).abs().sort(dim=1, descending=True).values
+        if apot_terms is not None:
+            alpha = apot(alpha, apot_terms)
+        b = nearest_codes(w, alpha)
+    if rounds == 0 and apot_terms is not None:
+        alpha = apot(alpha, apot_terms)
+        b = nearest_codes(w, alpha)
+    return alpha, b
+
+
+def hessian(x: Any) -> Any:
+    """``X^T X / n`` in float64 from calibration inputs [n, K]."""
+    x = x.reshape(-1, x.shape[-1]).double()
+    return x.T @ x / max(len(x), 1)
+
+
+def _chol_factor(h: Any, w: Any, percdamp: float) -> tuple[Any, Any]:
+    """Damped H, dead columns handled; returns (U = chol(H^-1) upper, W with dead columns zeroed)."""
+    import torch
+
+    h = h.clone()
+    w = w.clone()
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1
+    w[:, dead] = 0
+    h += percdamp * torch.mean(torch.diag(h)) * torch.eye(len(h), dtype=h.dtype)
+    hinv = torch.cholesky_inverse(torch.linalg.cholesky(h))
+    return torch.linalg.cholesky(hinv, upper=True), w
+
+
+def sensitivity(w: Any, h: Any, percdamp: float = 0.01) -> float:
+    """ShiftAddLLM's criterion ``||Z||_F * std(Z)**2`` with ``Z = W / diag(U)`` column-wise."""
+    import torch
+
+    u, w = _chol_factor(h, w.double(), percdamp)
+    z = w / torch.diag(u)[None, :]
+    return float(z.norm() * z.std() ** 2)
+
+
+def allocate_bits(scores: dict[str, float], sizes: dict[str, int], mix: tuple[float, float, float]) -> dict[str, int]:
+    """Bits per layer: ascending score order, parameter-weighted cumulative proportions for 1/2/3 bits."""
+    total = sum(sizes.values())
+    bounds = [mix[0], mix[0] + mix[1], 1.0 + 1e-12]
+    out, seen = {}, 0
+    for name in sorted(scores, key=lambda n: scores[n]):
+        mid = (seen + sizes[name] / 2) / total
+        out[name] = next(b + 1 for b, edge in enumerate(bounds) if mid <= edge)
+        seen += sizes[name]
+    return out
+
+
+@dataclass(frozen=True)
+class QuantisedLinear:
+    """A BCQ-quantised weight in the kernel layout."""
+
+    codes: Any
+    """uint8 [C, N, q]: bit j of codes[c, n, i] is B_i[n, 8c + j] == +1."""
+    alpha: Any
+    """float32 [C, ceil(N / group_rows), q]."""
+    in_features: int
+    group_rows: int
+
+    def dequantise(self) -> Any:
+        """The dense weight [N, in_features] the codes and scales stand for (float32)."""
+        import torch
+
+        c, n, q = self.codes.shape
+        bits = ((self.codes.long()[..., None] >> torch.arange(MU)) & 1) * 2 - 1  # [C, N, q, 8]
+        rows = torch.arange(n) // self.group_rows
+        a = self.alpha[:, rows, :]  # [C, N, q]
+        w = (a[..., None] * bits.float()).sum(dim=2)  # [C, N, 8]
+        return w.permute(1, 0, 2).reshape(n, c * MU)[:, : self.in_features].contiguous()
+
+
+def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> QuantisedLinear:
+    """BCQ of one weight [N, K] (Lat. layout), with GPTQ compensation when ``h`` is given and ``cfg.compensate``."""
+    import torch
+
+    n, k = w.shape
+    kp = -(-k // MU) * MU
+    wd = torch.zeros(n, kp, dtype=torch.float64)
+    wd[:, :k] = w.detach().double()
+    comp = cfg.compensate and h is not None
+    if comp:
+        hp = torch.zeros(kp, kp, dtype=torch.float64)
+        hp[:k, :k] = h
+        u, wd = _chol_factor(hp, wd, cfg.percdamp)
+    g = cfg.group_rows
+    ng = -(-n // g)
+    rows = torch.arange(n) // g
+    chunks = kp // MU
+    codes = torch.zeros(chunks, n, bits, dtype=torch.uint8)
+    alphas = torch.zeros(chunks, ng, bits, dtype=torch.float64)
+    for c in range(chunks):
+        cols = slice(c * MU, (c + 1) * MU)
+        full = n // g
+        if full:
+            alphas[c, :full] = fit_bcq(wd[: full * g, cols].reshape(full, g * MU), bits, cfg.rounds,
+                                       cfg.apot_terms)[0]
+        if ng > full:  # a shorter last group, fitted on its own rows
+            alphas[c, full:] = fit_bcq(wd[full * g:, cols].reshape(1, -1), bits, cfg.rounds, cfg.apot_terms)[0]
+        alpha = alphas[c]
+        a_rows = alpha[rows]  # [N, q]
+        for j in range(MU):
+            col = c * MU + j
+            wk = wd[:, col]
+            b = nearest_codes(wk[:, None], a_rows)[:, 0, :]  # [N, q]
+            codes[c] |= ((b > 0).to(torch.uint8) << j)
+            if comp:
+                qk = (b * a_rows).sum(dim=1)
+                err = (wk - qk) / u[col, col]
+                wd[:, col + 1:] -= err[:, None] * u[col, col + 1:][None, :]
+    return QuantisedLinear(codes, alphas.float(), k, g)
+
+
+def _bcq_linear_cls() -> Any:
+    global _CLS
+    if _CLS is not None:
+        return _CLS
+    from torch import nn
+
+    class BCQLinear(nn.Module):
+        """A Linear layer stored as binary codes + (power-of-two) scales; forward uses the dequantised weight."""
+
+        def __init__(self, qw: QuantisedLinear, bias: Any, apot_terms: int | None) -> None:
+            super().__init__()
+            self.register_buffer("codes", qw.codes)
+            self.register_buffer("alpha", qw.alpha)
+            self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+            self.in_features = qw.in_features
+            self.out_features = qw.codes.shape[1]
+            self.bits = qw.codes.shape[2]
+            self.group_rows = qw.group_rows
+            self.apot_terms = apot_terms
+            self.register_buffer("weight", qw.dequantise(), persistent=False)
+
+        def quantised(self) -> QuantisedLinear:
+            return QuantisedLinear(self.codes, self.alpha, self.in_features, self.group_rows)
+
+        def forward(self, x: Any) -> Any:
+            return nn.functional.linear(x, self.weight, self.bias)
+
+        def lut_forward(self, x: Any) -> Any:
+            """The same layer through the numba LUT-GEMV kernel (one call per row of ``x``)."""
+            import numpy as np
+            import torch
+
+            y = lut_gemm(np.ascontiguousarray(x.detach().numpy(), dtype=np.float32), self.codes.numpy(),
+                         self.alpha.numpy(), self.group_rows)
+            if self.bias is not None:
+                y = y + self.bias.detach().numpy()
+            return torch.from_numpy(y)
+
+        def extra_repr(self) -> str:
+            return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                    f"group_rows={self.group_rows}, apot_terms={self.apot_terms}")
+
+    _CLS = BCQLinear
+    return _CLS
+
+
+_CLS: Any = None
+_KERNEL: Any = None
+
+
+def is_bcq(m: Any) -> bool:
+    """True for a BCQLinear module."""
+    return _CLS is not None and isinstance(m, _CLS)
+
+
+def _kernel() -> Any:
+    global _KERNEL
+    if _KERNEL is not None:
+        return _KERNEL
+    import numba
+    import numpy as np
+
+    @numba.njit(cache=False, boundscheck=False)
+    def gemv(x: Any, codes: Any, alpha: Any, group_rows: int, out: Any) -> None:  # pragma: no cover - jitted
+        chunks, n, q = codes.shape
+        lut = np.empty(256, dtype=np.float32)
+        for c in range(chunks):
+            base = np.float32(0.0)
+            for j in range(8):
+                base -= x[c * 8 + j]
+            lut[0] = base
+            for b in range(1, 256):  # lut[b] = sum_j (bit j of b ? +x_j : -x_j), built incrementally
+                low = b & (-b)
+                j = 0
+                while (1 << j) != low:
+                    j += 1
+                lut[b] = lut[b ^ low] + np.float32(2.0) * x[c * 8 + j]
+            for r in range(n):
+                g = r // group_rows
+                acc = np.float32(0.0)
+                for i in range(q):
+                    acc += alpha[c, g, i] * lut[codes[c, r, i]]
+                out[r] += acc
+
+    _KERNEL = gemv
+    return gemv
+
+
+def lut_gemm(x: Any, codes: Any, alpha: Any, group_rows: int) -> Any:
+    """``x @ W^T`` for BCQ codes (uint8 [C, N, q]) and scales via the LUT-GEMV kernel, row by row (batch-1 kernel)."""
+    import numpy as np
+
+    gemv = _kernel()
+    x2 = np.atleast_2d(x).astype(np.float32, copy=False)
+    chunks = codes.shape[0]
+    xp = np.zeros((x2.shape[0], chunks * MU), dtype=np.float32)
+    xp[:, : x2.shape[1]] = x2
+    out = np.zeros((x2.shape[0], codes.shape[1]), dtype=np.float32)
+    for t in range(x2.shape[0]):
+        gemv(xp[t], codes, alpha, group_rows, out[t])
+    return out if np.ndim(x) == 2 else out[0]
+
+
+def _inputs_of(model: Any, name: str, x: Any) -> Any:
+    import torch
+
+    got: list[Any] = []
+    h = model.get_submodule(name).register_forward_hook(lambda _m, i, _o: got.append(i[0].detach()))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        h.remove()
+    return torch.cat([g.reshape(-1, g.shape[-1]) for g in got])
+
+
+def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
+    """BCQ every plain nn.Linear of ``model`` in place (sequentially); returns (model, per-layer report)."""
+    import torch
+
+    from hwkit.compress.shift import _check_float, linear_names, set_module
+
+    _check_float(model)
+    model.eval()
+    names = linear_names(model, skip)
+    if not names:
+        raise InputError("the model has no nn.Linear layer to quantise")
+    scores, sizes = {}, {}
+    for n in names:
+        lin = model.get_submodule(n)
+        scores[n] = sensitivity(lin.weight.detach(), hessian(_inputs_of(model, n, calib_x)), cfg.percdamp)
+        sizes[n] = lin.weight.numel()
+    bits = allocate_bits(scores, sizes, cfg.mix) if cfg.bits == 0 else {n: cfg.bits for n in names}
+    cls = _bcq_linear_cls()
+    layers = []
+    for n in names:
+        lin = model.get_submodule(n)
+        x = _inputs_of(model, n, calib_x)
+        w = lin.weight.detach().float()
+        qw = quantise_weight(w, hessian(x), bits[n], cfg)
+        new = cls(qw, lin.bias, cfg.apot_terms)
+        with torch.no_grad():
+            ref = x @ w.T
+            out = x @ new.weight.T
+        layers.append({"name": n, "shape": list(w.shape), "bits": bits[n], "score": scores[n],
+                       "weight_rel_error": float((w - new.weight).norm() / w.norm()),
+                       "output_rel_error": float((ref - out).norm() / ref.norm().clamp(min=1e-12)),
+                       "calib_rows": len(x)})
+        set_module(model, n, new)
+    nbits = sum(bits[n] * sizes[n] for n in names) / sum(sizes.values())
+    return model, {"config": asdict(cfg), "layers": layers, "avg_bits": nbits}

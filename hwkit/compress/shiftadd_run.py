@@ -1,0 +1,241 @@
+"""ShiftAdd reparameterisation end to end: convert/quantise, (fine-tune), check, export, report.
+
+Used by ``hwkit shiftadd`` (hwkit/shiftadd_cli.py) and by the ``shiftadd`` pass (usable in flows). Writes the
+reparameterised model with *materialised* weights (exact powers of two for q/ps, dequantised BCQ weights for
+bcq) in the original architecture, ``<out>.codes.pt`` (the integer codes: sign/shift or binary codes + scales),
+``shiftadd.onnx`` (checked against PyTorch with ONNX Runtime), for q/ps ``shiftadd_qonnx.onnx`` (integer
+weights as QONNX Quant nodes), and ``shiftadd_report.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from hwkit.artifact import Artifact, write_json_atomic, write_text_atomic
+from hwkit.config import Context
+from hwkit.errors import InputError, VerificationError
+from hwkit.registry import register
+
+MODES = ("q", "ps", "bcq", "moe")
+ORT_TOL = 1e-4
+"""Largest |PyTorch - ONNX Runtime| accepted on the test inputs (fp32 summation order differs)."""
+
+
+def _acc(model: Any, x: Any, y: Any) -> float | None:
+    import torch
+
+    if y is None:
+        return None
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def _rel(a: Any, b: Any) -> float:
+    return float((a - b).norm() / b.norm().clamp(min=1e-12))
+
+
+def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Apply ``params['mode']`` to a copy of ``module``; returns (model, report)."""
+    import torch
+
+    from hwkit.compress import opcost
+
+    say = log or (lambda _s: None)
+    mode = params.get("mode", "ps")
+    if mode not in MODES:
+        raise InputError(f"--mode must be one of {', '.join(MODES)}, got '{mode}'")
+    epochs = int(params.get("epochs") or 0)
+    if epochs > 0 and data.calib_y is None:
+        raise InputError("fine-tuning (--epochs > 0) needs labels (--labels, or --calib digits)")
+    base = module.eval()
+    model = copy.deepcopy(base)
+    test_x = data.test_x if data.test_x is not None else data.val_x
+    report: dict[str, Any] = {"mode": mode, "data": data.source}
+    t0 = time.perf_counter()
+    if mode in ("q", "ps"):
+        from hwkit.compress import shift
+
+        cfg = shift.ShiftConfig(mode=mode, weight_bits=int(params.get("weight_bits") or 5))
+        shift.convert(model, cfg)
+        report["config"] = {"mode": mode, "weight_bits": cfg.weight_bits, "p_range": [cfg.pmin, 0]}
+        report["accuracy_converted"] = _acc(model, data.test_x, data.test_y)
+        if epochs > 0:
+            ft = shift.FinetuneConfig(epochs=epochs, lr=float(params.get("lr") or 1e-3),
+                                      optimizer=str(params.get("optimizer") or "radam"),
+                                      seed=int(params.get("seed") or 0))
+            losses = shift.finetune(model, data.calib_x, data.calib_y, ft)
+            say(f"fine-tuned {epochs} epochs ({ft.optimizer}, lr {ft.lr}): loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+            report["finetune"] = {"epochs": epochs, "lr": ft.lr, "optimizer": ft.optimizer, "loss": losses}
+        layers = []
+        for n, m in model.named_modules():
+            if shift.is_shift(m):
+                sign, p = m.codes()
+                w0 = base.get_submodule(n).weight.detach()
+                layers.append({"name": n, "shape": list(w0.shape), "zero_fraction": float((sign == 0).float().mean()),
+                               "p_min_used": int(p[sign != 0].min()) if bool((sign != 0).any()) else None,
+                               "weight_rel_error": _rel(m.quantised_weight().detach(), w0)})
+        report["layers"] = layers
+    elif mode == "bcq":
+        from hwkit.compress import bcq
+
+        cfg = bcq.BCQConfig(bits=int(params.get("bits", 3)), group_rows=int(params.get("group_rows") or 8),
+                            rounds=int(params.get("rounds", 20)),
+                            apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
+                            compensate=not params.get("no_compensate", False))
+        model, rep = bcq.quantise_model(model, data.calib_x, cfg)
+        report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"])
+    else:
+        from hwkit.compress import shift_moe
+
+        model, rep = shift_moe.reparameterise(model, data, params, say)
+        report.update(rep)
+    report["time_s"] = time.perf_counter() - t0
+    model.eval()
+    with torch.no_grad():
+        y0, y1 = base(test_x), model(test_x)
+    report["accuracy"] = {"before": _acc(base, data.test_x, data.test_y),
+                          "after": _acc(model, data.test_x, data.test_y)}
+    report["output_rel_error"] = _rel(y1, y0)
+    report["energy"] = opcost.energy_report(opcost.model_ops(base), opcost.model_ops(model))
+    return model, report
+
+
+def codes_of(model: Any) -> dict[str, Any]:
+    """The integer form of each reparameterised layer (tensors only: loadable with weights_only=True)."""
+    from hwkit.compress import bcq, shift
+
+    out: dict[str, Any] = {}
+    for n, m in model.named_modules():
+        if shift.is_shift(m):
+            sign, p = m.codes()
+            out[n] = {"sign": sign, "p": p}
+        elif bcq.is_bcq(m):
+            out[n] = {"codes": m.codes, "alpha": m.alpha}
+    return out
+
+
+def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any,
+                 shape: tuple[int, ...], check_x: Any) -> list[Path]:
+    """Model (materialised, original architecture), codes, ONNX (+ QONNX) and the ORT check."""
+    import numpy as np
+    import torch
+
+    from hwkit.compress import shift, shift_export
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx_path = out.parent / "shiftadd.onnx"
+    shift_export.export_onnx(model, shape, onnx_path)
+    with torch.no_grad():
+        ref = model(check_x).numpy()
+    got = shift_export.run_ort(onnx_path, check_x.numpy())
+    diff = float(np.abs(ref - got).max())
+    report["onnx"] = {"file": onnx_path.name, "ort_max_abs_diff": diff, "samples": len(check_x),
+                      "argmax_agree": float((ref.argmax(1) == got.argmax(1)).mean()),
+                      "note": "weights materialised as fp32 (exact powers of two / dequantised BCQ values)"}
+    if diff > ORT_TOL:
+        raise VerificationError(f"ONNX Runtime output differs from the PyTorch shift model by {diff:.3g} "
+                                f"(> {ORT_TOL})")
+    written = [out, out.with_suffix(".codes.pt"), onnx_path]
+    if report["mode"] in ("q", "ps"):  # moe: the router's data-dependent select is no FINN layer
+        qpath = out.parent / "shiftadd_qonnx.onnx"
+        widths = shift_export.to_qonnx(onnx_path, model, qpath)
+        qdiff = float(np.abs(ref[:8] - shift_export.run_qonnx(qpath, check_x[:8].numpy())).max())
+        report["qonnx"] = {"file": qpath.name, "layers": widths, "qonnx_exec_max_abs_diff": qdiff,
+                           "inference_cost": shift_export.qonnx_cost(qpath)}
+        written.append(qpath)
+    torch.save(codes_of(model), out.with_suffix(".codes.pt"))
+    export = shift.materialise(copy.deepcopy(model))
+    from hwkit.compress import bcq
+
+    for n, m in list(export.named_modules()):
+        if bcq.is_bcq(m):
+            lin = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+            with torch.no_grad():
+                lin.weight.copy_(m.weight)
+                if m.bias is not None:
+                    lin.bias.copy_(m.bias)
+            shift.set_module(export, n, lin)
+    sd = export.state_dict()
+    if loaded is not None and loaded.format == "hwkit-checkpoint" and source is not None:
+        ckpt = torch.load(source, map_location="cpu", weights_only=True)
+        meta = dict(ckpt.get("meta", {}))
+        meta["shiftadd"] = {"mode": report["mode"], "accuracy": report["accuracy"], "source": str(source)}
+        torch.save({**ckpt, "state_dict": sd, "meta": meta}, out)
+    else:
+        torch.save(sd, out)
+    return written
+
+
+def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
+    """shiftadd_report.json and shiftadd_report.md in ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    a, e = report["accuracy"], report["energy"]
+
+    def pct(v: float | None) -> str:
+        return "n/a" if v is None else f"{v * 100:.2f} %"
+
+    lines = [f"# ShiftAdd reparameterisation report ({report['mode']})", "",
+             f"Data: {report['data']}. Config: `{json.dumps(report.get('config', {}))}`.", "",
+             f"Accuracy (test split): before {pct(a['before'])}, after {pct(a['after'])}"
+             + (f" (converted, before fine-tuning: {pct(report['accuracy_converted'])})"
+                if "accuracy_converted" in report else "") + ".",
+             f"Relative output error vs the original model: {report['output_rel_error']:.4f}.", "",
+             f"## Energy ({e['kind']}; {e['scope']})", "",
+             f"Unit costs: {e['table']['node']}.", "",
+             "| | fp mult | fp add | int add | shift | LUT query | energy / sample |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for k in ("dense", "reparameterised"):
+        o = e[k]["ops"]
+        lines.append(f"| {k} | {o['fp_mult']:,} | {o['fp_add']:,} | {o['int_add']:,} | {o['shift']:,} | "
+                     f"{o['lut_query']:,} | {e[k]['energy_pj'] / 1e3:.2f} nJ |")
+    lines += ["", f"Saving vs dense: **{e['saving'] * 100:.1f} %** (analytical estimate).", "", "## Layers", ""]
+    if report.get("layers"):
+        keys = [k for k in report["layers"][0] if k not in ("name",)]
+        lines += ["| layer | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        for lay in report["layers"]:
+            lines.append(f"| {lay['name']} | " + " | ".join(
+                f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in lay.items() if k != "name") + " |")
+    if "onnx" in report:
+        o = report["onnx"]
+        lines += ["", f"ONNX Runtime check: max |PyTorch - ORT| = {o['ort_max_abs_diff']:.3g} on {o['samples']} "
+                  f"samples ({o['note']})."]
+    if "qonnx" in report:
+        lines += ["QONNX integer weights: " + ", ".join(f"{n}: INT{v['bit_width']} x {v['scale']:.3g}"
+                                                         for n, v in report["qonnx"]["layers"].items())
+                  + f"; qonnx execution max diff {report['qonnx']['qonnx_exec_max_abs_diff']:.3g}."]
+        c = report["qonnx"]["inference_cost"]
+        lines += [f"qonnx inference_cost: {c.get('total_macs', 0):,.0f} MACs, {c.get('total_mem_w_bits', 0):,.0f} "
+                  f"weight bits, {c.get('total_bops', 0):,.0f} bit-operations (FLOAT32 activations x integer "
+                  "weights; not a FINN resource estimate)."]
+    md, js = out_dir / "shiftadd_report.md", out_dir / "shiftadd_report.json"
+    write_text_atomic(md, "\n".join(lines) + "\n")
+    write_json_atomic(js, report)
+    return [js, md]
+
+
+@register("shiftadd", uses=("input_shape", "input_dtype", "arch", "arch_kwargs", "trust_pickle"))
+def shiftadd_pass(art: Artifact, ctx: Context) -> Artifact:
+    """ShiftAdd reparameterisation (DeepShift q/ps, ShiftAddLLM bcq) of a float model: shiftadd.pt + report."""
+    from hwkit.compress.amp_run import load_data
+    from hwkit.load import load_model
+
+    if art.path is None or art.path.suffix == ".onnx":
+        raise InputError("shiftadd needs a PyTorch model file (put it first in the flow)")
+    params = dict(ctx.params)
+    calib = params.pop("calib", None)
+    if not calib:
+        raise InputError("shiftadd needs a 'calib' parameter in the flow ('digits' or a .npy of inputs)")
+    loaded = load_model(art.path, ctx.settings)
+    data = load_data(str(calib), params.pop("labels", None), int(params.get("seed", ctx.settings.seed)))
+    model, report = reparameterise(loaded.module, data, params, ctx.log.info)
+    shape = loaded.input_shape or (1, int(data.calib_x.shape[1]))
+    out = ctx.work_dir / "shiftadd.pt"
+    check = data.test_x if data.test_x is not None else data.val_x
+    save_outputs(model, report, out, art.path, loaded, shape, check[:64])
+    write_report(report, ctx.work_dir)
+    return art.evolve(path=out, shiftadd={k: report[k] for k in ("mode", "accuracy", "output_rel_error")}
+                      | {"energy_saving": report["energy"]["saving"]})

@@ -1,0 +1,99 @@
+"""``hwkit shiftadd``: reparameterise a float model's Linear layers with shifts and adds (issue 6).
+
+Modes: ``q`` / ``ps`` (DeepShift shift weights, optional fine-tuning), ``bcq`` (ShiftAddLLM post-training
+binary-coded quantisation with power-of-two scales), ``moe`` (ShiftAddViT mult/shift mixture of experts).
+Writes the model (``--out``), ``<out>.codes.pt``, ``shiftadd.onnx`` (+ ``shiftadd_qonnx.onnx``) and
+``shiftadd_report.{json,md}`` next to it. See docs/shiftadd.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from hwkit.errors import InputError
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    p = sub.add_parser("shiftadd", help="reparameterise Linear layers as shifts/adds (DeepShift, ShiftAddLLM)")
+    p.add_argument("model", help="state dict (with --arch), hwkit checkpoint or trusted pickle (.pt) of a float model")
+    p.add_argument("--mode", choices=["ps", "q", "bcq", "moe"], default="ps",
+                   help="ps/q: DeepShift shift weights; bcq: binary-coded PTQ; moe: mult+shift experts (default ps)")
+    p.add_argument("--calib", required=True, help="'digits' (scikit-learn's bundled digits) or a .npy of inputs")
+    p.add_argument("--labels", help=".npy of integer labels for --calib (accuracy, fine-tuning)")
+    p.add_argument("--out", required=True, help="output model path (.pt); reports are written next to it")
+    p.add_argument("--weight-bits", type=int, default=5, help="q/ps/moe: bits per shift weight (5)")
+    p.add_argument("--epochs", type=int, default=0, help="q/ps/moe: fine-tuning epochs on the calib split (0)")
+    p.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (1e-3)")
+    p.add_argument("--optimizer", choices=["radam", "sgd"], default="radam", help="fine-tuning optimiser (radam)")
+    p.add_argument("--bits", type=int, default=3, help="bcq: binary planes per weight, 0 = allocate 2/3 per layer")
+    p.add_argument("--group-rows", type=int, default=8, help="bcq: output rows sharing a scale per 8 columns (8)")
+    p.add_argument("--rounds", type=int, default=20, help="bcq: alternating refinement rounds (20)")
+    p.add_argument("--apot-terms", type=int, default=3, help="bcq: powers of two per scale (3)")
+    p.add_argument("--float-scales", action="store_true", help="bcq: keep float scales (no power-of-two rounding)")
+    p.add_argument("--no-compensate", action="store_true", help="bcq: no GPTQ-style column error compensation")
+    p.add_argument("--seed", type=int, default=0, help="data split / shuffling seed")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--input-shape", help="input shape with batch, e.g. 1,64 (default: from the data)")
+    p.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
+    p.add_argument("--arch-kwargs", help="JSON object of keyword arguments for --arch")
+    p.add_argument("--trust-pickle", action="store_true", help="allow a full pickle (runs code from the file)")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print shiftadd_report.json")
+    out.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``hwkit shiftadd``."""
+    from hwkit.compress.amp_run import load_data
+    from hwkit.compress.shiftadd_run import reparameterise, save_outputs, write_report
+    from hwkit.config import CompileSettings
+    from hwkit.load import load_model
+
+    if args.threads < 1 or args.epochs < 0 or args.lr <= 0:
+        raise InputError("--threads must be >= 1, --epochs >= 0 and --lr > 0")
+    kwargs: tuple[tuple[str, Any], ...] = ()
+    if args.arch_kwargs:
+        try:
+            obj = json.loads(args.arch_kwargs)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"--arch-kwargs is not valid JSON ({exc.msg})") from None
+        if not isinstance(obj, dict):
+            raise InputError("--arch-kwargs must be a JSON object")
+        kwargs = tuple(sorted(obj.items()))
+    shape = None
+    if args.input_shape:
+        try:
+            shape = tuple(int(d) for d in args.input_shape.replace("x", ",").split(","))
+        except ValueError:
+            raise InputError(f"--input-shape '{args.input_shape}' is not a shape like 1,64") from None
+    import torch
+
+    torch.set_num_threads(args.threads)
+    src = Path(args.model)
+    loaded = load_model(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle,
+                                             input_shape=shape))
+    data = load_data(args.calib, args.labels, args.seed)
+    params = {"mode": args.mode, "weight_bits": args.weight_bits, "epochs": args.epochs, "lr": args.lr,
+              "optimizer": args.optimizer, "bits": args.bits, "group_rows": args.group_rows, "rounds": args.rounds,
+              "apot_terms": args.apot_terms, "float_scales": args.float_scales,
+              "no_compensate": args.no_compensate, "seed": args.seed}
+    say = None if (args.json or args.quiet) else print
+    model, report = reparameterise(loaded.module, data, params, say)
+    out = Path(args.out)
+    check = data.test_x if data.test_x is not None else data.val_x
+    files = save_outputs(model, report, out, src, loaded, loaded.input_shape or (1, int(check.shape[1])), check[:64])
+    files += write_report(report, out.parent)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    elif not args.quiet:
+        a, e = report["accuracy"], report["energy"]
+        if a["before"] is not None:
+            print(f"accuracy {a['before'] * 100:.2f} % -> {a['after'] * 100:.2f} % ({args.mode})")
+        print(f"output rel. error {report['output_rel_error']:.4f}; energy saving {e['saving'] * 100:.1f} % "
+              f"({e['kind']}); ORT max diff {report['onnx']['ort_max_abs_diff']:.2g}")
+        print("wrote " + ", ".join(str(x) for x in files))
+    return 0

@@ -1,0 +1,56 @@
+"""ShiftAddViT-style mult/shift mixture of experts (hwkit.compress.shift_moe)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from hwkit.compress import opcost, shift_moe  # noqa: E402
+
+
+def _hard_logits(n_shift, n):
+    lg = torch.full((n, 2), 0.0)
+    lg[:n_shift, 1] = 20.0
+    lg[n_shift:, 0] = 20.0
+    return lg
+
+
+def test_balance_loss_is_minimal_at_the_latency_balance_point():
+    alpha = torch.tensor([6.0, 4.0])
+    at = {k: float(shift_moe.balance_loss(_hard_logits(k, 100), alpha, 0.5)) for k in (50, 60, 70, 100)}
+    assert at[60] < 1e-3  # 6 * 40 == 4 * 60
+    assert at[50] > 0.01 and at[70] > 0.01 and at[100] > at[70]
+    assert float(shift_moe.balance_loss(_hard_logits(50, 100), torch.tensor([1.0, 1.0]), 0.5)) < 1e-3
+
+
+def test_conversion_keeps_the_function_and_routes_by_argmax():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(12, 5)
+    model = torch.nn.Sequential(lin)
+    ref = torch.nn.Linear(12, 5)
+    ref.load_state_dict(lin.state_dict())
+    shift_moe.convert(model, shift_moe.MoEConfig())
+    moe = model.eval()[0]
+    assert shift_moe.is_moe(moe)
+    x = torch.randn(40, 12)
+    with torch.no_grad():
+        assert torch.equal(model(x), ref(x))  # zero router: every token to the mult expert
+        assert moe.shift_share == 0.0
+        moe.router.bias.copy_(torch.tensor([0.0, 1.0]))
+        assert torch.equal(model(x), moe.shift(x)) and moe.shift_share == 1.0
+
+
+def test_router_learns_the_latency_balance_from_the_balancing_loss():
+    from hwkit.compress.amp_toy import float_mlp
+
+    torch.manual_seed(0)
+    model = shift_moe.convert(float_mlp(16, (24,), 3), shift_moe.MoEConfig())
+    x, y = torch.randn(512, 16), torch.randint(0, 3, (512,))
+    hist = shift_moe.train(model, x, y, epochs=4, lr=1e-2, coef=0.01)
+    assert hist[-1]["balance_loss"] < hist[0]["balance_loss"]
+    for share in hist[-1]["train_shift_share"].values():
+        assert abs(share - 0.6) < 0.1  # n_shift : n_mult = 6 : 4
+    assert all(m.aux_loss is None for m in model.modules() if shift_moe.is_moe(m))
+    ops = opcost.model_ops(model)
+    assert set(ops) == {"0", "3"} and all(o.shift > 0 or o.fp_mult > 0 for o in ops.values())
