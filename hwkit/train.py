@@ -70,7 +70,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     """Adam L2 weight decay (paper: not stated; 0 = off)."""
     per_channel: bool = True
-    """Per-output-channel weight scales (max-abs statistics, no extra learnable parameters)."""
+    """Per-output-channel weight scales (no extra learnable parameters)."""
+    weight_scaling: str = "max"
+    """Weight-scale statistic: max | mean absolute weight (``mean`` puts fewer ternary weights at 0)."""
     patience: int = 3
     """Stop after this many epochs without a lower validation loss (0 = never stop early)."""
     max_train_windows: int | None = None
@@ -87,13 +89,16 @@ class TrainConfig:
                               "n_classes": len(CLASSES)}
         if self.per_channel:
             kw["per_channel"] = True
+        if self.weight_scaling != "max":
+            kw["weight_scaling"] = self.weight_scaling
         return kw
 
 
 # Settings that must match between a saved training state and a resumed run (others may change).
 RESUME_FIXED = ("bits", "depth", "window", "stride", "split", "fractions", "batch_size", "max_train_windows", "seed",
-                "per_channel")
+                "per_channel", "weight_scaling")
 SCHEDULES = ("constant", "onecycle")
+_FIELD_DEFAULTS = {"weight_scaling": "max"}
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -266,7 +271,7 @@ def _load_state(path: Path, cfg: TrainConfig, fp: str) -> dict[str, Any]:
     saved = state["config"]
     for name in RESUME_FIXED:
         now = getattr(cfg, name)
-        then = saved.get(name)
+        then = saved.get(name, _FIELD_DEFAULTS.get(name))  # states saved before a field existed used its default
         if (list(now) if isinstance(now, tuple) else now) != (list(then) if isinstance(then, tuple) else then):
             raise InputError(f"{path}: cannot resume, '{name}' was {then!r} in the saved run and is {now!r} now")
     if state["data_fingerprint"] != fp:

@@ -13,6 +13,13 @@ explored with the same builder; checkpoints name it as arch ``"cqmlp"``.
 ``per_channel=True`` gives every output neuron of every QuantLinear its own weight scale (Brevitas
 ``weight_scaling_per_output_channel``, still the max-abs statistic, so no learnable parameter is
 added: still 54,824). FINN's streamlining folds per-channel scales into the MVAU thresholds.
+
+``weight_scaling="mean"`` sets each weight scale to the mean absolute weight (Brevitas
+``StatsOp.AVE``) instead of the maximum (``"max"``, the Brevitas default). At 2 bits the weights are
+ternary, {-1, 0, +1} x scale, and a weight becomes 0 below half the scale. With max-abs scales about
+80% of a Gaussian-initialised row starts at 0, with mean-abs scales about 30% (near the
+ternary-weight-network threshold, 0.7 x mean |w|). Statistics only: no learnable parameter is added,
+and the exported QONNX carries a constant scale as before.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ CQMLP_CLASSES: tuple[str, ...] = ("Benign", "DoS", "Fuzzing", "RPM")
 """Output classes, in logit order (gear spoofing is not one of the paper's classes)."""
 FRAME_BYTES = 10
 """Features per CAN frame: 2 ID bytes + 8 payload bytes."""
+WEIGHT_SCALINGS: tuple[str, ...] = ("max", "mean")
+"""Weight-scale statistics: max |w| (Brevitas default) or mean |w| (per tensor or per output channel)."""
 
 
 def build_cqmlp(
@@ -40,6 +49,7 @@ def build_cqmlp(
     act_bits: int | None = None,
     dropout: float = 0.0,
     per_channel: bool = False,
+    weight_scaling: str = "max",
 ) -> nn.Sequential:
     """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
     weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
@@ -52,25 +62,31 @@ def build_cqmlp(
         raise ValueError(f"CQMLP needs at least one positive hidden width, got {widths} (depth={depth})")
     if not 1 <= bits <= 8:
         raise ValueError(f"bits must be 1..8, got {bits}")
+    if weight_scaling not in WEIGHT_SCALINGS:
+        raise ValueError(f"weight_scaling must be one of {WEIGHT_SCALINGS}, got {weight_scaling!r}")
     abits = bits if act_bits is None else act_bits
-    if not per_channel:
+    if not per_channel and weight_scaling == "max":
         return build_qmlp(FRAME_BYTES * window, widths, n_classes, weight_bits=bits, act_bits=abits, bias=True,
                           batchnorm=True, dropout=dropout)
     import brevitas.nn as qnn
+    from brevitas.inject.enum import StatsOp
+    from brevitas.quant import Int8WeightPerTensorFloat
+
+    class WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
+        scaling_per_output_channel = per_channel
+        scaling_stats_op = StatsOp.AVE if weight_scaling == "mean" else StatsOp.MAX
 
     # Same module order (and state-dict keys) as build_qmlp; only the weight quantisers differ.
     layers: list[nn.Module] = []
     width = FRAME_BYTES * window
     for h in widths:
-        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=bits,
-                                      weight_scaling_per_output_channel=True))
+        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=bits, weight_quant=WeightQuant))
         layers.append(nn.BatchNorm1d(h))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(qnn.QuantReLU(bit_width=abits))
         width = h
-    layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=bits,
-                                  weight_scaling_per_output_channel=True))
+    layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=bits, weight_quant=WeightQuant))
     return nn.Sequential(*layers)
 
 

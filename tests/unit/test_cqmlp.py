@@ -88,3 +88,22 @@ def test_per_channel_scales_keep_the_parameter_count_and_one_cycle_schedule():
     assert max(lrs) == lrs[150] == 3e-3 and lrs[0] < 2e-4 and lrs[-1] < 1e-5
     assert all(a <= b for a, b in zip(lrs[:150], lrs[1:151])) and all(a >= b for a, b in zip(lrs[150:], lrs[151:]))
     assert lr_at(TrainConfig(lr=1e-3, schedule="constant"), 500, 1000) == 1e-3
+
+
+def test_mean_abs_weight_scales_keep_the_parameter_count_and_state_dict():
+    import torch
+
+    from hwkit.models.cqmlp import build_cqmlp, count_learnable
+    from hwkit.train import TrainConfig
+
+    for per_channel in (False, True):
+        model = build_cqmlp(per_channel=per_channel, weight_scaling="mean")
+        assert count_learnable(model) == 54_824
+        assert list(model.state_dict()) == list(build_cqmlp().state_dict())
+        w = model[0].weight.detach()
+        mean_abs = w.abs().mean(dim=1 if per_channel else None)
+        torch.testing.assert_close(model[0].quant_weight().scale.flatten(), mean_abs.flatten())
+    with pytest.raises(ValueError, match="weight_scaling"):
+        build_cqmlp(weight_scaling="median")
+    assert TrainConfig(weight_scaling="mean").arch_kwargs()["weight_scaling"] == "mean"
+    assert "weight_scaling" not in TrainConfig().arch_kwargs()  # old checkpoints keep their arch_kwargs
