@@ -9,37 +9,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from hwkit import __version__, prune_cli, shiftadd_cli
+from hwkit.cliargs import json_object, positive, shape
 from hwkit.errors import HwkitError, InputError
-
-
-def _shape(text: str) -> tuple[int, ...]:
-    try:
-        dims = tuple(int(d) for d in text.replace("x", ",").split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a shape like 1,64") from None
-    if not dims or any(d <= 0 for d in dims):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a shape of positive integers")
-    return dims
-
-
-def _json_obj(text: str) -> tuple[tuple[str, Any], ...]:
-    try:
-        obj = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object")
-    return tuple(sorted(obj.items()))
-
-
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return v
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,12 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", default="build", help="build directory (default: build)")
     c.add_argument("--flow", help="flow name or .toml (default: the board's default_flow)")
     c.add_argument("--bitstream", action="store_true", help="build the bitstream with Vivado (flow finn-bitstream)")
-    c.add_argument("--clock-ns", type=_positive, help="clock period in ns (default: the board's clock_ns)")
-    c.add_argument("--target-fps", type=_positive, help="throughput to fold for, frames/s")
-    c.add_argument("--input-shape", type=_shape, help="input shape with batch, e.g. 1,64")
+    c.add_argument("--clock-ns", type=positive, help="clock period in ns (default: the board's clock_ns)")
+    c.add_argument("--target-fps", type=positive, help="throughput to fold for, frames/s")
+    c.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64")
     c.add_argument("--input-dtype", help="FINN data type of the input, e.g. UINT8, INT8, FLOAT32")
     c.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
-    c.add_argument("--arch-kwargs", type=_json_obj, help="JSON object of keyword arguments for --arch")
+    c.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
     c.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickle (runs code from the file: only for files you trust)")
     c.add_argument("--golden-batch", type=int, help="samples in the verification batch (default 32)")
@@ -91,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     be = sub.add_parser("bench", help="measure an exported ONNX model with ONNX Runtime on a cpu/gpu target")
     be.add_argument("model", help="ONNX model file (.onnx)")
     be.add_argument("--target", default="cpu", help="cpu/gpu board name or board .toml (default: cpu)")
-    be.add_argument("--batch-sizes", type=_shape, default=(1, 8, 64, 256), help="e.g. 1,8,64,256")
+    be.add_argument("--batch-sizes", type=shape, default=(1, 8, 64, 256), help="e.g. 1,8,64,256")
     be.add_argument("--runs", type=int, default=500, help="timed batch-1 runs (default 500)")
     be.add_argument("--warmup", type=int, default=50, help="untimed warm-up runs (default 50)")
     be.add_argument("--batch-runs", type=int, default=30, help="timed runs per batch size (default 30)")
@@ -222,14 +193,14 @@ def _bench(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise InputError(f"{args.model}: model file not found")
     model = check_onnx_file(path)
-    shape = _input_shape(model)
-    x = sample_inputs(shape, args.input_dtype.upper(), max(args.batch_sizes), 0)
+    in_shape = _input_shape(model)
+    x = sample_inputs(in_shape, args.input_dtype.upper(), max(args.batch_sizes), 0)
     res = measure_session(path, board, x, list(args.batch_sizes), max(args.warmup, 0), args.runs, args.batch_runs,
                           energy_runs=200)
     res.update(warmup=args.warmup, eager=None)
     meta = {"measurement": res, "ort": {"providers": res["providers"]}}
     model_meta = {"path": str(path.resolve()), "sha256": file_digest(path), "format": "onnx",
-                  "input_shape": list(shape), "input_dtype": args.input_dtype.upper()}
+                  "input_shape": list(in_shape), "input_dtype": args.input_dtype.upper()}
     report = build_report(meta, model_meta, board, {"clock_ns": None, "target_fps": None}, "bench", [],
                           tool_versions())
     if args.out:
@@ -256,7 +227,7 @@ def _add_train_parser(sub: Any) -> None:
                                     "RPM_dataset.csv, normal_run_data.txt; candump .log / .asc / .blf as normal)")
     src.add_argument("--synthetic", action="store_true",
                      help="generate Car-Hacking-style traffic (seeded) and train on it")
-    t.add_argument("--synthetic-seconds", type=_positive, default=60.0,
+    t.add_argument("--synthetic-seconds", type=positive, default=60.0,
                    help="seconds of traffic per synthetic file (default 60)")
     t.add_argument("--synthetic-dir", help="keep the generated files in this directory")
     t.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of skipping it")
@@ -269,7 +240,7 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--fractions", default="0.85,0.10,0.05", help="train,val,test fractions (default 0.85,0.10,0.05)")
     t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10; paper 1000)")
     t.add_argument("--batch-size", type=int, default=256, help="mini-batch (default 256; paper 128)")
-    t.add_argument("--lr", type=_positive, default=1e-3, help="Adam learning rate (default 1e-3; paper 1e-4)")
+    t.add_argument("--lr", type=positive, default=1e-3, help="Adam learning rate (default 1e-3; paper 1e-4)")
     t.add_argument("--schedule", choices=["onecycle", "constant"],
                    help="learning-rate schedule (default onecycle: warm-up then cosine; paper: constant)")
     t.add_argument("--warmup", type=float, help="fraction of steps spent warming up (onecycle; default 0.15)")

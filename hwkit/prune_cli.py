@@ -10,10 +10,10 @@ qmlp/cqmlp checkpoint; otherwise a state dict and ``pruned.widths.json``) and, n
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
+from hwkit.cliargs import json_object
 from hwkit.errors import InputError
 
 
@@ -42,7 +42,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="data split / shuffling seed")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small models)")
     p.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
-    p.add_argument("--arch-kwargs", help="JSON object of keyword arguments for --arch")
+    p.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
     p.add_argument("--trust-pickle", action="store_true", help="allow a full pickle (runs code from the file)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print prune_report.json (without index lists)")
@@ -60,15 +60,7 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} must be >= 1, got {v}")
     if args.delta_e < 0 or args.temp_inv <= 0 or args.distill_epochs < 0:
         raise InputError("--delta-e must be >= 0, --temp-inv > 0 and --distill-epochs >= 0")
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    if args.arch_kwargs:
-        try:
-            obj = json.loads(args.arch_kwargs)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--arch-kwargs is not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError("--arch-kwargs must be a JSON object")
-        kwargs = tuple(sorted(obj.items()))
+    kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
     import torch
 
     torch.set_num_threads(args.threads)

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hwkit.cliargs import json_object, shape
 from hwkit.errors import InputError
 
 
@@ -37,9 +38,9 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-compensate", action="store_true", help="bcq: no GPTQ-style column error compensation")
     p.add_argument("--seed", type=int, default=0, help="data split / shuffling seed")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--input-shape", help="input shape with batch, e.g. 1,64 (default: from the data)")
+    p.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64 (default: from the data)")
     p.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
-    p.add_argument("--arch-kwargs", help="JSON object of keyword arguments for --arch")
+    p.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
     p.add_argument("--trust-pickle", action="store_true", help="allow a full pickle (runs code from the file)")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print shiftadd_report.json")
@@ -55,27 +56,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1 or args.epochs < 0 or args.lr <= 0:
         raise InputError("--threads must be >= 1, --epochs >= 0 and --lr > 0")
-    kwargs: tuple[tuple[str, Any], ...] = ()
-    if args.arch_kwargs:
-        try:
-            obj = json.loads(args.arch_kwargs)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"--arch-kwargs is not valid JSON ({exc.msg})") from None
-        if not isinstance(obj, dict):
-            raise InputError("--arch-kwargs must be a JSON object")
-        kwargs = tuple(sorted(obj.items()))
-    shape = None
-    if args.input_shape:
-        try:
-            shape = tuple(int(d) for d in args.input_shape.replace("x", ",").split(","))
-        except ValueError:
-            raise InputError(f"--input-shape '{args.input_shape}' is not a shape like 1,64") from None
+    kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
     import torch
 
     torch.set_num_threads(args.threads)
     src = Path(args.model)
     loaded = load_model(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle,
-                                             input_shape=shape))
+                                             input_shape=args.input_shape))
     data = load_data(args.calib, args.labels, args.seed)
     params = {"mode": args.mode, "weight_bits": args.weight_bits, "epochs": args.epochs, "lr": args.lr,
               "optimizer": args.optimizer, "bits": args.bits, "group_rows": args.group_rows, "rounds": args.rounds,
