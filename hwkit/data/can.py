@@ -167,26 +167,35 @@ def _hex_byte(text: str) -> int:
     return int(text, 16)
 
 
+def _parse_head(t_text: str, id_text: str, dlc_text: str) -> tuple[float, int, int] | str:
+    """Timestamp, 11-bit CAN ID (hex) and DLC of one frame, or the reason they are malformed."""
+    try:
+        t = float(t_text)
+    except ValueError:
+        return f"timestamp {t_text[:20]!r} is not a number"
+    try:
+        can_id = int(id_text, 16)
+    except ValueError:
+        return f"CAN ID {id_text[:20]!r} is not hexadecimal"
+    if not 0 <= can_id <= MAX_STANDARD_ID:
+        return f"CAN ID {id_text!r} is not an 11-bit standard ID"
+    try:
+        dlc = int(dlc_text)
+    except ValueError:
+        return f"DLC {dlc_text[:20]!r} is not an integer"
+    if not 0 <= dlc <= 8:
+        return f"DLC {dlc} is outside 0..8"
+    return t, can_id, dlc
+
+
 def _parse_csv_row(parts: list[str]) -> tuple[float, int, int, bytes, bool] | str:
     """One ragged Car-Hacking CSV row -> (t, id, dlc, 8 bytes, injected), or the reason it is malformed."""
     if len(parts) < 4:
         return f"expected at least 4 comma-separated fields, got {len(parts)}"
-    try:
-        t = float(parts[0])
-    except ValueError:
-        return f"timestamp {parts[0][:20]!r} is not a number"
-    try:
-        can_id = int(parts[1], 16)
-    except ValueError:
-        return f"CAN ID {parts[1][:20]!r} is not hexadecimal"
-    if not 0 <= can_id <= MAX_STANDARD_ID:
-        return f"CAN ID {parts[1]!r} is not an 11-bit standard ID"
-    try:
-        dlc = int(parts[2])
-    except ValueError:
-        return f"DLC {parts[2][:20]!r} is not an integer"
-    if not 0 <= dlc <= 8:
-        return f"DLC {dlc} is outside 0..8"
+    head = _parse_head(parts[0], parts[1], parts[2])
+    if isinstance(head, str):
+        return head
+    t, can_id, dlc = head
     if len(parts) < 4 + dlc:
         return f"DLC {dlc} needs {4 + dlc} fields (data + flag), got {len(parts)}"
     flag = parts[3 + dlc].strip()
@@ -233,22 +242,10 @@ def read_car_hacking_csv(path: Path, strict: bool = False) -> tuple[Frames, Read
 def _parse_text_row(tok: list[str]) -> tuple[float, int, int, bytes] | str:
     if len(tok) < 7 or tok[0] != "Timestamp:" or tok[2] != "ID:" or tok[5] != "DLC:":
         return "expected 'Timestamp: T  ID: XXXX  FFF  DLC: N  bytes...'"
-    try:
-        t = float(tok[1])
-    except ValueError:
-        return f"timestamp {tok[1][:20]!r} is not a number"
-    try:
-        can_id = int(tok[3], 16)
-    except ValueError:
-        return f"CAN ID {tok[3][:20]!r} is not hexadecimal"
-    if not 0 <= can_id <= MAX_STANDARD_ID:
-        return f"CAN ID {tok[3]!r} is not an 11-bit standard ID"
-    try:
-        dlc = int(tok[6])
-    except ValueError:
-        return f"DLC {tok[6][:20]!r} is not an integer"
-    if not 0 <= dlc <= 8:
-        return f"DLC {dlc} is outside 0..8"
+    head = _parse_head(tok[1], tok[3], tok[6])
+    if isinstance(head, str):
+        return head
+    t, can_id, dlc = head
     if len(tok) != 7 + dlc:
         return f"DLC {dlc} but {len(tok) - 7} data bytes"
     try:
