@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,8 @@ SAMPLERS = ("nsga2", "tpe", "random")
 _NO_SHIFTADD = ("ShiftAdd is not available in explore yet: `hwkit shiftadd` works on float models, "
                 "trials train Brevitas CQMLPs")
 _NOT_YET = {
-    "layer_bits": "per-layer bit widths are not available yet (the CQMLP builder takes one weight width for all "
-                  "layers); use space.bits and space.act_bits",
+    "layer_bits": "per-layer bit widths: set space.per_layer_bits = true (every layer then picks its own weight "
+                  "width from space.bits and activation width from space.act_bits)",
     "amp": "use space.amp_de (a list of ΔE values; 0 = no pruning)",
     "shiftadd": _NO_SHIFTADD,
     "shiftadd_mode": _NO_SHIFTADD,
@@ -76,6 +77,10 @@ class Space:
     """Clock period, ns (None: the board's)."""
     amp_de: tuple[float, ...] | None = None
     """AMP pruning of the trained model's hidden layers at these ΔE values (0: no pruning; None: off)."""
+    per_layer_bits: bool = False
+    """Mixed precision: every QuantLinear picks its own weight width from ``bits`` (parameters ``bits_h1`` ..
+    ``bits_h<depth>`` and ``bits_out``) and every QuantReLU its own activation width from ``act_bits``
+    (``act_bits_h1`` ..; without ``act_bits`` each hidden layer's activations take its weight width)."""
 
 
 @dataclass(frozen=True)
@@ -224,6 +229,12 @@ def _num(src: str, field: str, v: Any, lo: float = 0.0, lo_open: bool = True, hi
     return float(v)
 
 
+def _bool(src: str, field: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _err(src, field, f"must be true or false, got {v!r}")
+    return v
+
+
 def _choices(src: str, field: str, v: Any, check: Any) -> tuple[Any, ...]:
     values = v if isinstance(v, list) else [v]
     if not values:
@@ -307,6 +318,7 @@ def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
         target_fps=_choices(src, "space.target_fps", sp["target_fps"], pos) if "target_fps" in sp else None,
         clock_ns=_choices(src, "space.clock_ns", sp["clock_ns"], pos) if "clock_ns" in sp else None,
         amp_de=_choices(src, "space.amp_de", sp["amp_de"], nonneg) if "amp_de" in sp else None,
+        per_layer_bits=_bool(src, "space.per_layer_bits", sp.get("per_layer_bits", False)),
     )
     if hardware == "none" and (space.target_fps or space.clock_ns):
         raise _err(src, "space.target_fps" if space.target_fps else "space.clock_ns",
@@ -333,9 +345,7 @@ def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
 
     maxes = {f"{m}_max" for m, v in METRICS.items() if v[0] == "minimize"}
     ct = _table(src, doc, "constraints", {"fits", "accuracy_min"} | maxes)
-    fits = ct.get("fits", False)
-    if not isinstance(fits, bool):
-        raise _err(src, "constraints.fits", f"must be true or false, got {fits!r}")
+    fits = _bool(src, "constraints.fits", ct.get("fits", False))
     if fits and hardware == "none":
         raise _err(src, "constraints.fits", "needs a compile (hardware = \"finn-estimate\")")
     acc_min = ct.get("accuracy_min")
@@ -381,7 +391,11 @@ def hidden_widths(depth: int, width_scale: float) -> tuple[int, ...]:
     return tuple(max(4, 4 * round(w * width_scale / 4)) for w in HIDDEN_BASE[:depth])
 
 
-def weight_kbit(hidden: tuple[int, ...], bits: int) -> float:
-    """Weight memory in kbit: every QuantLinear weight at ``bits`` bits (biases and thresholds not counted)."""
+def weight_kbit(hidden: tuple[int, ...], bits: int | Sequence[int]) -> float:
+    """Weight memory in kbit: every QuantLinear weight at its bit width (``bits``: one for all layers or one
+    per layer, head last); biases and thresholds not counted."""
     widths = (IN_FEATURES, *hidden, N_CLASSES)
-    return sum(a * b for a, b in zip(widths, widths[1:])) * bits / 1000.0
+    per = [bits] * (len(widths) - 1) if isinstance(bits, int) else list(bits)
+    if len(per) != len(widths) - 1:
+        raise ValueError(f"weight_kbit: {len(widths) - 1} layers but {len(per)} bit widths")
+    return sum(a * b * w for a, b, w in zip(widths, widths[1:], per)) / 1000.0

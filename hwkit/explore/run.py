@@ -45,6 +45,10 @@ class TrialTrainConfig(TrainConfig):
     """Hidden widths (None: the first ``depth`` of 256-128-64-32)."""
     act_bits: int | None = None
     """Activation bits (None: ``bits``)."""
+    layer_bits: tuple[int, ...] | None = None
+    """Weight bits per QuantLinear, head last (None: ``bits`` everywhere)."""
+    layer_act_bits: tuple[int, ...] | None = None
+    """Activation bits per QuantReLU (None: ``act_bits`` everywhere)."""
 
     def arch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of build_cqmlp, with the trial's widths and activation bits."""
@@ -53,6 +57,10 @@ class TrialTrainConfig(TrainConfig):
             kw["hidden"] = list(self.hidden)
         if self.act_bits is not None and self.act_bits != self.bits:
             kw["act_bits"] = self.act_bits
+        if self.layer_bits is not None:
+            kw["layer_bits"] = list(self.layer_bits)
+        if self.layer_act_bits is not None:
+            kw["layer_act_bits"] = list(self.layer_act_bits)
         return kw
 
 
@@ -233,12 +241,22 @@ def prepare(cfg: ExploreConfig, log: Callable[[str], None]) -> tuple[Any, dict[s
 
 def train_config(cfg: ExploreConfig, params: dict[str, Any]) -> TrialTrainConfig:
     """The training settings of a trial with ``params``."""
-    hidden = hidden_widths(int(params["depth"]), float(params["width_scale"]))
+    depth = int(params["depth"])
+    hidden = hidden_widths(depth, float(params["width_scale"]))
+    layer_bits = layer_act_bits = None
+    if "bits_out" in params:  # space.per_layer_bits
+        layer_bits = (*(int(params[f"bits_h{i}"]) for i in range(1, depth + 1)), int(params["bits_out"]))
+        layer_act_bits = tuple(int(params.get(f"act_bits_h{i}", params[f"bits_h{i}"])) for i in range(1, depth + 1))
+        bits = act_bits = max(layer_bits)  # nominal (names and titles); the layers use their own widths
+    else:
+        bits = int(params["bits"])
+        act_bits = int(params.get("act_bits", bits))
     t = cfg.train
     return TrialTrainConfig(
-        bits=int(params["bits"]), depth=int(params["depth"]), split=cfg.data.split, epochs=t.epochs,
+        bits=bits, depth=depth, split=cfg.data.split, epochs=t.epochs,
         batch_size=t.batch_size, lr=t.lr, patience=t.patience, max_train_windows=t.max_train_windows,
-        seed=cfg.data.seed, threads=1, hidden=hidden, act_bits=int(params.get("act_bits", params["bits"])),
+        seed=cfg.data.seed, threads=1, hidden=hidden, act_bits=act_bits, layer_bits=layer_bits,
+        layer_act_bits=layer_act_bits,
         # AMP slices weight rows; Brevitas per-channel weight scales have their shape fixed at construction,
         # so studies that prune train with per-tensor scales.
         per_channel=not cfg.space.amp_de)
@@ -247,10 +265,19 @@ def train_config(cfg: ExploreConfig, params: dict[str, Any]) -> TrialTrainConfig
 def sample(trial: Any, cfg: ExploreConfig) -> dict[str, Any]:
     """Suggest every dimension of the space (fixed ones too, so params are complete)."""
     sp = cfg.space
-    params = {"bits": trial.suggest_categorical("bits", list(sp.bits))}
-    if sp.act_bits is not None:
-        params["act_bits"] = trial.suggest_categorical("act_bits", list(sp.act_bits))
+    params: dict[str, Any] = {}
+    if not sp.per_layer_bits:
+        params["bits"] = trial.suggest_categorical("bits", list(sp.bits))
+        if sp.act_bits is not None:
+            params["act_bits"] = trial.suggest_categorical("act_bits", list(sp.act_bits))
     params["depth"] = trial.suggest_categorical("depth", list(sp.depth))
+    if sp.per_layer_bits:
+        # One parameter per layer position; a shallower trial leaves the deeper positions unset.
+        for i in range(1, int(params["depth"]) + 1):
+            params[f"bits_h{i}"] = trial.suggest_categorical(f"bits_h{i}", list(sp.bits))
+            if sp.act_bits is not None:
+                params[f"act_bits_h{i}"] = trial.suggest_categorical(f"act_bits_h{i}", list(sp.act_bits))
+        params["bits_out"] = trial.suggest_categorical("bits_out", list(sp.bits))
     params["width_scale"] = trial.suggest_categorical("width_scale", list(sp.width_scale))
     if sp.target_fps is not None:
         params["target_fps"] = trial.suggest_categorical("target_fps", list(sp.target_fps))
@@ -398,7 +425,7 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
     acc = float(result.summary["metrics"]["val"]["accuracy"])
     metrics: dict[str, Any] = {
         "accuracy": acc, "test_accuracy": float(result.summary["metrics"]["test"]["accuracy"]),
-        "weight_kbit": weight_kbit(tcfg.hidden or (), tcfg.bits), "train_s": round(train_s, 3),
+        "weight_kbit": weight_kbit(tcfg.hidden or (), tcfg.layer_bits or tcfg.bits), "train_s": round(train_s, 3),
         "epochs_run": result.summary["epochs_run"], "hidden": list(tcfg.hidden or ()),
     }
     if trial is not None:
@@ -412,7 +439,7 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
         checkpoint, amp_summary = amp_prune(result.checkpoint, split, float(params["amp_de"]), cfg.data.seed,
                                             trial_dir / "pruned.pt")
         metrics.update(amp=amp_summary, hidden=amp_summary["widths"],
-                       weight_kbit=weight_kbit(tuple(amp_summary["widths"]), tcfg.bits))
+                       weight_kbit=weight_kbit(tuple(amp_summary["widths"]), tcfg.layer_bits or tcfg.bits))
         if amp_summary["test_accuracy_after_prune"] is not None:
             metrics["test_accuracy"] = float(amp_summary["test_accuracy_after_prune"])
             metrics["accuracy"] = _val_accuracy(checkpoint, split)

@@ -50,9 +50,15 @@ def build_cqmlp(
     dropout: float = 0.0,
     per_channel: bool = False,
     weight_scaling: str = "max",
+    layer_bits: Sequence[int] | None = None,
+    layer_act_bits: Sequence[int] | None = None,
 ) -> nn.Sequential:
     """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
     weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
+
+    Mixed precision: ``layer_bits`` gives every QuantLinear its own weight width (one per hidden layer
+    plus the head) and ``layer_act_bits`` every QuantReLU its own activation width (one per hidden
+    layer); they override ``bits`` / ``act_bits`` layer by layer.
 
     Dropout is not mentioned for CQMLP (it is for the 8-bit predecessor); it adds no parameters and
     defaults to off.
@@ -65,7 +71,9 @@ def build_cqmlp(
     if weight_scaling not in WEIGHT_SCALINGS:
         raise ValueError(f"weight_scaling must be one of {WEIGHT_SCALINGS}, got {weight_scaling!r}")
     abits = bits if act_bits is None else act_bits
-    if not per_channel and weight_scaling == "max":
+    wbits_list = _per_layer("layer_bits", layer_bits, bits, len(widths) + 1)
+    abits_list = _per_layer("layer_act_bits", layer_act_bits, abits, len(widths))
+    if not per_channel and weight_scaling == "max" and layer_bits is None and layer_act_bits is None:
         return build_qmlp(FRAME_BYTES * window, widths, n_classes, weight_bits=bits, act_bits=abits, bias=True,
                           batchnorm=True, dropout=dropout)
     import brevitas.nn as qnn
@@ -79,15 +87,26 @@ def build_cqmlp(
     # Same module order (and state-dict keys) as build_qmlp; only the weight quantisers differ.
     layers: list[nn.Module] = []
     width = FRAME_BYTES * window
-    for h in widths:
-        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=bits, weight_quant=WeightQuant))
+    for i, h in enumerate(widths):
+        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=wbits_list[i], weight_quant=WeightQuant))
         layers.append(nn.BatchNorm1d(h))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
-        layers.append(qnn.QuantReLU(bit_width=abits))
+        layers.append(qnn.QuantReLU(bit_width=abits_list[i]))
         width = h
-    layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=bits, weight_quant=WeightQuant))
+    layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=wbits_list[-1],
+                                  weight_quant=WeightQuant))
     return nn.Sequential(*layers)
+
+
+def _per_layer(name: str, values: Sequence[int] | None, default: int, n: int) -> list[int]:
+    """``values`` checked (n integers 1..8), or ``default`` n times."""
+    if values is None:
+        return [default] * n
+    out = list(values)
+    if len(out) != n or any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 8 for b in out):
+        raise ValueError(f"{name} must list {n} integers 1..8 (one per layer), got {out}")
+    return out
 
 
 def count_learnable(model: nn.Module) -> int:

@@ -219,3 +219,38 @@ def test_amp_pruning_in_the_search_space(tmp_path):
     bad = write_cfg(tmp_path / "bad.toml", extra_space="amp_de = [-1]")
     proc = hwkit("explore", str(bad), "--out", str(tmp_path / "o2"))
     assert proc.returncode == 2 and "space.amp_de" in proc.stderr
+
+
+def test_per_layer_bit_widths_reach_the_hardware(tmp_path):
+    # bits [2, 4] per layer; seed 0 of the random sampler gives a mixed design for depth 2 (asserted below)
+    cfg = write_cfg(tmp_path / "mixed.toml", hardware="finn-estimate", trials=2, windows=2000,
+                    objectives='["accuracy", "LUT"]', extra_space="per_layer_bits = true\nact_bits = [2]")
+    cfg.write_text(cfg.read_text().replace("bits = [2, 3]", "bits = [2, 4]").replace("depth = [1, 2]", "depth = [2]"))
+    out = tmp_path / "out"
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["trials"]
+    assert len(rows) == 2
+    seen = set()
+    for r in rows:
+        p = r["params"]
+        assert "bits" not in p and set(p) >= {"bits_h1", "bits_h2", "bits_out", "act_bits_h1", "act_bits_h2"}
+        wbits = [p["bits_h1"], p["bits_h2"], p["bits_out"]]
+        seen.add(tuple(wbits))
+        report = json.loads((out / "trials" / str(r["number"]) / "build" / "report.json").read_text())
+        mvau = [la for la in report["layers"] if la["op"].startswith("MVAU")]
+        # every FINN MVAU carries its own layer's weight width (the head may become bipolar/ternary only by value)
+        assert [la["weight_dtype"] for la in mvau] == [f"INT{b}" for b in wbits]
+        hidden = r["metrics"]["hidden"]
+        widths = [40, *hidden, 4]
+        assert r["metrics"]["weight_kbit"] == pytest.approx(
+            sum(a * b * w for a, b, w in zip(widths, widths[1:], wbits)) / 1000)
+        ckpt = torch_load(out / "trials" / str(r["number"]) / "model.pt")
+        assert ckpt["arch_kwargs"]["layer_bits"] == wbits and ckpt["arch_kwargs"]["layer_act_bits"] == [2, 2]
+    assert any(len(set(w)) > 1 for w in seen), f"no mixed-precision design sampled: {seen}"
+
+
+def torch_load(path: Path):
+    import torch
+
+    return torch.load(path, weights_only=True)

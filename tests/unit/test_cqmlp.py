@@ -107,3 +107,30 @@ def test_mean_abs_weight_scales_keep_the_parameter_count_and_state_dict():
         build_cqmlp(weight_scaling="median")
     assert TrainConfig(weight_scaling="mean").arch_kwargs()["weight_scaling"] == "mean"
     assert "weight_scaling" not in TrainConfig().arch_kwargs()  # old checkpoints keep their arch_kwargs
+
+
+def test_per_layer_bit_widths():
+    import brevitas.nn as qnn
+
+    from hwkit.models.cqmlp import build_cqmlp
+
+    m = build_cqmlp(depth=2, layer_bits=[4, 2, 8], layer_act_bits=[3, 2])
+    lin = [x for x in m if isinstance(x, qnn.QuantLinear)]
+    act = [x for x in m if isinstance(x, qnn.QuantReLU)]
+    assert [int(x.quant_weight().bit_width) for x in lin] == [4, 2, 8]
+    x = __import__("torch").rand(5, 40) * 255
+    m.eval()
+    h = x
+    outs = []
+    for layer in m:
+        h = layer(h)
+        if isinstance(layer, qnn.QuantReLU):
+            outs.append(h)
+    # a b-bit unsigned activation takes at most 2**b distinct values
+    for o, b in zip(outs, [3, 2]):
+        assert len(set(o.flatten().tolist())) <= 2 ** b
+    assert [int(a.act_quant.bit_width()) for a in act] == [3, 2]
+    with pytest.raises(ValueError, match="layer_bits must list 3 integers"):
+        build_cqmlp(depth=2, layer_bits=[4, 2])
+    with pytest.raises(ValueError, match="layer_act_bits must list 2 integers"):
+        build_cqmlp(depth=2, layer_act_bits=[4, 2, 9])

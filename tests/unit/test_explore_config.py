@@ -35,7 +35,8 @@ def test_defaults_and_fields():
     ({"space": {"bits": []}}, "space.bits", "at least one"),
     ({"space": {"depth": [5]}}, "space.depth", "1..4"),
     ({"space": {"bits": [2, 2]}}, "space.bits", "twice"),
-    ({"space": {"layer_bits": [[2, 3], [2]]}}, "space.layer_bits", "not available yet"),
+    ({"space": {"layer_bits": [[2, 3], [2]]}}, "space.layer_bits", "space.per_layer_bits = true"),
+    ({"space": {"per_layer_bits": "yes"}}, "space.per_layer_bits", "true or false"),
     ({"space": {"amp_de": [-0.1]}}, "space.amp_de", "must be"),
     ({"space": {"shiftadd_mode": ["ps"]}}, "space.shiftadd_mode", "not available in explore yet"),
     ({"space": {"shiftadd": True}}, "space.shiftadd", "not available in explore yet"),
@@ -60,6 +61,21 @@ def test_bad_fields_are_named(over, field, words):
         cfg(**over)
     msg = str(exc.value)
     assert msg.startswith(f"x.toml: {field}: ") and words in msg and "\n" not in msg
+
+
+def test_per_layer_bits_is_a_flag_in_the_space_and_the_fingerprint():
+    plain = cfg()
+    mixed = cfg(space={**BASE["space"], "per_layer_bits": True})
+    assert plain.space.per_layer_bits is False and mixed.space.per_layer_bits is True
+    assert plain.fingerprint() != mixed.fingerprint()
+
+
+def test_weight_kbit_per_layer():
+    # 40-8-4 hidden, head 4: weights 320, 32, 16
+    assert weight_kbit((8, 4), 2) == pytest.approx((320 + 32 + 16) * 2 / 1000)
+    assert weight_kbit((8, 4), (4, 2, 8)) == pytest.approx((320 * 4 + 32 * 2 + 16 * 8) / 1000)
+    with pytest.raises(ValueError, match="3 layers but 2 bit widths"):
+        weight_kbit((8, 4), (4, 2))
 
 
 def test_hardware_none_takes_analytical_cost_only():
