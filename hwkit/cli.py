@@ -247,6 +247,9 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
     t.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-output-channel weight scales (default on; paper: per-tensor)")
+    t.add_argument("--weight-values", choices=["int", "pow2"],
+                   help="int: every integer of the b-bit grid (default); pow2: 0 and signed powers of two only, "
+                        "so every multiplication is a shift (docs/cqmlp.md)")
     t.add_argument("--patience", type=int, default=3, help="early stop after N epochs without better val loss "
                                                             "(default 3; 0 = off)")
     t.add_argument("--max-train-windows", type=int, help="train on a seeded random subset of this many windows")

@@ -73,6 +73,8 @@ class TrainConfig:
     """Per-output-channel weight scales (no extra learnable parameters)."""
     weight_scaling: str = "max"
     """Weight-scale statistic: max | mean absolute weight (``mean`` puts fewer ternary weights at 0)."""
+    weight_values: str = "int"
+    """int | pow2: every integer of the b-bit grid, or 0 and signed powers of two only (shift weights)."""
     patience: int = 3
     """Stop after this many epochs without a lower validation loss (0 = never stop early)."""
     max_train_windows: int | None = None
@@ -91,14 +93,16 @@ class TrainConfig:
             kw["per_channel"] = True
         if self.weight_scaling != "max":
             kw["weight_scaling"] = self.weight_scaling
+        if self.weight_values != "int":
+            kw["weight_values"] = self.weight_values
         return kw
 
 
 # Settings that must match between a saved training state and a resumed run (others may change).
 RESUME_FIXED = ("bits", "depth", "window", "stride", "split", "fractions", "batch_size", "max_train_windows", "seed",
-                "per_channel", "weight_scaling")
+                "per_channel", "weight_scaling", "weight_values")
 SCHEDULES = ("constant", "onecycle")
-_FIELD_DEFAULTS = {"weight_scaling": "max"}
+_FIELD_DEFAULTS = {"weight_scaling": "max", "weight_values": "int"}
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:

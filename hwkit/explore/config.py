@@ -42,19 +42,22 @@ METRICS: dict[str, tuple[str, bool, str, str]] = {
     "latency_ms": ("minimize", True, "ms", "latency (FINN critical-path estimate / measured p50 on CPU)"),
     "throughput_fps": ("maximize", True, "frames/s", "throughput (FINN estimate / measured on CPU)"),
     "energy_mj": ("minimize", True, "mJ/inference", "PL+PS energy per inference, single-shot (analytical model)"),
+    "op_energy_pj": ("minimize", False, "pJ/inference", "arithmetic energy per inference from operation counts by "
+                     "weight value (mult / shift / add, 45 nm table; analytical)"),
 }
 """Everything a trial can be scored on."""
 
 HARDWARE_MODES = ("finn-estimate", "none")
 SAMPLERS = ("nsga2", "tpe", "random")
 
-_NO_SHIFTADD = ("ShiftAdd is not available in explore yet: `hwkit shiftadd` works on float models, "
-                "trials train Brevitas CQMLPs")
+SHIFTADD_MODES = ("none", "shift")
+"""ShiftAdd modes a trial can take: ordinary integer weights, or power-of-two (shift) integer weights."""
+_FLOAT_ONLY = ("bcq", "moe", "ps", "q")
+_NO_SHIFTADD = "use space.shiftadd = [\"none\", \"shift\"] (power-of-two integer weights, trained in the loop)"
 _NOT_YET = {
     "layer_bits": "per-layer bit widths: set space.per_layer_bits = true (every layer then picks its own weight "
                   "width from space.bits and activation width from space.act_bits)",
     "amp": "use space.amp_de (a list of ΔE values; 0 = no pruning)",
-    "shiftadd": _NO_SHIFTADD,
     "shiftadd_mode": _NO_SHIFTADD,
 }
 
@@ -77,6 +80,9 @@ class Space:
     """Clock period, ns (None: the board's)."""
     amp_de: tuple[float, ...] | None = None
     """AMP pruning of the trained model's hidden layers at these ΔE values (0: no pruning; None: off)."""
+    shiftadd: tuple[str, ...] | None = None
+    """ShiftAdd modes: ``none`` (every integer of the b-bit grid) and ``shift`` (0 and signed powers of two within
+    the b-bit type, trained with log-domain rounding: every multiplication becomes a shift)."""
     per_layer_bits: bool = False
     """Mixed precision: every QuantLinear picks its own weight width from ``bits`` (parameters ``bits_h1`` ..
     ``bits_h<depth>`` and ``bits_out``) and every QuantReLU its own activation width from ``act_bits``
@@ -235,6 +241,15 @@ def _bool(src: str, field: str, v: Any) -> bool:
     return v
 
 
+def _shiftadd_mode(src: str, field: str, v: Any) -> str:
+    if v in SHIFTADD_MODES:
+        return str(v)
+    if v in _FLOAT_ONLY:
+        raise _err(src, field, f"{v!r} re-parameterises float models (`hwkit shiftadd --mode {v}`); trials train "
+                   "integer Brevitas CQMLPs, where the ShiftAdd mode is 'shift' (power-of-two integer weights)")
+    raise _err(src, field, f"must be one of {', '.join(SHIFTADD_MODES)}, got {v!r}")
+
+
 def _choices(src: str, field: str, v: Any, check: Any) -> tuple[Any, ...]:
     values = v if isinstance(v, list) else [v]
     if not values:
@@ -319,7 +334,11 @@ def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
         clock_ns=_choices(src, "space.clock_ns", sp["clock_ns"], pos) if "clock_ns" in sp else None,
         amp_de=_choices(src, "space.amp_de", sp["amp_de"], nonneg) if "amp_de" in sp else None,
         per_layer_bits=_bool(src, "space.per_layer_bits", sp.get("per_layer_bits", False)),
+        shiftadd=_choices(src, "space.shiftadd", sp["shiftadd"], _shiftadd_mode) if "shiftadd" in sp else None,
     )
+    if space.shiftadd and "shift" in space.shiftadd and min(space.bits) < 2:
+        raise _err(src, "space.shiftadd", "'shift' needs weights of at least 2 bits (0 and +-2^k), "
+                   f"space.bits has {min(space.bits)}")
     if hardware == "none" and (space.target_fps or space.clock_ns):
         raise _err(src, "space.target_fps" if space.target_fps else "space.clock_ns",
                    "only means something when trials compile (hardware = \"finn-estimate\")")

@@ -256,7 +256,7 @@ def train_config(cfg: ExploreConfig, params: dict[str, Any]) -> TrialTrainConfig
         bits=bits, depth=depth, split=cfg.data.split, epochs=t.epochs,
         batch_size=t.batch_size, lr=t.lr, patience=t.patience, max_train_windows=t.max_train_windows,
         seed=cfg.data.seed, threads=1, hidden=hidden, act_bits=act_bits, layer_bits=layer_bits,
-        layer_act_bits=layer_act_bits,
+        layer_act_bits=layer_act_bits, weight_values="pow2" if params.get("shiftadd") == "shift" else "int",
         # AMP slices weight rows; Brevitas per-channel weight scales have their shape fixed at construction,
         # so studies that prune train with per-tensor scales.
         per_channel=not cfg.space.amp_de)
@@ -285,6 +285,8 @@ def sample(trial: Any, cfg: ExploreConfig) -> dict[str, Any]:
         params["clock_ns"] = trial.suggest_categorical("clock_ns", list(sp.clock_ns))
     if sp.amp_de is not None:
         params["amp_de"] = trial.suggest_categorical("amp_de", list(sp.amp_de))
+    if sp.shiftadd is not None:
+        params["shiftadd"] = trial.suggest_categorical("shiftadd", list(sp.shiftadd))
     return params
 
 
@@ -443,6 +445,7 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
         if amp_summary["test_accuracy_after_prune"] is not None:
             metrics["test_accuracy"] = float(amp_summary["test_accuracy_after_prune"])
             metrics["accuracy"] = _val_accuracy(checkpoint, split)
+    metrics.update(op_counts(checkpoint))
     paths = {"dir": str(trial_dir.resolve()), "checkpoint": str(checkpoint.resolve()),
              "checkpoint_sha256": _sha256(checkpoint)}
     if cfg.hardware != "none" and compile_it:
@@ -455,6 +458,17 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
         metrics.update(hardware_metrics(report))
         paths["build"] = str((trial_dir / "build").resolve())
     return {"metrics": metrics, "paths": paths}
+
+
+def op_counts(checkpoint: Path) -> dict[str, Any]:
+    """Arithmetic of the trained design by weight value (mult / shift / add) and its energy (45 nm table)."""
+    from hwkit.compress.intops import IntOps, model_int_ops
+    from hwkit.config import CompileSettings
+    from hwkit.load import load_model
+
+    ops = sum(model_int_ops(load_model(checkpoint, CompileSettings()).module).values(), IntOps())
+    return {"op_energy_pj": round(ops.energy_pj(), 3),
+            "ops": {"int_mult": ops.int_mult, "shift": ops.shift, "int_add": ops.int_add}}
 
 
 def _val_accuracy(checkpoint: Path, split: Any) -> float:

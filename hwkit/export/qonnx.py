@@ -80,8 +80,12 @@ def _export(loaded: Any, shape: tuple[int, ...], out: Path) -> None:
     import torch
     from brevitas.export import export_qonnx
 
+    from hwkit.models.pow2 import project
+
     try:
         with torch.no_grad():
+            # power-of-two weights: the exported Quant node rounds ordinarily, so hand it the quantised values
+            project(loaded.module)
             export_qonnx(loaded.module, torch.zeros(shape), str(out))
     except Exception as exc:  # the torch exporter raises many types; all mean "cannot export this model"
         text = str(exc).strip().splitlines()

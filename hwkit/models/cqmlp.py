@@ -52,6 +52,7 @@ def build_cqmlp(
     weight_scaling: str = "max",
     layer_bits: Sequence[int] | None = None,
     layer_act_bits: Sequence[int] | None = None,
+    weight_values: str = "int",
 ) -> nn.Sequential:
     """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
     weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
@@ -70,10 +71,15 @@ def build_cqmlp(
         raise ValueError(f"bits must be 1..8, got {bits}")
     if weight_scaling not in WEIGHT_SCALINGS:
         raise ValueError(f"weight_scaling must be one of {WEIGHT_SCALINGS}, got {weight_scaling!r}")
+    if weight_values not in ("int", "pow2"):
+        raise ValueError(f"weight_values must be 'int' or 'pow2', got {weight_values!r}")
     abits = bits if act_bits is None else act_bits
     wbits_list = _per_layer("layer_bits", layer_bits, bits, len(widths) + 1)
     abits_list = _per_layer("layer_act_bits", layer_act_bits, abits, len(widths))
-    if not per_channel and weight_scaling == "max" and layer_bits is None and layer_act_bits is None:
+    if weight_values == "pow2" and min(wbits_list) < 2:
+        raise ValueError(f"power-of-two weights need at least 2 bits per layer, got {wbits_list}")
+    if (not per_channel and weight_scaling == "max" and layer_bits is None and layer_act_bits is None
+            and weight_values == "int"):
         return build_qmlp(FRAME_BYTES * window, widths, n_classes, weight_bits=bits, act_bits=abits, bias=True,
                           batchnorm=True, dropout=dropout)
     import brevitas.nn as qnn
@@ -83,6 +89,15 @@ def build_cqmlp(
     class WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
         scaling_per_output_channel = per_channel
         scaling_stats_op = StatsOp.AVE if weight_scaling == "mean" else StatsOp.MAX
+
+    if weight_values == "pow2":
+        from hwkit.models.pow2 import Pow2IntScaling, Pow2RoundSte
+
+        class Pow2WeightQuant(WeightQuant):  # type: ignore[misc,valid-type]  # brevitas injector
+            float_to_int_impl = Pow2RoundSte
+            int_scaling_impl = Pow2IntScaling
+
+        WeightQuant = Pow2WeightQuant  # noqa: N806
 
     # Same module order (and state-dict keys) as build_qmlp; only the weight quantisers differ.
     layers: list[nn.Module] = []

@@ -192,11 +192,12 @@ def test_help_does_not_import_optuna_or_torch(args):
 
 def test_bad_config_is_one_line(tmp_path):
     cfg = tmp_path / "bad.toml"
-    cfg.write_text('target = "zcu104"\n[space]\nshiftadd_mode = ["ps"]\n')
+    cfg.write_text('target = "zcu104"\n[space]\nshiftadd = ["ps"]\n')
     proc = hwkit("explore", str(cfg), "--out", str(tmp_path / "o"))
     assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.shiftadd_mode: ShiftAdd is not available in "
-                                   "explore yet: `hwkit shiftadd` works on float models, trials train Brevitas CQMLPs")
+    assert proc.stderr.strip() == (f"hwkit: error: {cfg}: space.shiftadd: 'ps' re-parameterises float models "
+                                   "(`hwkit shiftadd --mode ps`); trials train integer Brevitas CQMLPs, where the "
+                                   "ShiftAdd mode is 'shift' (power-of-two integer weights)")
     assert not (tmp_path / "o").exists()
 
 
@@ -254,3 +255,33 @@ def torch_load(path: Path):
     import torch
 
     return torch.load(path, weights_only=True)
+
+
+def test_shift_weights_in_the_search_space(tmp_path):
+    cfg = write_cfg(tmp_path / "shift.toml", hardware="finn-estimate", trials=1, windows=2000,
+                    objectives='["accuracy", "op_energy_pj", "LUT"]', extra_space='shiftadd = ["shift"]')
+    cfg.write_text(cfg.read_text().replace("bits = [2, 3]", "bits = [4]").replace("depth = [1, 2]", "depth = [1]"))
+    out = tmp_path / "out"
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    (r,) = json.loads(proc.stdout)["trials"]
+    assert r["params"]["shiftadd"] == "shift"
+    ops = r["metrics"]["ops"]
+    assert ops["int_mult"] == 0 and ops["shift"] > 0  # every product is a shift or a plain add
+    assert r["metrics"]["op_energy_pj"] == pytest.approx(0.1 * ops["shift"] + 0.1 * ops["int_add"], abs=1e-2)
+    tdir = out / "trials" / str(r["number"])
+    ckpt = torch_load(tdir / "model.pt")
+    assert ckpt["arch_kwargs"]["weight_values"] == "pow2"
+    report = json.loads((tdir / "build" / "report.json").read_text())
+    # FINN keeps the 4-bit integer type; the export and every hand-off verified exactly
+    assert {la["weight_dtype"] for la in report["layers"] if la["op"].startswith("MVAU")} == {"INT4"}
+    assert report["verification"] and all(v["ok"] for v in report["verification"])
+    import numpy as np
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    qonnx = ModelWrapper(str(next((tdir / "build" / "passes").glob("*export_qonnx/model.onnx"))))
+    for node in qonnx.graph.node:
+        if node.op_type == "Quant" and qonnx.get_initializer(node.input[0]) is not None:
+            w = qonnx.get_initializer(node.input[0]) / qonnx.get_initializer(node.input[1])
+            ints = np.abs(np.round(w))
+            assert np.allclose(w, np.round(w), atol=1e-4) and set(np.unique(ints)) <= {0, 1, 2, 4}

@@ -38,8 +38,10 @@ def test_defaults_and_fields():
     ({"space": {"layer_bits": [[2, 3], [2]]}}, "space.layer_bits", "space.per_layer_bits = true"),
     ({"space": {"per_layer_bits": "yes"}}, "space.per_layer_bits", "true or false"),
     ({"space": {"amp_de": [-0.1]}}, "space.amp_de", "must be"),
-    ({"space": {"shiftadd_mode": ["ps"]}}, "space.shiftadd_mode", "not available in explore yet"),
-    ({"space": {"shiftadd": True}}, "space.shiftadd", "not available in explore yet"),
+    ({"space": {"shiftadd_mode": ["ps"]}}, "space.shiftadd_mode", 'use space.shiftadd = ["none", "shift"]'),
+    ({"space": {"shiftadd": True}}, "space.shiftadd", "must be one of none, shift"),
+    ({"space": {"shiftadd": ["none", "bcq"]}}, "space.shiftadd", "re-parameterises float models"),
+    ({"space": {"bits": [1, 2], "shiftadd": ["shift"]}}, "space.shiftadd", "at least 2 bits"),
     ({"space": {"widths": [1]}}, "space.widths", "unknown field"),
     ({"objectives": ["accuracy", "LUTS"]}, "objectives", "unknown metric 'LUTS'"),
     ({"objectives": ["LUT", "DSP"]}, "objectives", "needs 'accuracy'"),
@@ -54,7 +56,7 @@ def test_defaults_and_fields():
     ({"trials": 0}, "trials", ">= 1"),
     ({"target": ""}, "target", "required"),
     ({"model": "resnet"}, "model", "only 'cqmlp'"),
-    ({"shiftadd_mode": "x"}, "shiftadd_mode", "not available in explore yet"),
+    ({"shiftadd_mode": "x"}, "shiftadd_mode", "use space.shiftadd"),
 ])
 def test_bad_fields_are_named(over, field, words):
     with pytest.raises(ExploreConfigError) as exc:
@@ -68,6 +70,12 @@ def test_per_layer_bits_is_a_flag_in_the_space_and_the_fingerprint():
     mixed = cfg(space={**BASE["space"], "per_layer_bits": True})
     assert plain.space.per_layer_bits is False and mixed.space.per_layer_bits is True
     assert plain.fingerprint() != mixed.fingerprint()
+
+
+def test_shiftadd_modes_and_op_energy_metric():
+    c = cfg(hardware="none", objectives=["accuracy", "op_energy_pj"],
+            space={"bits": [3, 4], "shiftadd": ["none", "shift"]})
+    assert c.space.shiftadd == ("none", "shift") and c.directions() == ["maximize", "minimize"]
 
 
 def test_weight_kbit_per_layer():
