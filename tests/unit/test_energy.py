@@ -47,16 +47,23 @@ def test_no_rapl_tree_means_no_meter(tmp_path):
 
 def test_utilisation_estimate_is_labelled_and_bounded():
     est = UtilisationEstimate(100.0, cores=2)
+    burnt = {}
 
     def spin():
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 0.05:
+        # burn 50 ms of this process's CPU time, however long a loaded machine makes that take in wall time
+        c0, t0 = time.process_time(), time.perf_counter()
+        while time.process_time() - c0 < 0.05:
             pass
+        burnt["cpu"], burnt["wall"] = time.process_time() - c0, time.perf_counter() - t0
 
     r = est.measure(spin)
     assert r.source == "analytical-estimate" and "tdp_w 100" in r.method
-    # one busy core out of two: utilisation about 0.5 (other threads of the process add to it); never > TDP x wall
-    assert 0.25 * 100.0 * r.wall_s < r.energy_j <= 100.0 * r.wall_s + 1e-9
+    # energy = TDP x process CPU / cores: at least the spin's own CPU time, never more than TDP x wall
+    assert r.energy_j >= 100.0 * burnt["cpu"] / 2 * 0.99
+    assert r.energy_j <= 100.0 * r.wall_s + 1e-9 and r.wall_s >= burnt["wall"]
+    # an idle wait costs (almost) nothing: utilisation comes from CPU time, not wall time
+    idle = est.measure(lambda: time.sleep(0.05))
+    assert idle.energy_j < 0.2 * 100.0 * idle.wall_s
 
 
 def test_gpu_estimate_and_nvml_absent():
