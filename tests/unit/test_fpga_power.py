@@ -65,3 +65,33 @@ def test_bad_power_tables(tmp_path):
     p.write_text(text.split("[power]")[0])
     with pytest.raises(BoardError, match=r"\[power\]"):
         estimate_power(CQMLP, 200, load_board(str(p)))
+
+
+def _bench(name: str):
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.py"
+    sys.path.insert(0, str(path.parent))
+    try:
+        spec = importlib.util.spec_from_file_location(f"_bench_{name}", path)
+        mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(path.parent))
+    return mod
+
+
+def test_stored_ultrascale_coefficients_are_the_fit_of_the_published_points():
+    # the least-squares scale of the stored coefficients against the [fit] points is 1: the TOML holds the fit
+    fit = _bench("fpga_power_fit").fit_family("zynq-ultrascale+")
+    assert fit["fit_points"] and fit["k"] == pytest.approx(1.0, abs=0.01)
+    assert fit["k_low"] < 1.0 < fit["k_high"]
+    for res, triple in fit["coefficients"].items():
+        stored = load_family("zynq-ultrascale+").uw_per_mhz[res]
+        assert triple == pytest.approx([stored.low, stored.value, stored.high], rel=0.01)
+
+
+def test_every_published_point_lies_in_the_model_range():
+    for row in _bench("fpga_power").part1():
+        assert row["published_inside_range"], row["design"]
