@@ -20,8 +20,8 @@ hardware = "{hardware}"
 trials = {trials}
 objectives = {objectives}
 [space]
-bits = [2, 3]
-depth = [1, 2]
+bits = {bits}
+depth = {depth}
 width_scale = [0.25]
 {extra_space}
 [data]
@@ -40,10 +40,17 @@ grace_s = 3
 
 
 def write_cfg(path: Path, hardware: str = "none", trials: int = 2, epochs: int = 1, windows: int = 2000,
-              objectives: str = '["accuracy", "weight_kbit"]', extra_space: str = "", extra: str = "") -> Path:
-    path.write_text(TINY.format(hardware=hardware, trials=trials, epochs=epochs, windows=windows,
-                                objectives=objectives, extra_space=extra_space, extra=extra))
+              objectives: str = '["accuracy", "weight_kbit"]', extra_space: str = "", extra: str = "",
+              bits: str = "[2, 3]", depth: str = "[1, 2]") -> Path:
+    path.write_text(TINY.format(hardware=hardware, trials=trials, epochs=epochs, windows=windows, bits=bits,
+                                depth=depth, objectives=objectives, extra_space=extra_space, extra=extra))
     return path
+
+
+def run_explore(cfg: Path, out: Path) -> list[dict]:
+    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)["trials"]
 
 
 def hwkit(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
@@ -224,13 +231,10 @@ def test_amp_pruning_in_the_search_space(tmp_path):
 
 def test_per_layer_bit_widths_reach_the_hardware(tmp_path):
     # bits [2, 4] per layer; seed 0 of the random sampler gives a mixed design for depth 2 (asserted below)
-    cfg = write_cfg(tmp_path / "mixed.toml", hardware="finn-estimate", trials=2, windows=2000,
+    cfg = write_cfg(tmp_path / "mixed.toml", hardware="finn-estimate", trials=2, bits="[2, 4]", depth="[2]",
                     objectives='["accuracy", "LUT"]', extra_space="per_layer_bits = true\nact_bits = [2]")
-    cfg.write_text(cfg.read_text().replace("bits = [2, 3]", "bits = [2, 4]").replace("depth = [1, 2]", "depth = [2]"))
     out = tmp_path / "out"
-    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    rows = json.loads(proc.stdout)["trials"]
+    rows = run_explore(cfg, out)
     assert len(rows) == 2
     seen = set()
     for r in rows:
@@ -258,13 +262,10 @@ def torch_load(path: Path):
 
 
 def test_shift_weights_in_the_search_space(tmp_path):
-    cfg = write_cfg(tmp_path / "shift.toml", hardware="finn-estimate", trials=1, windows=2000,
+    cfg = write_cfg(tmp_path / "shift.toml", hardware="finn-estimate", trials=1, bits="[4]", depth="[1]",
                     objectives='["accuracy", "op_energy_pj", "LUT"]', extra_space='shiftadd = ["shift"]')
-    cfg.write_text(cfg.read_text().replace("bits = [2, 3]", "bits = [4]").replace("depth = [1, 2]", "depth = [1]"))
     out = tmp_path / "out"
-    proc = hwkit("explore", str(cfg), "--out", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr
-    (r,) = json.loads(proc.stdout)["trials"]
+    (r,) = run_explore(cfg, out)
     assert r["params"]["shiftadd"] == "shift"
     ops = r["metrics"]["ops"]
     assert ops["int_mult"] == 0 and ops["shift"] > 0  # every product is a shift or a plain add
