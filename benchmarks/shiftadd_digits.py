@@ -8,8 +8,10 @@
    the mult/shift MoE trained 10 epochs. Printed per mode: test accuracy, relative output (logit) error vs the
    float model, analytical-estimate energy saving of the Linear layers (hwkit.compress.opcost), and
    |PyTorch - ONNX Runtime| of the exported model.
-2. The numba LUT-GEMV kernel (3-bit, APoT scales, group_rows 8) against dense fp32 mat-vec at the same shape
-   (numpy ``W @ x`` and ``torch.mv``), batch 1, median of timed runs, single thread.
+2. The LUT-GEMV kernels (3-bit, APoT scales, group_rows 8): the scalar reference ``bcq.lut_gemm`` and the packed
+   ``hwkit.compress.lutgemv`` kernel, against dense fp32 mat-vec at the same shape (numpy ``W @ x`` and
+   ``torch.mv``), batch 1, median of timed runs, single thread. ``benchmarks/shiftadd_kernel.py`` has the full
+   kernel comparison (2/3 bits, cold caches, memory bandwidth).
 
 Everything runs in one process; numbers are from the machine it runs on.
 """
@@ -66,6 +68,8 @@ def modes_table(quick: bool) -> list[dict[str, Any]]:
                "seconds": time.perf_counter() - t0, "layers": rep.get("layers")}
         if "avg_bits" in rep:
             row["avg_bits"] = rep["avg_bits"]
+        if "memory" in rep:
+            row["memory"] = rep["memory"]
         rows.append(row)
         print(f"{label:37s} {a['before'] * 100:8.2f} %  {a['after'] * 100:7.2f} %  {rep['output_rel_error']:10.4f}"
               f"  {rep['energy']['saving'] * 100:11.1f} %  {rep['onnx']['ort_max_abs_diff']:11.2g}")
@@ -73,6 +77,9 @@ def modes_table(quick: bool) -> list[dict[str, Any]]:
             print("      per layer (bits, weight rel err, output rel err): " + "; ".join(
                 f"{x['name']}: {x['bits']}, {x['weight_rel_error']:.3f}, {x['output_rel_error']:.3f}"
                 for x in rep["layers"]))
+            m = rep["memory"]
+            print(f"      weight memory: {m['weight_bytes']:,.0f} B vs fp32 {m['fp32_bytes']:,} B "
+                  f"({m['reduction_vs_fp32'] * 100:.1f} % less)")
         if params["mode"] == "moe":
             print("      shift token share per layer, eval (clean arg-max) / last training epoch (noisy): " + "; ".join(
                 f"{x['name']}: {x['shift_token_share']:.2f} / {x['train_shift_token_share']:.2f}"
@@ -81,13 +88,14 @@ def modes_table(quick: bool) -> list[dict[str, Any]]:
 
 
 def kernel_table(quick: bool) -> list[dict[str, Any]]:
-    from hwkit.compress import bcq
+    from hwkit.compress import bcq, lutgemv
 
     torch.set_num_threads(1)
     rows = []
     shapes = [(1024, 1024)] if quick else [(1024, 1024), (4096, 4096)]
-    print("\nLUT-GEMV (numba, 3-bit, APoT scales) vs dense fp32 mat-vec, batch 1, 1 thread (median us)")
-    print("shape          lut us   numpy us  torch us  max rel err vs dense(W_hat)")
+    print("\nLUT-GEMV (3-bit, APoT scales) vs dense fp32 mat-vec, batch 1, 1 thread (median us); scalar: "
+          "bcq.lut_gemm (256-entry tables), packed: hwkit.compress.lutgemv (see benchmarks/shiftadd_kernel.py)")
+    print("shape         scalar us  packed us   numpy us  torch us  max rel err vs dense(W_hat) scalar / packed")
     rng = np.random.default_rng(0)
     for n, k in shapes:
         w = torch.from_numpy(rng.standard_normal((n, k)).astype(np.float32) * 0.02)
@@ -96,8 +104,10 @@ def kernel_table(quick: bool) -> list[dict[str, Any]]:
         x = rng.standard_normal(k).astype(np.float32)
         codes, alpha = qw.codes.numpy(), qw.alpha.numpy()
         y = bcq.lut_gemm(x, codes, alpha, 8)  # compiles
+        gemv = lutgemv.LUTGemv(lutgemv.pack(codes, alpha, 8, k))
         ref = wh.astype(np.float64) @ x.astype(np.float64)
         err = float(np.abs(y - ref).max() / np.abs(ref).max())
+        perr = float(np.abs(gemv(x) - ref).max() / np.abs(ref).max())
         wt, xt = torch.from_numpy(wh), torch.from_numpy(x)
 
         def med(fn: Any, reps: int) -> float:
@@ -111,11 +121,13 @@ def kernel_table(quick: bool) -> list[dict[str, Any]]:
 
         reps = 50 if quick else 200
         lut_us = med(lambda x=x, c=codes, a=alpha: bcq.lut_gemm(x, c, a, 8), reps)
+        packed_us = med(lambda x=x, g=gemv: g(x), reps)
         np_us = med(lambda w=wh, x=x: w @ x, reps)
         th_us = med(lambda w=wt, x=xt: torch.mv(w, x), reps)
-        rows.append({"shape": [n, k], "lut_us": lut_us, "numpy_us": np_us, "torch_us": th_us, "max_rel_err": err,
+        rows.append({"shape": [n, k], "lut_us": lut_us, "packed_us": packed_us, "packed_kernel": gemv.kernel,
+                     "numpy_us": np_us, "torch_us": th_us, "max_rel_err": err, "packed_max_rel_err": perr,
                      "weight_bytes": {"fp32": n * k * 4, "bcq_codes": codes.nbytes, "bcq_scales": alpha.nbytes}})
-        print(f"{n}x{k:<9d} {lut_us:8.1f} {np_us:9.1f} {th_us:9.1f}  {err:.2e}")
+        print(f"{n}x{k:<9d} {lut_us:9.1f} {packed_us:10.1f} {np_us:10.1f} {th_us:9.1f}  {err:.2e} / {perr:.2e}")
     return rows
 
 

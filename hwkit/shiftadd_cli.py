@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--apot-terms", type=int, default=3, help="bcq: powers of two per scale (3)")
     p.add_argument("--float-scales", action="store_true", help="bcq: keep float scales (no power-of-two rounding)")
     p.add_argument("--no-compensate", action="store_true", help="bcq: no GPTQ-style column error compensation")
+    p.add_argument("--route-share", type=float, help="moe: after training, move each router's arg-max threshold so "
+                   "this fraction of the calib tokens goes to the shift expert (e.g. 0.6)")
     p.add_argument("--seed", type=int, default=0, help="data split / shuffling seed")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64 (default: from the data)")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     params = {"mode": args.mode, "weight_bits": args.weight_bits, "epochs": args.epochs, "lr": args.lr,
               "optimizer": args.optimizer, "bits": args.bits, "group_rows": args.group_rows, "rounds": args.rounds,
               "apot_terms": args.apot_terms, "float_scales": args.float_scales,
-              "no_compensate": args.no_compensate, "seed": args.seed}
+              "no_compensate": args.no_compensate, "seed": args.seed, "route_share": args.route_share}
     say = None if (args.json or args.quiet) else print
     model, report = reparameterise(loaded.module, data, params, say)
     out = Path(args.out)

@@ -13,7 +13,8 @@ GATECH-EIC/ShiftAddLLM as summarised in the shared notes):
   2**q candidates enumerated instead of the binary search: the same minimiser). With ``rounds = 0`` the greedy
   alpha is APoT-rounded once and B re-solved (the reference code leaves it in float then).
 * **Error compensation** (``shiftaddllm.py::fasterquant``): GPTQ/OBS column-sequential feedback with
-  ``H = X^T X`` from calibration inputs, damping ``percdamp * mean(diag H)``, dead columns zeroed; the block
+  ``H = X^T X`` from calibration inputs (in GPTQ's lazy-batch form: per column inside blocks of 128 columns,
+  one matmul for the columns after a block), damping ``percdamp * mean(diag H)``, dead columns zeroed; the block
   alpha is fitted at the block's first column on the already-updated weights, then each column's B is
   re-solved with that alpha. No ``act_order`` permutation (it would permute the kernel's input chunks).
 * **Bit allocation** (``opt_analysis.py``): ``Z = W / diag(U)`` per column, ``score = ||Z||_F * std(Z)**2``;
@@ -25,6 +26,7 @@ GATECH-EIC/ShiftAddLLM as summarised in the shared notes):
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -202,8 +204,13 @@ def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> Quantis
     chunks = kp // MU
     codes = torch.zeros(chunks, n, bits, dtype=torch.uint8)
     alphas = torch.zeros(chunks, ng, bits, dtype=torch.float64)
+    block = 128  # GPTQ's lazy batch updates: feedback inside a block of columns, one matmul for the rest
+    err_blk = torch.zeros(0)
     for c in range(chunks):
         cols = slice(c * MU, (c + 1) * MU)
+        if comp and (c * MU) % block == 0:
+            b0, b1 = c * MU, min(kp, c * MU + block)
+            err_blk = torch.zeros(n, b1 - b0, dtype=torch.float64)
         full = n // g
         if full:
             alphas[c, :full] = fit_bcq(wd[: full * g, cols].reshape(full, g * MU), bits, cfg.rounds,
@@ -220,7 +227,10 @@ def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> Quantis
             if comp:
                 qk = (b * a_rows).sum(dim=1)
                 err = (wk - qk) / u[col, col]
-                wd[:, col + 1:] -= err[:, None] * u[col, col + 1:][None, :]
+                wd[:, col + 1:b1] -= err[:, None] * u[col, col + 1:b1][None, :]
+                err_blk[:, col - b0] = err
+        if comp and (c + 1) * MU == b1 and b1 < kp:
+            wd[:, b1:] -= err_blk @ u[b0:b1, b1:]
     return QuantisedLinear(codes, alphas.float(), k, g)
 
 
@@ -252,12 +262,25 @@ def _bcq_linear_cls() -> Any:
             return nn.functional.linear(x, self.weight, self.bias)
 
         def lut_forward(self, x: Any) -> Any:
-            """The same layer through the numba LUT-GEMV kernel (one call per row of ``x``)."""
+            """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
+
+            ``group_rows % 8 == 0``: the packed kernel of ``hwkit.compress.lutgemv`` (packed on the first call and
+            cached per module); otherwise the scalar numba kernel ``lut_gemm``.
+            """
             import numpy as np
             import torch
 
-            y = lut_gemm(np.ascontiguousarray(x.detach().numpy(), dtype=np.float32), self.codes.numpy(),
-                         self.alpha.numpy(), self.group_rows)
+            xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+            if self.group_rows % 8 == 0:
+                from hwkit.compress import lutgemv
+
+                gemv = _GEMV.get(self)
+                if gemv is None:  # kept outside the module so that deepcopy/pickle of the model are unaffected
+                    gemv = _GEMV[self] = lutgemv.LUTGemv(lutgemv.pack(self.codes.numpy(), self.alpha.numpy(),
+                                                                      self.group_rows, self.in_features))
+                y = gemv.matmul(xn)
+            else:
+                y = lut_gemm(xn, self.codes.numpy(), self.alpha.numpy(), self.group_rows)
             if self.bias is not None:
                 y = y + self.bias.detach().numpy()
             return torch.from_numpy(y)
@@ -272,6 +295,7 @@ def _bcq_linear_cls() -> Any:
 
 _CLS: Any = None
 _KERNEL: Any = None
+_GEMV: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def is_bcq(m: Any) -> bool:
@@ -313,7 +337,11 @@ def _kernel() -> Any:
 
 
 def lut_gemm(x: Any, codes: Any, alpha: Any, group_rows: int) -> Any:
-    """``x @ W^T`` for BCQ codes (uint8 [C, N, q]) and scales via the LUT-GEMV kernel, row by row (batch-1 kernel)."""
+    """``x @ W^T`` for BCQ codes (uint8 [C, N, q]) and scales via the scalar LUT-GEMV kernel, row by row.
+
+    The reference kernel: any ``group_rows``, one 256-entry table per 8-input chunk. The fast kernel for
+    ``group_rows % 8 == 0`` is ``hwkit.compress.lutgemv`` (``BCQLinear.lut_forward`` uses it).
+    """
     import numpy as np
 
     gemv = _kernel()
@@ -340,6 +368,29 @@ def _inputs_of(model: Any, name: str, x: Any) -> Any:
     return torch.cat([g.reshape(-1, g.shape[-1]) for g in got])
 
 
+def _hessians_of_all(model: Any, names: list[str], x: Any) -> dict[str, Any]:
+    """``hessian`` of every named layer's inputs from one forward pass (``X^T X`` accumulated in the hooks)."""
+    import torch
+
+    acc: dict[str, list[Any]] = {n: [0, 0] for n in names}
+
+    def hook(n: str) -> Any:
+        def f(_m: Any, i: Any, _o: Any) -> None:
+            xi = i[0].detach().reshape(-1, i[0].shape[-1]).double()
+            acc[n][0] = acc[n][0] + xi.T @ xi
+            acc[n][1] += len(xi)
+        return f
+
+    hooks = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {n: hs / max(cnt, 1) for n, (hs, cnt) in acc.items()}
+
+
 def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
     """BCQ every plain nn.Linear of ``model`` in place (sequentially); returns (model, per-layer report)."""
     import torch
@@ -352,9 +403,10 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
     if not names:
         raise InputError("the model has no nn.Linear layer to quantise")
     scores, sizes = {}, {}
+    first = _hessians_of_all(model, names, calib_x)  # of the unquantised model, one forward pass
     for n in names:
         lin = model.get_submodule(n)
-        scores[n] = sensitivity(lin.weight.detach(), hessian(_inputs_of(model, n, calib_x)), cfg.percdamp)
+        scores[n] = sensitivity(lin.weight.detach(), first.pop(n), cfg.percdamp)
         sizes[n] = lin.weight.numel()
     bits = allocate_bits(scores, sizes, cfg.mix) if cfg.bits == 0 else {n: cfg.bits for n in names}
     cls = _bcq_linear_cls()
@@ -368,10 +420,24 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
         with torch.no_grad():
             ref = x @ w.T
             out = x @ new.weight.T
+        mem = weight_memory(int(w.shape[0]), int(w.shape[1]), bits[n], cfg.group_rows)
         layers.append({"name": n, "shape": list(w.shape), "bits": bits[n], "score": scores[n],
                        "weight_rel_error": float((w - new.weight).norm() / w.norm()),
                        "output_rel_error": float((ref - out).norm() / ref.norm().clamp(min=1e-12)),
-                       "calib_rows": len(x)})
+                       "calib_rows": len(x), "weight_bytes": mem["total_bytes"], "fp32_bytes": mem["fp32_bytes"],
+                       "memory_reduction": mem["reduction_vs_fp32"]})
         set_module(model, n, new)
     nbits = sum(bits[n] * sizes[n] for n in names) / sum(sizes.values())
-    return model, {"config": asdict(cfg), "layers": layers, "avg_bits": nbits}
+    total = sum(lay["weight_bytes"] for lay in layers)
+    fp32 = sum(lay["fp32_bytes"] for lay in layers)
+    memory = {"weight_bytes": total, "fp32_bytes": fp32, "reduction_vs_fp32": 1 - total / fp32,
+              "note": "binary codes + fp32 scales of the quantised Linear layers; bias and other layers not counted"}
+    return model, {"config": asdict(cfg), "layers": layers, "avg_bits": nbits, "memory": memory}
+
+
+def weight_memory(out_features: int, in_features: int, bits: int, group_rows: int = 8,
+                  scale_bits: int = 32) -> dict[str, Any]:
+    """Bytes of a BCQ weight (codes + scales) vs fp32; see ``hwkit.compress.lutgemv.weight_memory``."""
+    from hwkit.compress import lutgemv
+
+    return lutgemv.weight_memory(out_features, in_features, bits, group_rows, scale_bits)

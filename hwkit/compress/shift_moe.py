@@ -15,9 +15,11 @@ weights). Choices versus the released ShiftAddViT code (``fmoe_new.py``/``engine
   estimator, here exact for two experts: Phi of the logit gap / (std * sqrt 2)), ``alpha`` = per-token latency
   of [mult, shift] (default [6, 4] from the release; the balance point is n_shift : n_mult = 3 : 2);
   total loss = task loss + ``coef`` (0.01) * sum over layers;
-* measured limitation: the CV2 terms are met by *soft* balance (every token at p_shift ~ 0.6), so the noisy
-  training-time routing is balanced at the latency balance point while the deterministic (clean arg-max)
-  routing used in evaluation can send all tokens of a layer to one expert. Both shares are reported;
+* measured limitation (not a bug: a property of the loss): the CV2 terms are met exactly by a *soft* balance
+  (every token at p_shift ~ 0.6, i.e. the same logit gap), so the noisy training-time routing is balanced at
+  the latency balance point while the deterministic (clean arg-max) routing used in evaluation sends all
+  tokens of a layer to one expert. Both shares are reported; ``calibrate_routing`` (parameter
+  ``route_share``) moves each router's arg-max threshold to a target share on the calibration split;
 * outputs are combined with a plain select (``where``), not the release's log-space combine; both experts are
   evaluated on every token (a functional model for accuracy and export; the token share feeds the cost model).
 """
@@ -190,6 +192,44 @@ def shares(model: Any, x: Any) -> dict[str, float]:
     return {n: float(m.shift_share) for n, m in model.named_modules() if is_moe(m)}
 
 
+def calibrate_routing(model: Any, x: Any, share: float) -> dict[str, float]:
+    """Shift each router's bias so that its arg-max routing sends ``share`` of the tokens of ``x`` to the shift
+    expert (layers in module order, each on the inputs it sees after the earlier ones were calibrated).
+
+    The balancing loss is met by a *soft* balance (every token near the same logit gap), so the trained router
+    ranks the tokens but its arg-max threshold sends all of them to one expert; this moves the threshold to the
+    ``1 - share`` quantile of the gaps. Returns the share each layer reaches on ``x`` (ties can keep it off).
+    """
+    import torch
+
+    if not 0 <= share <= 1:
+        raise InputError(f"route share must be in [0, 1], got {share}")
+    model.eval()
+    out = {}
+    for n, m in model.named_modules():
+        if not is_moe(m):
+            continue
+        got: list[Any] = []
+        h = m.register_forward_hook(lambda _m, i, _o, got=got: got.append(i[0].reshape(-1, i[0].shape[-1])))
+        try:
+            with torch.no_grad():
+                model(x)
+        finally:
+            h.remove()
+        with torch.no_grad():
+            lg = m.router(torch.cat(got))
+            gap = lg[:, 1] - lg[:, 0]
+            if share >= 1:
+                tau = float(gap.min()) - 1e-6
+            elif share <= 0:
+                tau = float(gap.max()) + 1e-6
+            else:
+                tau = float(torch.quantile(gap.double(), 1 - share))
+            m.router.bias[1] -= tau
+            out[n] = float(((gap - tau) > 0).float().mean())
+    return out
+
+
 def reparameterise(model: Any, data: Any, params: dict[str, Any], say: Any) -> tuple[Any, dict[str, Any]]:
     """Convert, train (``epochs``; labels needed for > 0) and report token shares per layer."""
     cfg = MoEConfig(weight_bits=int(params.get("weight_bits") or 5),
@@ -202,6 +242,10 @@ def reparameterise(model: Any, data: Any, params: dict[str, Any], say: Any) -> t
         hist = train(model, data.calib_x, data.calib_y, epochs, float(params.get("lr") or 1e-3), cfg.coef,
                      int(params.get("seed") or 0))
         say(f"MoE trained {epochs} epochs: task loss {hist[0]['task_loss']:.4f} -> {hist[-1]['task_loss']:.4f}")
+    calibrated = None
+    if params.get("route_share") is not None:  # move the arg-max thresholds to this shift share (calib split)
+        calibrated = calibrate_routing(model, data.calib_x, float(params["route_share"]))
+        say("MoE routers calibrated to a shift share of " + ", ".join(f"{v:.2f}" for v in calibrated.values()))
     test_x = data.test_x if data.test_x is not None else data.val_x
     share = shares(model, test_x)
     return model, {"config": {"weight_bits": cfg.weight_bits, "latency": [cfg.latency_mult, cfg.latency_shift],
@@ -210,4 +254,5 @@ def reparameterise(model: Any, data: Any, params: dict[str, Any], say: Any) -> t
                    "layers": [{"name": n, "shift_token_share": s, "mult_token_share": 1 - s,
                                "train_shift_token_share": hist[-1]["train_shift_share"][n] if hist else None}
                               for n, s in share.items()],
-                   "balance_point_shift_share": cfg.latency_mult / (cfg.latency_mult + cfg.latency_shift)}
+                   "balance_point_shift_share": cfg.latency_mult / (cfg.latency_mult + cfg.latency_shift),
+                   "calibrated_route_share": calibrated}

@@ -87,7 +87,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
                             apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
                             compensate=not params.get("no_compensate", False))
         model, rep = bcq.quantise_model(model, data.calib_x, cfg)
-        report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"])
+        report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"], memory=rep["memory"])
     else:
         from hwkit.compress import shift_moe
 
@@ -199,6 +199,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for lay in report["layers"]:
             lines.append(f"| {lay['name']} | " + " | ".join(
                 f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in lay.items() if k != "name") + " |")
+    if "memory" in report:
+        m = report["memory"]
+        lines += ["", f"Weight memory of the quantised layers: {m['weight_bytes']:,.0f} B (codes + fp32 scales) vs "
+                  f"{m['fp32_bytes']:,} B fp32: **{m['reduction_vs_fp32'] * 100:.1f} % less** ({m['note']})."]
     if "onnx" in report:
         o = report["onnx"]
         lines += ["", f"ONNX Runtime check: max |PyTorch - ORT| = {o['ort_max_abs_diff']:.3g} on {o['samples']} "

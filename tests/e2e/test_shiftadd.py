@@ -120,3 +120,18 @@ def test_cli_moe_reports_token_shares(float_sd, tmp_path, capsys):
         assert 0 <= lay["shift_token_share"] <= 1 and 0 <= lay["train_shift_token_share"] <= 1
     assert rep["balance_point_shift_share"] == pytest.approx(0.6)
     assert rep["onnx"]["ort_max_abs_diff"] < 1e-4 and "qonnx" not in rep
+
+
+def test_cli_moe_route_share_calibrates_the_argmax_routing(float_sd, tmp_path, capsys):
+    from hwkit.cli import main
+
+    rc = main(["shiftadd", str(float_sd), "--arch", ARCH, "--mode", "moe", "--epochs", "2", "--calib", "digits",
+               "--route-share", "0.6", "--out", str(tmp_path / "m.pt"), "--json"])
+    assert rc == 0
+    rep = json.loads(capsys.readouterr().out)
+    assert set(rep["calibrated_route_share"]) == {"0", "3", "6"}
+    for v in rep["calibrated_route_share"].values():  # on the calibration split
+        assert abs(v - 0.6) < 0.02
+    for lay in rep["layers"]:  # the test split: no longer every token to one expert
+        assert 0.4 < lay["shift_token_share"] < 0.8
+    assert rep["onnx"]["ort_max_abs_diff"] < 1e-4

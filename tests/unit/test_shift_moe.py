@@ -54,3 +54,40 @@ def test_router_learns_the_latency_balance_from_the_balancing_loss():
     assert all(m.aux_loss is None for m in model.modules() if shift_moe.is_moe(m))
     ops = opcost.model_ops(model)
     assert set(ops) == {"0", "3"} and all(o.shift > 0 or o.fp_mult > 0 for o in ops.values())
+
+
+def test_soft_balance_satisfies_the_loss_so_argmax_routing_can_collapse():
+    # every token with the same gap: softmax p_shift = 0.6 makes the importance term exactly balanced, and the
+    # deterministic arg-max then sends all tokens to the shift expert (the measured evaluation collapse)
+    import math
+
+    alpha = torch.tensor([6.0, 4.0])
+    gap = math.log(1.5)
+    soft = torch.tensor([[0.0, gap]]).repeat(100, 1)
+    imp = alpha * torch.softmax(soft, 1).sum(0)
+    assert float(shift_moe.cv2(imp)) < 1e-10
+    hard_all_shift = _hard_logits(100, 100)
+    assert float(shift_moe.balance_loss(soft, alpha, 0.5)) < 0.1 * float(
+        shift_moe.balance_loss(hard_all_shift, alpha, 0.5))
+    assert bool((soft.argmax(1) == 1).all())
+
+
+def test_calibrate_routing_moves_the_argmax_threshold_to_the_share():
+    from hwkit.compress.amp_toy import float_mlp
+
+    torch.manual_seed(0)
+    model = shift_moe.convert(float_mlp(16, (24,), 3), shift_moe.MoEConfig())
+    with torch.no_grad():
+        for m in model.modules():
+            if shift_moe.is_moe(m):
+                m.router.weight.normal_()
+                m.router.bias.copy_(torch.tensor([0.0, 50.0]))  # arg-max: everything to shift
+    x = torch.randn(400, 16)
+    assert all(v == 1.0 for v in shift_moe.shares(model, x).values())
+    got = shift_moe.calibrate_routing(model, x, 0.6)
+    assert set(got) == {"0", "3"}
+    for v in list(got.values()) + list(shift_moe.shares(model, x).values()):
+        assert abs(v - 0.6) < 0.01
+    assert all(v == 0.0 for v in shift_moe.calibrate_routing(model, x, 0.0).values())
+    with pytest.raises(Exception, match="share"):
+        shift_moe.calibrate_routing(model, x, 1.5)
