@@ -17,7 +17,14 @@ from pathlib import Path
 
 import torch
 
-from hwkit.compress.synapse import DeviceModel, UpdateRule, a_from_nl_label, load_device
+from hwkit.compress.synapse import (
+    DeviceModel,
+    DifferentialArray,
+    UpdateRule,
+    WriteVerify,
+    a_from_nl_label,
+    load_device,
+)
 from hwkit.compress.synapse_train import TrainConfig, build_mlp, digits_split, hardware_aware_train
 
 RULES = {
@@ -26,12 +33,37 @@ RULES = {
     "unidirectional": UpdateRule("unidirectional", "stochastic"),
     "unidirectional-adaptive": UpdateRule("unidirectional", "stochastic", adaptive=True),
 }
+# Closed-loop refresh (d2d sweeps only): the saturated pair is read, reset and re-written with write-verify
+# (tolerance 0.02 beta, <= 10 rounds, LTD pulses allowed for the fine correction).
+VERIFIED_REFRESH = UpdateRule("unidirectional", "stochastic", refresh_program="write-verify",
+                              refresh_verify=WriteVerify(tolerance=0.02, max_iterations=10, depress=True))
+assert VERIFIED_REFRESH.refresh_verify == UpdateRule().refresh_verify  # the library's default closed-loop refresh
+D2D_RULES = {**RULES, "unidirectional-verified-refresh": VERIFIED_REFRESH}
 
 
 def base_device(levels: int = 64, nl_ltp: float = 1.0, nl_ltd: float = -2.0, d2d: float = 0.0) -> DeviceModel:
     """The sweep's device: NeuroSim-exponential, asymmetric (LTD twice as nonlinear), no c2c noise."""
     return DeviceModel("sweep", "exponential", levels, levels, a_from_nl_label(nl_ltp), a_from_nl_label(nl_ltd),
                        1e-5, 1e-6, d2d_levels=d2d, d2d_nl=d2d, d2d_gmax=d2d, d2d_gmin=d2d)
+
+
+def cycle_drift(dev: DeviceModel, rule: UpdateRule, cycles: int = 20, pairs: int = 20_000) -> float:
+    """rms weight drift (units of beta) after ``cycles`` of +dw then -dw (one nominal pulse each) from w = 0.
+
+    A zero-mean update sequence should leave w where it was; a mismatch between the step that raises w and
+    the one that lowers it makes it drift. Refresh off.
+    """
+    import torch
+
+    arr = DifferentialArray(dev, (pairs,), 1.0, torch.Generator().manual_seed(0))
+    arr.program(torch.zeros(pairs), "exact", centred=rule.rule == "bidirectional")
+    w0 = arr.weights()
+    step = (2.0 if rule.rule == "bidirectional" else 1.0) / dev.levels_ltp
+    rule = UpdateRule(rule.rule, "round", refresh_threshold=2.0)
+    for _ in range(cycles):
+        arr.update(torch.full((pairs,), step), rule)
+        arr.update(torch.full((pairs,), -step), rule)
+    return float((arr.weights() - w0).pow(2).mean().sqrt())
 
 
 def run(dev: DeviceModel, rule: UpdateRule, data: tuple, epochs: int, seed: int = 0, batch: int = 8) -> tuple:
@@ -121,12 +153,39 @@ def main() -> None:
     }
     doc["sweeps"] = {}
     for name, (xs, make, xlabel, logx) in sweeps.items():
-        series = {r: [best(run(make(v), rule, data, epochs)) for v in xs] for r, rule in RULES.items()}
+        rules = D2D_RULES if name == "d2d" else RULES
+        series = {r: [best(run(make(v), rule, data, epochs)) for v in xs] for r, rule in rules.items()}
         doc["sweeps"][name] = {"x": xs, "series": series}
         plot(f"accuracy_vs_{name}", xs, series, best(sw), xlabel, args.out, logx)
         lines += ["", f"## Accuracy vs {name} ({xlabel}; base: 64 levels, NL 1/-2, no d2d, no c2c)", "",
                   "| rule | " + " | ".join(str(v) for v in xs) + " |", "|---|" + "---|" * len(xs)]
         lines += [f"| {r} | " + " | ".join(f"{a:.4f}" for a in ys) + " |" for r, ys in series.items()]
+
+    # Which d2d component hurts the unidirectional rule: one at a time at sigma 0.3.
+    comp_rules = {r: D2D_RULES[r] for r in ("bidirectional", "unidirectional", "unidirectional-verified-refresh")}
+    sigma = 0.3
+    lines += ["", f"## d2d components one at a time (sigma {sigma}; base: 64 levels, NL 1/-2, no c2c)", "",
+              "| d2d component | rule | best accuracy | last-epoch accuracy | refreshes |", "|---|---|---|---|---|"]
+    doc["d2d_components"] = {}
+    for comp in ("d2d_levels", "d2d_nl", "d2d_gmax", "d2d_gmin"):
+        doc["d2d_components"][comp] = {}
+        for r, rule in comp_rules.items():
+            res = run(base_device().with_(**{comp: sigma}), rule, data, epochs)
+            doc["d2d_components"][comp][r] = {"best": best(res), "last": res.final_test_accuracy,
+                                              "refreshes": res.refreshes}
+            lines.append(f"| {comp} | {r} | {best(res):.4f} | {res.final_test_accuracy:.4f} | {res.refreshes} |")
+
+    # Mechanism: +dw/-dw cycles on pairs whose two devices differ (d2d): the rule that raises w with one device
+    # and lowers it with the other drifts; the bidirectional rule uses both devices both ways.
+    lines += ["", "## rms drift of w after 20 (+dw, -dw) cycles of one nominal pulse (units of beta; refresh off)", "",
+              "| d2d component | sigma | bidirectional | unidirectional |", "|---|---|---|---|"]
+    doc["cycle_drift"] = {}
+    for comp in ("d2d_levels", "d2d_nl", "d2d_gmax", "d2d_gmin"):
+        for sg in (0.1, 0.3):
+            dev = base_device().with_(**{comp: sg})
+            bi, uni = cycle_drift(dev, RULES["bidirectional"]), cycle_drift(dev, RULES["unidirectional"])
+            doc["cycle_drift"][f"{comp}={sg}"] = {"bidirectional": bi, "unidirectional": uni}
+            lines.append(f"| {comp} | {sg} | {bi:.4f} | {uni:.4f} |")
 
     # Simulation speed: training samples/s (includes forward, backward, pulse updates, refresh).
     speed = {}
@@ -136,8 +195,8 @@ def main() -> None:
     doc["speed_samples_per_s"] = speed
     lines += ["", "## Simulation speed (hardware-aware training, ag-asi, unidirectional, 1 thread)", "",
               "| batch | samples/s |", "|---|---|"] + [f"| {b} | {s:,.0f} |" for b, s in speed.items()]
-    lines += ["", "aihwkit was not built here: no speed ratio against it.",
-              "", f"Total wall time {time.perf_counter() - t0:.0f} s."]
+    lines += ["", "Speed against IBM aihwkit on the same layer sizes: benchmarks/synapse_aihwkit.py "
+              "(separate venv, scripts/setup-aihwkit.sh).", "", f"Total wall time {time.perf_counter() - t0:.0f} s."]
     (args.out / "sweeps.md").write_text("\n".join(lines) + "\n")
     (args.out / "sweeps.json").write_text(json.dumps(doc, indent=2) + "\n")
     print("\n".join(lines))

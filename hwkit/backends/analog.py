@@ -5,14 +5,17 @@ Passes (flows/analog.toml):
 * ``analog.map``: load the model, check that its weights live in ``nn.Linear`` layers, find labelled
   data, tile every layer onto ``crossbar_rows`` x ``crossbar_cols`` arrays, and verify the mapping:
   weights written exactly onto ideal devices with ideal DAC/ADC must reproduce PyTorch's outputs.
-* ``analog.simulate``: accuracy of the float model and of N device instances (d2d sample, open-loop
-  programming with write noise, read noise, DAC/ADC quantisation), and the mean crossbar read
-  power terms (sum of V^2 G over the cells an inference drives) for the energy estimate.
+* ``analog.simulate``: accuracy of the float model and of N device instances (d2d sample, programming
+  with write noise -- open loop or closed-loop write-verify --, read noise, DAC/ADC quantisation), the
+  programming pulse counts, and the mean crossbar read power terms (sum of V^2 G over the cells an
+  inference drives) for the energy estimate.
 * ``analog.estimate``: energy and latency per inference from the board's ``[analog.coefficients]``
   (each a [low, value, high] range with a source in ``[analog.sources]``).
 
 Board fields (``[analog]``): device (preset in boards/devices/ or a path), crossbar_rows,
-crossbar_cols, adc_bits, dac_bits, device_instances, adcs_per_tile, optional [analog.device_overrides].
+crossbar_cols, adc_bits, dac_bits, device_instances, adcs_per_tile, programming (open-loop |
+write-verify), verify_tolerance, verify_max_iterations, optional [analog.device_overrides]. A flow's
+``analog.simulate`` entry may override programming, verify_tolerance, verify_max_iterations and instances.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 from hwkit.artifact import Artifact, thaw
 from hwkit.board import Board
 from hwkit.config import Context
-from hwkit.errors import BoardError, InputError, UnsupportedLayerError
+from hwkit.errors import BoardError, FlowError, InputError, UnsupportedLayerError
 from hwkit.registry import register
 from hwkit.verify import compare, fail_if_bad, record
 
@@ -54,6 +57,7 @@ def analog_config(board: Board) -> dict[str, Any]:
         if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 16:
             raise BoardError(f"{where}: '{key}' must be an integer in 1..16, got {v!r}")
         cfg[key] = v
+    cfg.update(_programming(raw, where))
     ref = raw.get("device")
     if not isinstance(ref, str):
         raise BoardError(f"{where}: 'device' must be a device preset name or a path to a device TOML")
@@ -88,6 +92,38 @@ def analog_config(board: Board) -> dict[str, Any]:
         cfg["coefficients"][key] = [float(x) for x in v]
     cfg["sources"] = dict(sources)
     return cfg
+
+
+PROGRAMMING = ("open-loop", "write-verify")
+
+
+def _programming(raw: Mapping[str, Any], where: str, base: Mapping[str, Any] | None = None,
+                 error: type[Exception] = BoardError) -> dict[str, Any]:
+    """programming / verify_tolerance / verify_max_iterations from a board table or flow parameters."""
+    base = base or {"programming": "open-loop", "verify_tolerance": 0.02, "verify_max_iterations": 20}
+    out = dict(base)
+    mode = raw.get("programming", base["programming"])
+    if mode not in PROGRAMMING:
+        raise error(f"{where}: 'programming' must be one of {', '.join(PROGRAMMING)}, got {mode!r}")
+    out["programming"] = mode
+    tol = raw.get("verify_tolerance", base["verify_tolerance"])
+    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 1:
+        raise error(f"{where}: 'verify_tolerance' must be a number in (0, 1] (fraction of the weight range "
+                         f"beta), got {tol!r}")
+    out["verify_tolerance"] = float(tol)
+    it = raw.get("verify_max_iterations", base["verify_max_iterations"])
+    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= 1000:
+        raise error(f"{where}: 'verify_max_iterations' must be an integer in 0..1000, got {it!r}")
+    out["verify_max_iterations"] = it
+    return out
+
+
+def _write_verify(cfg: Mapping[str, Any]) -> Any:
+    from hwkit.compress.synapse import WriteVerify
+
+    if cfg["programming"] != "write-verify":
+        return None
+    return WriteVerify(tolerance=cfg["verify_tolerance"], max_iterations=cfg["verify_max_iterations"])
 
 
 def _crossbar(cfg: Mapping[str, Any], ideal: bool = False) -> Any:
@@ -230,21 +266,31 @@ def analog_simulate(art: Artifact, ctx: Context) -> Artifact:
     """Accuracy over N device instances (d2d, write/read noise, DAC/ADC) and the crossbar read statistics."""
     import torch
 
-    from hwkit.compress.synapse_train import accuracy, analog_arrays, evaluate_instances, to_analog
+    from hwkit.compress.synapse_train import (
+        accuracy,
+        analog_arrays,
+        evaluate_instances,
+        programming_stats,
+        to_analog,
+    )
 
     cfg = analog_config(ctx.board)
+    cfg.update(_programming(ctx.params, "flow parameters of analog.simulate", cfg, FlowError))
     loaded, _ = _load(art, ctx)
     model = loaded.module.float().eval()
     analog = thaw(art.meta["analog"])
     n = int(ctx.params.get("instances", cfg["device_instances"]))
     xbar, dev = _crossbar(cfg), cfg["device"]
-    sim: dict[str, Any] = {"instances": n}
+    program, verify = cfg["programming"], _write_verify(cfg)
+    sim: dict[str, Any] = {"instances": n, "programming": {
+        "mode": program, "verify_tolerance": cfg["verify_tolerance"] if verify else None,
+        "verify_max_iterations": cfg["verify_max_iterations"] if verify else None}}
     refs = analog["refs"]
     if "testset" in refs:
         with np.load(ctx.out_dir / refs["testset"]) as d:
             x, y = torch.tensor(d["x"]), torch.tensor(d["y"])
         sim["software_accuracy"] = accuracy(model, x, y)
-        res = evaluate_instances(model, dev, xbar, x, y, n, seed=ctx.settings.seed)
+        res = evaluate_instances(model, dev, xbar, x, y, n, seed=ctx.settings.seed, program=program, verify=verify)
         sim.update(accuracy=res)
         x_stats = x
     else:
@@ -252,7 +298,8 @@ def analog_simulate(art: Artifact, ctx: Context) -> Artifact:
                                                                                 dtype=np.float32))
     # Crossbar read terms of one programmed instance: per inference, sum over driven cells of
     # (V_in / V_read)^2 * G (siemens), where V_in / V_read = DAC code / full scale.
-    net = to_analog(model, dev, xbar, x_stats, seed=ctx.settings.seed)
+    net = to_analog(model, dev, xbar, x_stats, seed=ctx.settings.seed, program=program, verify=verify)
+    sim["programming"].update(programming_stats(net))
     seen: dict[str, Any] = {}
     hooks = [m.register_forward_hook(lambda _m, inp, _o, n=name: seen.__setitem__(n, inp[0].detach()))
              for name, _, m in analog_arrays(net)]
@@ -330,6 +377,15 @@ def analog_estimate(art: Artifact, ctx: Context) -> Artifact:
     else:
         q("analog_accuracy_mean", None, "fraction", "not-estimated")
     q("device_instances", sim["instances"], "count", "setting")
+    prog = sim.get("programming", {})
+    if "pulses" in prog:   # one instance programmed with the board's mode (open loop or write-verify)
+        q("programming_pulses_per_instance", prog["pulses"], "count", "simulated")
+        if prog["mode"] == "write-verify":
+            q("write_verify_pulses_per_instance", prog["verify_pulses"], "count", "simulated")
+            q("write_verify_reads_per_instance", prog["reads"], "count", "simulated")
+            q("write_verify_unconverged_pairs", prog["unconverged"], "count", "simulated")
+    if acc and "weight_rms_error" in acc:
+        q("programmed_weight_rms_error", acc["weight_rms_error"], "fraction of beta", "simulated")
     q("latency_per_inference_us", lat[1] / 1e3, "us", "analytical-estimate")
     q("energy_per_inference_nj", total[1] / 1e3, "nJ", "analytical-estimate")
     q("crossbar_tiles", sum(lay["row_tiles"] * lay["col_tiles"] for lay in layers), "count", "derived")
@@ -342,8 +398,11 @@ def analog_estimate(art: Artifact, ctx: Context) -> Artifact:
     warnings.append(f"energy/latency: analytical estimate from per-operation numbers in {ctx.board.source}; "
                     f"[UNCONFIRMED] coefficients: {', '.join(unconfirmed) or 'none'} (docs/synapse.md)")
     if acc:
+        mode = prog.get("mode", "open-loop")
+        how = mode if mode == "open-loop" else (f"write-verify, tolerance {prog['verify_tolerance']:g} beta, "
+                                                f"<= {prog['verify_max_iterations']} rounds")
         warnings.append(f"accuracy: simulated over {sim['instances']} device instances of '{cfg['device'].name}' "
-                        f"on {analog['data']['what']}")
+                        f"({how} programming) on {analog['data']['what']}")
     analog["estimate"] = {"latency_ns": lat, "energy_pj": {"read": read, "adc": adc, "dac": dac, "digital": dig,
                                                            "total": total}}
     analog["performance"], analog["energy"] = perf, energy

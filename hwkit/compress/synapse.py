@@ -29,15 +29,23 @@ paper's full text may contradict ([VERIFY] in the reference), are:
   (unidirectional) or dW/(2 beta) per device (bidirectional).
 * **Unidirectional refresh**: when either device of a pair reaches ``refresh_threshold`` (normalised
   g, default 0.9, [VERIFY] trigger), the pair's weight is read (with read noise), both devices are reset
-  to Gmin and |w|/beta is re-written open-loop onto one device with LTP pulses counted on the nominal
-  curve (rounded; with write noise). The re-write is not verified (open loop).
+  to Gmin and |w|/beta is re-written onto one device with LTP pulses counted on the nominal curve
+  (rounded; with write noise): open loop by default, or closed loop with ``refresh_program =
+  "write-verify"`` (below; ``refresh_verify.depress = False`` keeps it potentiation-only).
+* **Write-verify** (:class:`WriteVerify`, ``program(..., mode="write-verify")``): after the open-loop
+  write, read the pair (with read noise) and re-pulse the pairs whose weight is off by more than
+  ``tolerance * beta``, up to ``max_iterations`` rounds. The controller only sees read values and the
+  *nominal* curve: a weight that is too small is raised by LTP pulses on G+ (or LTD pulses on G- when G-
+  holds more than its planned conductance), one that is too large the mirror; the pulse count is the
+  nominal inverse curve's count for the error from the read state (rounded; a pair within half a nominal
+  step gets none).
 """
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -308,6 +316,27 @@ def quantise_pulses(x: Any, mode: str, generator: Any = None, n_max: int | None 
 
 
 @dataclass(frozen=True)
+class WriteVerify:
+    """Closed-loop programming: program, read back (with read noise), re-pulse until within tolerance."""
+
+    tolerance: float = 0.02
+    """Accept a pair when |w_read - w_target| <= tolerance * beta (tolerance is a fraction of the device range)."""
+    max_iterations: int = 20
+    """Verify rounds after the open-loop write (each: one read of the pairs still off, then pulses)."""
+    depress: bool = True
+    """Correct an over-programmed device with LTD pulses; False: only LTP (potentiate the partner device)."""
+
+    def __post_init__(self) -> None:
+        if not self.tolerance > 0:
+            raise ValueError(f"write-verify tolerance must be > 0, got {self.tolerance!r}")
+        if int(self.max_iterations) != self.max_iterations or self.max_iterations < 0:
+            raise ValueError(f"write-verify max_iterations must be an integer >= 0, got {self.max_iterations!r}")
+
+
+PROGRAM_MODES = ("open-loop", "write-verify", "exact")
+
+
+@dataclass(frozen=True)
 class UpdateRule:
     """How a desired weight change becomes pulses."""
 
@@ -320,9 +349,18 @@ class UpdateRule:
     n_max: int | None = None
     """Most pulses per device per update (None: no limit)."""
     refresh_threshold: float = 0.9
-    """Unidirectional: refresh a pair when either device's normalised g reaches this."""
+    """Unidirectional: refresh a pair when either device's normalised g reaches this ..."""
+    refresh_lower: float = 0.0
+    """... and the other device's g is at least this (aihwkit OneSidedUnitCell's lower threshold; 0: any pair)."""
+    refresh_program: str = "open-loop"
+    """How a refresh re-writes the weight: open-loop | write-verify (closed loop with ``refresh_verify``)."""
+    refresh_verify: WriteVerify = field(default_factory=lambda: WriteVerify(tolerance=0.02, max_iterations=10))
+    """Write-verify settings of a closed-loop refresh (LTD pulses may correct an overshoot, like the reset does;
+    ``depress=False`` keeps the re-write potentiation-only)."""
 
     def __post_init__(self) -> None:
+        if self.refresh_program not in ("open-loop", "write-verify"):
+            raise ValueError(f"refresh_program must be open-loop or write-verify, got {self.refresh_program!r}")
         if self.rule not in RULES:
             raise ValueError(f"update rule must be one of {', '.join(RULES)}, got {self.rule!r}")
         if self.quantise not in QUANTISERS:
@@ -397,44 +435,92 @@ class DifferentialArray:
         self.g[idx] = apply_pulses(self.dev, self.g[idx], n, ltp, pmax, nl, self.gen)
         self.pulses += int(n.sum().item())
 
-    def program(self, w: Any, mode: str = "open-loop", mask: Any = None, centred: bool = False) -> None:
+    def program(self, w: Any, mode: str = "open-loop", mask: Any = None, centred: bool = False,
+                verify: WriteVerify | None = None) -> dict[str, int]:
         """Reset to Gmin and write ``w``: w > 0 onto G+, w < 0 onto G-, clipped to [-beta, beta].
 
         ``centred``: write g+ = (1 + w/beta)/2 and g- = (1 - w/beta)/2 instead, both devices around mid
         range (the starting point of bidirectional training, so that both devices can move both ways).
 
         ``open-loop``: LTP pulses counted (rounded) on the nominal curve, applied to the real device
-        (d2d and write noise show up as error). ``exact``: set g = |w|/beta directly (no noise; for
-        verification of the mapping).
+        (d2d and write noise show up as error). ``write-verify``: the same, then closed-loop correction
+        with ``verify`` (default :class:`WriteVerify`). ``exact``: set g = |w|/beta directly (no noise;
+        for verification of the mapping).
+
+        Returns counts for the programmed pairs: ``pulses`` (all write pulses), ``open_loop_pulses``,
+        ``verify_pulses``, ``reads`` (pair reads by the verify loop), ``rounds`` (verify rounds run) and
+        ``unconverged`` (pairs still outside the tolerance after the last round; 0 for open loop).
         """
         import torch
 
+        if mode not in PROGRAM_MODES:
+            raise ValueError(f"programming mode must be one of {', '.join(PROGRAM_MODES)}, got {mode!r}")
         w = w.to(torch.float64)
-        target = (w.abs() / self.beta).clamp(0, 1)
-        pos = w > 0
         if mask is None:
-            mask = torch.ones_like(pos)
+            mask = torch.ones(w.shape, dtype=torch.bool)
+        start = self.pulses
         if centred:
             half = (w / self.beta).clamp(-1, 1) / 2
-            targets = (0.5 + half, 0.5 - half)
-            for idx in (0, 1):
-                t = torch.where(mask, targets[idx], torch.zeros_like(half))
-                self.g[idx] = torch.where(mask, torch.zeros_like(self.g[idx]), self.g[idx])
-                if mode == "exact":
-                    self.g[idx] = torch.where(mask, t, self.g[idx])
-                    continue
-                n = quantise_pulses(nominal_pulses_to(self.dev, torch.zeros_like(t), t, True), "round")
-                self._pulse(idx, n, True)
-            return
-        for idx, sel in ((0, pos), (1, ~pos)):
+            plan = (torch.where(mask, 0.5 + half, self.g[0]), torch.where(mask, 0.5 - half, self.g[1]))
+        else:
+            target = (w.abs() / self.beta).clamp(0, 1)
+            zero = torch.zeros_like(target)
+            plan = (torch.where(w > 0, target, zero), torch.where(w > 0, zero, target))
+        for idx in (0, 1):
+            t = torch.where(mask, plan[idx], torch.zeros_like(plan[idx]))
             if mode == "exact":
-                g_new = torch.where(sel, target, torch.zeros_like(target))
-                self.g[idx] = torch.where(mask, g_new, self.g[idx])
+                self.g[idx] = torch.where(mask, t, self.g[idx])
                 continue
             self.g[idx] = torch.where(mask, torch.zeros_like(self.g[idx]), self.g[idx])
-            t = torch.where(sel & mask, target, torch.zeros_like(target))
             n = quantise_pulses(nominal_pulses_to(self.dev, torch.zeros_like(t), t, True), "round")
-            self._pulse(idx, n, True)
+            self._pulse(idx, torch.where(mask, n, torch.zeros_like(n)), True)
+        stats = {"pulses": self.pulses - start, "open_loop_pulses": self.pulses - start, "verify_pulses": 0,
+                 "reads": 0, "rounds": 0, "unconverged": 0}
+        if mode == "write-verify":
+            v = self._verify((w / self.beta).clamp(-1, 1), plan, mask, verify or WriteVerify())
+            stats.update(v, pulses=self.pulses - start)
+        return stats
+
+    def _verify(self, w_norm: Any, plan: tuple[Any, Any], mask: Any, wv: WriteVerify) -> dict[str, int]:
+        """Closed-loop correction of the masked pairs towards w_norm (= w / beta); see :class:`WriteVerify`."""
+        import torch
+
+        dev, tol = self.dev, wv.tolerance
+        active = mask.clone()
+        reads = rounds = 0
+        start = self.pulses
+        zero = torch.zeros_like(w_norm)
+        for it in range(wv.max_iterations + 1):
+            gh = self.conductance(read_noise=True)   # what the controller sees (d2d offsets, read noise)
+            reads += int(active.sum())
+            err = (gh[0] - gh[1]) - w_norm
+            active = active & (err.abs() > tol)
+            if it == wv.max_iterations or not bool(active.any()):
+                break
+            rounds += 1
+            mag = err.abs()
+            raise_w, lower_w = active & (err < 0), active & (err > 0)
+            gp, gm = gh[0].clamp(0, 1), gh[1].clamp(0, 1)
+
+            def count(g: Any, ltp: bool, m: Any = mag) -> Any:
+                return quantise_pulses(nominal_pulses_to(dev, g, g + m if ltp else g - m, ltp), "round")
+
+            n_pot_p, n_dep_p, n_pot_m, n_dep_m = count(gp, True), count(gp, False), count(gm, True), count(gm, False)
+            if wv.depress:   # take the excess off the device that holds more than planned, if a pulse fits
+                dep_m = raise_w & (gm > plan[1] + tol / 2) & (n_dep_m >= 1)
+                dep_p = lower_w & (gp > plan[0] + tol / 2) & (n_dep_p >= 1)
+            else:
+                dep_m = dep_p = torch.zeros_like(active)
+            # else potentiate the other device; a pair within half a nominal step gets no pulse (resolution)
+            pot_p, pot_m = raise_w & ~dep_m & (n_pot_p >= 1), lower_w & ~dep_p & (n_pot_m >= 1)
+            if not bool((pot_p | pot_m | dep_p | dep_m).any()):
+                break
+            self._pulse(0, torch.where(pot_p, n_pot_p, zero), True)
+            self._pulse(0, torch.where(dep_p, n_dep_p, zero), False)
+            self._pulse(1, torch.where(pot_m, n_pot_m, zero), True)
+            self._pulse(1, torch.where(dep_m, n_dep_m, zero), False)
+        return {"verify_pulses": self.pulses - start, "reads": reads, "rounds": rounds,
+                "unconverged": int(active.sum())}
 
     def update(self, dw: Any, rule: UpdateRule) -> None:
         """Apply the desired change ``dw`` (= -lr * gradient) with ``rule`` (not 'software')."""
@@ -478,14 +564,20 @@ class DifferentialArray:
         n_m = quantise_pulses(torch.where(up, zero, n_m), rule.quantise, self.gen, rule.n_max)
         self._pulse(0, n_p, True)  # only potentiation, ever
         self._pulse(1, n_m, True)
-        self.refresh(rule.refresh_threshold)
+        self.refresh(rule.refresh_threshold, rule.refresh_program, rule.refresh_verify, rule.refresh_lower)
 
-    def refresh(self, threshold: float) -> int:
-        """Unidirectional refresh: pairs with a device at or above ``threshold`` are read, reset, re-written."""
-        sat = (self.g >= threshold).any(dim=0)
+    def refresh(self, threshold: float, program: str = "open-loop", verify: WriteVerify | None = None,
+                lower: float = 0.0) -> int:
+        """Unidirectional refresh: pairs with a device at or above ``threshold`` are read, reset, re-written.
+
+        Only pairs whose other device is at or above ``lower`` (0: all): a pair with one device high and the
+        other near Gmin holds a large weight that a re-write cannot lower (aihwkit's OneSidedUnitCell rule).
+        ``program``: open-loop (rounded nominal pulse count) or write-verify (closed loop with ``verify``).
+        """
+        sat = (self.g.max(dim=0).values >= threshold) & (self.g.min(dim=0).values >= lower)
         count = int(sat.sum().item())
         if count:
             w = self.weights(read_noise=True)
-            self.program(w, "open-loop", mask=sat)
+            self.program(w, program, mask=sat, verify=verify)
             self.refreshes += count
         return count

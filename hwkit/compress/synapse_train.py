@@ -5,7 +5,8 @@
   noise), back-propagates in float, and turns dW = -lr * grad into pulses with an
   :class:`~hwkit.compress.synapse.UpdateRule`. Biases (if any) are digital and updated in float.
   Mini-batch SGD (``batch_size``; 1 = per-sample hardware BP) with a fixed learning rate.
-* :func:`to_analog` programs a trained float model onto devices (open loop, write noise) and replaces
+* :func:`to_analog` programs a trained float model onto devices (open loop or closed-loop write-verify,
+  with write noise) and replaces
   each ``nn.Linear`` with :class:`AnalogLinear`: DAC-quantised inputs, crossbar tiles of ``rows``
   inputs, read noise, per-tile ADC quantisation of the partial sums, digital accumulation and bias.
 * :func:`evaluate_instances` repeats that over N device instances (new d2d sample, new programming)
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwkit.compress.synapse import DeviceModel, DifferentialArray, UpdateRule
+from hwkit.compress.synapse import DeviceModel, DifferentialArray, UpdateRule, WriteVerify
 
 
 def build_mlp(sizes: Sequence[int], activation: str = "relu", bias: bool = True) -> Any:
@@ -190,7 +191,8 @@ class _AnalogLinearBase:
 
 
 def _make_analog_linear(lin: Any, arr: DifferentialArray, xbar: CrossbarConfig, dac_fs: float,
-                        dac_signed: bool, adc_fs: list[float], read_noise: bool, gen: Any) -> Any:
+                        dac_signed: bool, adc_fs: list[float], read_noise: bool, gen: Any,
+                        program_stats: dict[str, int]) -> Any:
     import torch
     from torch import nn
 
@@ -203,6 +205,7 @@ def _make_analog_linear(lin: Any, arr: DifferentialArray, xbar: CrossbarConfig, 
             self.adc_fs, self.read_noise, self.gen = adc_fs, read_noise, gen
             self.bias = None if lin.bias is None else nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
             self.in_features, self.out_features = lin.in_features, lin.out_features
+            self.program_stats = program_stats
 
         def forward(self, x: Any) -> Any:
             dev = self.arr.dev
@@ -248,9 +251,11 @@ def layer_betas(model: Any) -> dict[str, float]:
 
 
 def to_analog(model: Any, dev: DeviceModel, xbar: CrossbarConfig, calib_x: Any, seed: int = 0,
-              program: str = "open-loop", read_noise: bool = True) -> Any:
+              program: str = "open-loop", read_noise: bool = True, verify: WriteVerify | None = None) -> Any:
     """A copy of the float ``model`` with every nn.Linear programmed onto a fresh device instance.
 
+    ``program``: open-loop | write-verify (closed loop with ``verify``) | exact (see
+    :meth:`DifferentialArray.program`); each analog layer keeps its programming counts in ``program_stats``.
     DAC and ADC full scales are calibrated on ``calib_x`` with the float model (largest |input| per layer,
     largest |partial sum| per row tile), as a designer would fix them once per chip.
     """
@@ -271,8 +276,8 @@ def to_analog(model: Any, dev: DeviceModel, xbar: CrossbarConfig, calib_x: Any, 
             y = xq[:, s:s + xbar.rows] @ wn[:, s:s + xbar.rows].T
             adc_fs.append(float(y.abs().max()) or 1.0)
         arr = DifferentialArray(dev, tuple(lin.weight.shape), betas[name], gen)
-        arr.program(lin.weight.detach(), program)
-        new = _make_analog_linear(lin, arr, xbar, dac_fs, signed, adc_fs, read_noise, gen)
+        stats = arr.program(lin.weight.detach(), program, verify=verify)
+        new = _make_analog_linear(lin, arr, xbar, dac_fs, signed, adc_fs, read_noise, gen, stats)
         parent = net
         *path, last = name.split(".")
         for p in path:
@@ -286,18 +291,43 @@ def analog_arrays(net: Any) -> list[tuple[str, DifferentialArray, Any]]:
     return [(n, m.arr, m) for n, m in net.named_modules() if isinstance(m, _AnalogLinearBase)]
 
 
+def programming_stats(net: Any) -> dict[str, int]:
+    """Programming counts of a model made by :func:`to_analog`, summed over its layers."""
+    total: dict[str, int] = {}
+    for _, _, layer in analog_arrays(net):
+        for k, v in layer.program_stats.items():
+            total[k] = total.get(k, 0) + int(v)
+    total["pairs"] = sum(arr.g[0].numel() for _, arr, _ in analog_arrays(net))
+    return total
+
+
 def evaluate_instances(model: Any, dev: DeviceModel, xbar: CrossbarConfig, x: Any, y: Any, n_instances: int,
-                       calib_x: Any | None = None, seed: int = 0) -> dict[str, Any]:
-    """Accuracy of ``model`` deployed on ``n_instances`` independent device instances."""
+                       calib_x: Any | None = None, seed: int = 0, program: str = "open-loop",
+                       verify: WriteVerify | None = None) -> dict[str, Any]:
+    """Accuracy of ``model`` deployed on ``n_instances`` independent device instances.
+
+    ``program`` / ``verify`` as in :func:`to_analog`. Also returns the mean programming counts per instance
+    (``programming``: pulses, verify pulses, reads, pairs left outside the tolerance) and the rms weight
+    error after programming in units of each layer's beta (noiseless read).
+    """
     import statistics
 
-    accs = []
+    accs, counts, errs = [], [], []
     for k in range(n_instances):
-        net = to_analog(model, dev, xbar, x if calib_x is None else calib_x, seed=seed + k)
+        net = to_analog(model, dev, xbar, x if calib_x is None else calib_x, seed=seed + k, program=program,
+                        verify=verify)
         accs.append(accuracy(net, x, y))
+        counts.append(programming_stats(net))
+        sq = n = 0.0
+        for (_, lin), (_, arr, _) in zip(linear_layers(model), analog_arrays(net)):
+            d = (arr.weights() - lin.weight.detach().to(arr.g.dtype)) / arr.beta
+            sq, n = sq + float(d.pow(2).sum()), n + d.numel()
+        errs.append(math.sqrt(sq / n))
+    prog = {key: statistics.fmean(c[key] for c in counts) for key in counts[0]}
     return {"accuracies": accs, "mean": statistics.fmean(accs),
             "std": statistics.pstdev(accs) if len(accs) > 1 else 0.0, "min": min(accs), "max": max(accs),
-            "instances": n_instances}
+            "instances": n_instances, "program": program, "programming": prog,
+            "weight_rms_error": statistics.fmean(errs)}
 
 
 def digits_split(seed: int = 0, scale: bool = True) -> tuple[Any, Any, Any, Any]:

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hwkit.api import compile_model
-from hwkit.errors import BoardError, UnsupportedLayerError
+from hwkit.errors import BoardError, FlowError, UnsupportedLayerError
 from hwkit.report import report_schema
 from tests.conftest import ROOT
 from tests.e2e.test_cli import hwkit, one_line_error
@@ -101,3 +101,36 @@ def test_rejects_brevitas_model_and_bad_board(tmp_path, tiny_ckpt):
         compile_model(tiny_ckpt, str(tmp_path / "bad.toml"), tmp_path / "z")
     proc = hwkit("compile", str(tiny_ckpt), "--target", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "y"))
     assert "adc_bits" in one_line_error(proc) and proc.returncode == 2
+
+
+def test_write_verify_programming_from_board_and_flow_parameter(tmp_path, digits_mlp):
+    """programming = "write-verify" on the board (or as a flow parameter) beats open loop and counts its pulses."""
+    base = (ROOT / "boards" / "rram-taox-128.toml").read_text().replace("device_instances = 10", "device_instances = 3")
+    assert 'programming = "open-loop"' in base
+    (tmp_path / "ol.toml").write_text(base)
+    (tmp_path / "wv.toml").write_text(base.replace('programming = "open-loop"', 'programming = "write-verify"'))
+    kw = {"arch": "hwkit.compress.synapse_train:build_mlp", "arch_kwargs": (("sizes", [64, 24, 10]),),
+          "input_shape": (1, 64)}
+    ol = compile_model(digits_mlp, str(tmp_path / "ol.toml"), tmp_path / "ol", **kw).performance
+    wv = compile_model(digits_mlp, str(tmp_path / "wv.toml"), tmp_path / "wv", **kw).performance
+    assert wv["analog_accuracy_mean"].value > ol["analog_accuracy_mean"].value + 0.05
+    assert wv["programmed_weight_rms_error"].value < ol["programmed_weight_rms_error"].value / 2
+    assert wv["programming_pulses_per_instance"].value > ol["programming_pulses_per_instance"].value > 0
+    assert wv["write_verify_pulses_per_instance"].source == "simulated" and wv["write_verify_reads_per_instance"].value
+    assert "write_verify_pulses_per_instance" not in ol
+    # The same through the flow: analog.simulate's parameter overrides the board's open loop.
+    flow = (ROOT / "flows" / "analog.toml").read_text()
+    (tmp_path / "wv-flow.toml").write_text(
+        flow.replace('    "analog.simulate",', '    { name = "analog.simulate", programming = "write-verify" },'))
+    fl = compile_model(digits_mlp, str(tmp_path / "ol.toml"), tmp_path / "fl", flow=str(tmp_path / "wv-flow.toml"),
+                       **kw).performance
+    assert fl["analog_accuracy_mean"].value == wv["analog_accuracy_mean"].value
+    assert fl["write_verify_pulses_per_instance"].value == wv["write_verify_pulses_per_instance"].value
+    (tmp_path / "bad-flow.toml").write_text(
+        flow.replace('    "analog.simulate",', '    { name = "analog.simulate", programming = "closed" },'))
+    with pytest.raises(FlowError, match="programming"):
+        compile_model(digits_mlp, str(tmp_path / "ol.toml"), tmp_path / "bf", flow=str(tmp_path / "bad-flow.toml"),
+                      **kw)
+    (tmp_path / "bad.toml").write_text(base.replace("verify_tolerance = 0.02", "verify_tolerance = 0"))
+    with pytest.raises(BoardError, match=r"bad\.toml \[analog\]: 'verify_tolerance'"):
+        compile_model(digits_mlp, str(tmp_path / "bad.toml"), tmp_path / "bb", **kw)
