@@ -341,7 +341,10 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    model = build_cqmlp(**cfg.arch_kwargs())
+    try:
+        model = build_cqmlp(**cfg.arch_kwargs())
+    except ValueError as exc:  # bits out of range, pow2 weights below 2 bits, ...
+        raise InputError(f"cannot build the CQMLP: {exc}") from None
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -500,7 +503,10 @@ def prepare_data(data_dir: Path | None, synthetic_s: float | None, cfg: TrainCon
             scfg = SynthConfig(duration_s=synthetic_s, seed=cfg.seed)
             if progress:
                 progress.note(f"generating synthetic Car-Hacking data: {synthetic_s:g} s per file, seed {cfg.seed}")
-            infos = write_synthetic_dataset(target, scfg)
+            try:
+                infos = write_synthetic_dataset(target, scfg)
+            except ValueError as exc:  # e.g. too few seconds for the intrusion windows
+                raise InputError(f"synthetic data of {synthetic_s:g} s per file: {exc}") from None
             desc = {"name": f"synthetic Car-Hacking-style ({synthetic_s:g} s per file, seed {cfg.seed})",
                     "synthetic": {"duration_s": synthetic_s, "seed": cfg.seed,
                                   "files": {k: v.to_json() for k, v in infos.items()}}}

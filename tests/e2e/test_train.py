@@ -100,6 +100,18 @@ def test_malformed_data_is_one_line_error_in_strict_mode(tmp_path):
     assert proc.returncode == 2 and "data directory not found" in proc.stderr
 
 
+@pytest.mark.parametrize("args,words", [
+    (["--synthetic-seconds", "4"], "synthetic data of 4 s per file: 1 intrusions of 3.0-5.0 s do not fit"),
+    (["--synthetic-seconds", "8", "--bits", "1", "--weight-values", "pow2"],
+     "cannot build the CQMLP: power-of-two weights need at least 2 bits"),
+])
+def test_bad_settings_are_one_line_errors(tmp_path, args, words):
+    out = tmp_path / "x.pt"
+    proc = _hwkit("train", "cqmlp", "--synthetic", *args, "--epochs", "1", "--quiet", "--out", str(out))
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert words in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+
+
 def _bitexact_module():
     import importlib.util
 
