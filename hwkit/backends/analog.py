@@ -29,6 +29,7 @@ import numpy as np
 
 from hwkit.artifact import Artifact, thaw
 from hwkit.board import Board
+from hwkit.compress.hooks import layer_inputs
 from hwkit.config import Context
 from hwkit.errors import BoardError, FlowError, InputError, UnsupportedLayerError
 from hwkit.registry import register
@@ -300,13 +301,7 @@ def analog_simulate(art: Artifact, ctx: Context) -> Artifact:
     # (V_in / V_read)^2 * G (siemens), where V_in / V_read = DAC code / full scale.
     net = to_analog(model, dev, xbar, x_stats, seed=ctx.settings.seed, program=program, verify=verify)
     sim["programming"].update(programming_stats(net))
-    seen: dict[str, Any] = {}
-    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=name: seen.__setitem__(n, inp[0].detach()))
-             for name, _, m in analog_arrays(net)]
-    with torch.no_grad():
-        net(x_stats)
-    for h in hooks:
-        h.remove()
+    seen = layer_inputs(net, x_stats, [(name, m) for name, _, m in analog_arrays(net)])
     per_sample = torch.zeros(len(x_stats), dtype=torch.float64)
     g_total = 0.0
     for name, arr, layer in analog_arrays(net):

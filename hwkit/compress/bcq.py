@@ -30,6 +30,7 @@ import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from hwkit.compress.hooks import run_hooked
 from hwkit.errors import InputError
 
 MU = 8
@@ -359,18 +360,12 @@ def _inputs_of(model: Any, name: str, x: Any) -> Any:
     import torch
 
     got: list[Any] = []
-    h = model.get_submodule(name).register_forward_hook(lambda _m, i, _o: got.append(i[0].detach()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
+    run_hooked(model, x, [(model.get_submodule(name), lambda _m, i, _o: got.append(i[0].detach()))])
     return torch.cat([g.reshape(-1, g.shape[-1]) for g in got])
 
 
 def _hessians_of_all(model: Any, names: list[str], x: Any) -> dict[str, Any]:
     """``hessian`` of every named layer's inputs from one forward pass (``X^T X`` accumulated in the hooks)."""
-    import torch
 
     acc: dict[str, list[Any]] = {n: [0, 0] for n in names}
 
@@ -381,13 +376,7 @@ def _hessians_of_all(model: Any, names: list[str], x: Any) -> dict[str, Any]:
             acc[n][1] += len(xi)
         return f
 
-    hooks = [model.get_submodule(n).register_forward_hook(hook(n)) for n in names]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
+    run_hooked(model, x, [(model.get_submodule(n), hook(n)) for n in names])
     return {n: hs / max(cnt, 1) for n, (hs, cnt) in acc.items()}
 
 

@@ -231,18 +231,9 @@ def _make_analog_linear(lin: Any, arr: DifferentialArray, xbar: CrossbarConfig, 
 
 
 def _layer_inputs(model: Any, x: Any) -> dict[str, Any]:
-    import torch
+    from hwkit.compress.hooks import layer_inputs
 
-    seen: dict[str, Any] = {}
-    hooks = [m.register_forward_hook(lambda _m, inp, _o, n=n: seen.__setitem__(n, inp[0].detach()))
-             for n, m in linear_layers(model)]
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
+    return layer_inputs(model, x, linear_layers(model))
 
 
 def layer_betas(model: Any) -> dict[str, float]:
