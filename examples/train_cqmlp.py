@@ -7,7 +7,7 @@ temporary directory, reads them back with the Car-Hacking readers, windows them 
 uint8 features), splits by time (85/10/5) and trains the paper's 40-256-128-64-32-4 CQMLP with
 2-bit weights and activations. Recipe (docs/cqmlp.md): per-output-channel (max-abs) weight scales,
 Adam without weight decay, one-cycle schedule (15% linear warm-up to lr 3e-3, cosine decay), batch
-512, 40 epochs, a seeded 450,000-window subset of the training windows per run, best validation loss
+512, 150 epochs, a seeded 450,000-window subset of the training windows per run, best validation loss
 kept. Writes a hwkit checkpoint (arch ``cqmlp``) with metrics.json and a PNG next to it;
 ``hwkit compile`` takes the checkpoint.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hwkit.train import RichTrainProgress, TrainConfig, prepare_data, train_cqmlp
 
-RECIPE = TrainConfig(bits=2, split="time", epochs=40, batch_size=512, lr=3e-3, schedule="onecycle", warmup=0.15,
+RECIPE = TrainConfig(bits=2, split="time", epochs=150, batch_size=512, lr=3e-3, schedule="onecycle", warmup=0.15,
                      weight_decay=0.0, per_channel=True, patience=0, max_train_windows=450_000, seed=0)
 """The bundled example's training recipe (also used by benchmarks/cqmlp_accuracy.py)."""
 RECIPE_SECONDS = 120.0
