@@ -250,6 +250,10 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--weight-values", choices=["int", "pow2"],
                    help="int: every integer of the b-bit grid (default); pow2: 0 and signed powers of two only, "
                         "so every multiplication is a shift (docs/cqmlp.md)")
+    t.add_argument("--pretrain-bits", metavar="B[,B...]",
+                   help="progressive quantisation: train first at these bit widths, widest first (e.g. 8,3), each "
+                        "stage starting from the last one's weights (docs/cqmlp.md)")
+    t.add_argument("--pretrain-epochs", metavar="E[,E...]", help="epochs at each --pretrain-bits width (e.g. 14,8)")
     t.add_argument("--patience", type=int, default=3, help="early stop after N epochs without better val loss "
                                                             "(default 3; 0 = off)")
     t.add_argument("--max-train-windows", type=int, help="train on a seeded random subset of this many windows")
@@ -267,7 +271,7 @@ def _add_train_parser(sub: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwkit.train import config_from, paths_for, prepare_data, train_cqmlp
+    from hwkit.train import config_from, paths_for, prepare_data, stages_of, train_cqmlp
 
     try:
         fractions = tuple(float(f) for f in args.fractions.split(","))
@@ -282,7 +286,15 @@ def _train(args: argparse.Namespace) -> int:
         raise InputError(f"--depth must be 1..4 and --bits 1..8, got {args.depth} and {args.bits}")
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
         raise InputError(f"--fractions must be three positive numbers summing to 1, got {args.fractions}")
-    cfg = config_from({**vars(args), "fractions": fractions})
+    stages: dict[str, tuple[int, ...]] = {}
+    for flag, key in (("--pretrain-bits", "pretrain_bits"), ("--pretrain-epochs", "pretrain_epochs")):
+        text = getattr(args, key)
+        try:
+            stages[key] = tuple(int(v) for v in text.split(",")) if text else ()
+        except ValueError:
+            raise InputError(f"{flag} '{text}' is not a comma-separated list of integers like 8,3") from None
+    cfg = config_from({**vars(args), "fractions": fractions, **stages})
+    stages_of(cfg)  # mismatched or impossible --pretrain-* values fail before any data is read
     progress = None
     if not (args.json or args.quiet):
         from hwkit.train import RichTrainProgress

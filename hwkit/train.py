@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -77,6 +77,14 @@ class TrainConfig:
     """int | pow2: every integer of the b-bit grid, or 0 and signed powers of two only (shift weights)."""
     patience: int = 3
     """Stop after this many epochs without a lower validation loss (0 = never stop early)."""
+    pretrain_bits: tuple[int, ...] = ()
+    """Progressive quantisation: before the ``epochs`` at ``bits``, train at each of these widths in turn (widest
+    first, e.g. (8, 3)) for the matching ``pretrain_epochs``. Every stage starts from the previous stage's weights
+    with a fresh Adam and its own one-cycle schedule (warm-up ``warmup`` in the first stage, at most
+    ``STAGE_WARMUP`` in later ones). Only the final ``bits`` stage can be kept, stop early or reach the target.
+    () = off."""
+    pretrain_epochs: tuple[int, ...] = ()
+    """Epochs of each ``pretrain_bits`` stage."""
     max_train_windows: int | None = None
     """Use a seeded random subset of the training windows of at most this size (None = all)."""
     seed: int = 0
@@ -100,9 +108,35 @@ class TrainConfig:
 
 # Settings that must match between a saved training state and a resumed run (others may change).
 RESUME_FIXED = ("bits", "depth", "window", "stride", "split", "fractions", "batch_size", "max_train_windows", "seed",
-                "per_channel", "weight_scaling", "weight_values")
+                "per_channel", "weight_scaling", "weight_values", "pretrain_bits", "pretrain_epochs")
 SCHEDULES = ("constant", "onecycle")
-_FIELD_DEFAULTS = {"weight_scaling": "max", "weight_values": "int"}
+_FIELD_DEFAULTS: dict[str, Any] = {"weight_scaling": "max", "weight_values": "int", "pretrain_bits": [],
+                                   "pretrain_epochs": []}
+STAGE_WARMUP = 0.02
+"""Warm-up fraction of every progressive-quantisation stage after the first (it starts from trained weights)."""
+
+
+def stages_of(cfg: TrainConfig) -> list[tuple[int, int, float]]:
+    """(bits, epochs, warm-up fraction) of every training stage: the ``pretrain_bits`` stages, then ``bits``."""
+    pb, pe = tuple(cfg.pretrain_bits), tuple(cfg.pretrain_epochs)
+    if len(pb) != len(pe):
+        raise InputError(f"pretrain_bits {list(pb)} and pretrain_epochs {list(pe)} must have the same length")
+    if any(isinstance(b, bool) or not isinstance(b, int) or not 1 <= b <= 8 for b in pb):
+        raise InputError(f"pretrain_bits must be integers 1..8, got {list(pb)}")
+    if any(isinstance(e, bool) or not isinstance(e, int) or e < 1 for e in pe):
+        raise InputError(f"pretrain_epochs must be integers >= 1, got {list(pe)}")
+    return [(b, e, cfg.warmup if i == 0 else min(cfg.warmup, STAGE_WARMUP))
+            for i, (b, e) in enumerate(zip((*pb, cfg.bits), (*pe, cfg.epochs), strict=True))]
+
+
+def stage_at(stages: list[tuple[int, int, float]], epoch: int) -> tuple[int, int]:
+    """(stage index, epochs before that stage) of 1-based global ``epoch``; epochs past the end are in the last."""
+    before = 0
+    for i, (_, e, _) in enumerate(stages[:-1]):
+        if epoch <= before + e:
+            return i, before
+        before += e
+    return len(stages) - 1, before
 
 
 def lr_at(cfg: TrainConfig, step: int, total: int) -> float:
@@ -341,10 +375,18 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    try:
-        model = build_cqmlp(**cfg.arch_kwargs())
-    except ValueError as exc:  # bits out of range, pow2 weights below 2 bits, ...
-        raise InputError(f"cannot build the CQMLP: {exc}") from None
+    stages = stages_of(cfg)
+
+    def build(bits: int) -> Any:
+        try:
+            return build_cqmlp(**replace(cfg, bits=bits).arch_kwargs())
+        except ValueError as exc:  # bits out of range, pow2 weights below 2 bits, ...
+            raise InputError(f"cannot build the CQMLP: {exc}") from None
+
+    model = build(cfg.bits)  # checks the final model's settings first
+    stage = 0
+    if stages[0][0] != cfg.bits:
+        model = build(stages[0][0])
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -355,6 +397,10 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     time_to_target: dict[str, Any] | None = None
     if resume is not None:
         state = _load_state(resume, cfg, fp)
+        stage = stage_at(stages, max(1, int(state["epoch"])))[0]
+        if stages[stage][0] != stages[0][0]:
+            model = build(stages[stage][0])
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
@@ -372,20 +418,31 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     y_train = torch.from_numpy(train_w.y)
     n = len(train_w)
     batches = (n + cfg.batch_size - 1) // cfg.batch_size
-    total_steps = cfg.epochs * batches  # a resumed run with more epochs stretches the rest of the schedule
+    total_epochs = sum(e for _, e, _ in stages)  # a resumed run with more epochs stretches the last stage's schedule
     meta_base = {
         "dataset": data_desc.get("name", "CAN windows"), "data": data_desc, "split": split.describe(),
         "train_windows_used": n, "classes": list(CLASSES), "learnable_parameters": count_learnable(model),
         "config": _plain(asdict(cfg)), "loss": "CrossEntropy (softmax head)", "data_fingerprint": fp,
     }
     stopped = "max epochs"
-    for epoch in range(start_epoch + 1, cfg.epochs + 1):
+    for epoch in range(start_epoch + 1, total_epochs + 1):
         if cfg.patience and bad_epochs >= cfg.patience:
             stopped = f"early stop: no better val loss for {cfg.patience} epochs"
             break
+        now, before = stage_at(stages, epoch)
+        if now != stage:  # next progressive-quantisation stage: the same weights at the next width, a fresh Adam
+            narrower = build(stages[now][0])
+            narrower.load_state_dict(model.state_dict())
+            model, stage = narrower, now
+            opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            if progress:
+                progress.note(f"stage {stage + 1}/{len(stages)}: {stages[stage][0]}-bit weights and activations")
+        stage_cfg = replace(cfg, warmup=stages[stage][2])
+        stage_steps = stages[stage][1] * batches
+        final = stage == len(stages) - 1  # only the model at the target width is kept, stops early or is timed
         model.train()
         if progress:
-            progress.epoch_started(epoch, cfg.epochs, batches)
+            progress.epoch_started(epoch, total_epochs, batches)
         perm = torch.randperm(n, generator=gen)
         t0 = time.perf_counter()
         loss_sum = 0.0
@@ -393,7 +450,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             xb, yb = x_train[idx].float(), y_train[idx]
             for group in opt.param_groups:
-                group["lr"] = lr_at(cfg, (epoch - 1) * batches + b, total_steps)
+                group["lr"] = lr_at(stage_cfg, (epoch - 1 - before) * batches + b, stage_steps)
             opt.zero_grad(set_to_none=True)
             loss = torch.nn.functional.cross_entropy(model(xb), yb)
             loss.backward()
@@ -406,11 +463,12 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         samples += n
         val_loss, val_pred = _evaluate(model, split.val)
         val_acc = float((val_pred == split.val.y).mean())
-        improved = val_loss < best["val_loss"]
+        improved = final and val_loss < best["val_loss"]
         row = {"epoch": epoch, "train_loss": loss_sum / n, "val_loss": val_loss, "val_accuracy": val_acc,
-               "samples_per_s": n / dt, "train_s": train_s, "lr_end": opt.param_groups[0]["lr"], "best": improved}
+               "samples_per_s": n / dt, "train_s": train_s, "lr_end": opt.param_groups[0]["lr"], "best": improved,
+               "bits": stages[stage][0]}
         history.append(row)
-        if time_to_target is None and val_acc >= TARGET_ACCURACY:
+        if final and time_to_target is None and val_acc >= TARGET_ACCURACY:
             time_to_target = {"epoch": epoch, "train_s": train_s, "samples": samples}
         if improved:
             best = {"val_loss": val_loss, "epoch": epoch, "val_accuracy": val_acc,
@@ -418,7 +476,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             bad_epochs = 0
             _save_checkpoint(out, cfg, best, split, meta_base | {"best_epoch": epoch, "val_loss": val_loss,
                                                                   "val_accuracy": val_acc})
-        else:
+        elif final:
             bad_epochs += 1
         torch.save({STATE_KEY: 1, "config": _plain(asdict(cfg)), "data_fingerprint": fp, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
