@@ -1,6 +1,6 @@
 """CQMLP accuracy on synthetic Car-Hacking-style data, time split and random split; training speed.
 
-    .venv/bin/python benchmarks/cqmlp_accuracy.py [--seconds 120] [--epochs 40] [--bits 2] [--splits time,random]
+    .venv/bin/python benchmarks/cqmlp_accuracy.py [--seconds 120] [--epochs 150] [--bits 2] [--splits time,random]
 
 Trains the 2-bit CQMLP twice on the same generated data: once on the time split (consecutive
 stretches of every file, no frame shared between train/val/test: the honest number) and once on
@@ -8,7 +8,7 @@ random windows (the paper's probable setting: overlapping neighbours leak across
 Prints test accuracy with the split sizes, per-class metrics, training samples/s on this CPU and
 the training time until validation accuracy first reached 99.9% (if it did). The defaults are the
 bundled example's recipe (examples/train_cqmlp.py): per-output-channel (max-abs) weight scales,
-one-cycle schedule to lr 3e-3, batch 512, 40 epochs, 450,000 training windows per epoch, 120 s files.
+one-cycle schedule to lr 3e-3, batch 512, 150 epochs, 450,000 training windows per epoch, 120 s files.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from hwkit.train import TrainConfig, prepare_data, train_cqmlp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=120.0, help="synthetic seconds per file")
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=150)
     ap.add_argument("--bits", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--lr", type=float, default=3e-3)
