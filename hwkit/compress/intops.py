@@ -60,11 +60,8 @@ def model_int_ops(model: Any) -> dict[str, IntOps]:
     import brevitas.nn as qnn
     import torch
 
-    out: dict[str, IntOps] = {}
+    from hwkit.models.pow2 import integer_weights
+
     with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, qnn.QuantLinear):
-                qw = m.quant_weight()
-                q = torch.round(qw.value / qw.scale)
-                out[name] = ops_of_integer_weights(q, m.bias is not None)
-    return out
+        return {name: ops_of_integer_weights(integer_weights(m), m.bias is not None)
+                for name, m in model.named_modules() if isinstance(m, qnn.QuantLinear)}

@@ -18,13 +18,14 @@ from typing import Any
 from hwkit.errors import UnsupportedLayerError
 
 
-def export_onnx(model: Any, shape: tuple[int, ...], out: Path) -> Path:
-    """Export a copy of ``model`` with shift/BCQ layers materialised as fp32 Linear layers."""
+def dense_copy(model: Any) -> Any:
+    """A copy of ``model`` with shift layers materialised and BCQ layers replaced by fp32 Linear layers of the
+    same (reconstructed) weights: what the ONNX export and the saved plain checkpoint hold."""
     import torch
 
     from hwkit.compress import bcq, shift
 
-    m = shift.materialise(copy.deepcopy(model)).eval()
+    m = shift.materialise(copy.deepcopy(model))
     for n, sub in list(m.named_modules()):
         if bcq.is_bcq(sub):
             lin = torch.nn.Linear(sub.in_features, sub.out_features, bias=sub.bias is not None)
@@ -33,6 +34,14 @@ def export_onnx(model: Any, shape: tuple[int, ...], out: Path) -> Path:
                 if sub.bias is not None:
                     lin.bias.copy_(sub.bias)
             shift.set_module(m, n, lin)
+    return m
+
+
+def export_onnx(model: Any, shape: tuple[int, ...], out: Path) -> Path:
+    """Export a copy of ``model`` with shift/BCQ layers materialised as fp32 Linear layers."""
+    import torch
+
+    m = dense_copy(model).eval()
     try:
         with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporter prints progress
             torch.onnx.export(m, (torch.zeros(shape),), str(out), input_names=["input"], output_names=["output"],

@@ -124,7 +124,7 @@ def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | N
     import numpy as np
     import torch
 
-    from hwkit.compress import shift, shift_export
+    from hwkit.compress import shift_export
 
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx_path = out.parent / "shiftadd.onnx"
@@ -148,17 +148,7 @@ def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | N
                            "inference_cost": shift_export.qonnx_cost(qpath)}
         written.append(qpath)
     torch.save(codes_of(model), out.with_suffix(".codes.pt"))
-    export = shift.materialise(copy.deepcopy(model))
-    from hwkit.compress import bcq
-
-    for n, m in list(export.named_modules()):
-        if bcq.is_bcq(m):
-            lin = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-            with torch.no_grad():
-                lin.weight.copy_(m.weight)
-                if m.bias is not None:
-                    lin.bias.copy_(m.bias)
-            shift.set_module(export, n, lin)
+    export = shift_export.dense_copy(model)
     sd = export.state_dict()
     if loaded is not None and loaded.format == "hwkit-checkpoint" and source is not None:
         ckpt = torch.load(source, map_location="cpu", weights_only=True)

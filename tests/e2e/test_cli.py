@@ -126,11 +126,12 @@ def test_require_fit_exit_code(tmp_path):
     assert json.loads((tmp_path / "s" / "report.json").read_text())["fits"] is False
 
 
-@pytest.mark.parametrize("args", [["--help"], ["compile", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["compile", "--help"], ["explore", "--help"]])
 def test_help_does_not_import_toolchains(args):
     code = (f"import sys, runpy; sys.argv=['hwkit', *{args!r}]\n"
             "try:\n    runpy.run_module('hwkit.cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "heavy = [m for m in ('torch', 'finn', 'onnxruntime', 'brevitas') if m in sys.modules]\n"
+            "heavy = [m for m in ('torch', 'finn', 'onnxruntime', 'brevitas', 'optuna', 'sqlalchemy')"
+            " if m in sys.modules]\n"
             "print('HEAVY', heavy)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "HEAVY []" in proc.stdout
