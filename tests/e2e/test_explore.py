@@ -117,8 +117,10 @@ def test_hopeless_trials_are_pruned(tmp_path):
 
 
 def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_budget(tmp_path):
-    # Long enough trials (30 epochs) that the poll below always sees one training while another is done.
-    cfg = write_cfg(tmp_path / "r.toml", trials=4, epochs=30, windows=3000)
+    # Long trials (45 epochs); the victim is picked early in its training (at most a third of its epochs done),
+    # so it cannot finish - and the worker cannot exit - between the poll and the signal, even on a fast machine.
+    epochs = 45
+    cfg = write_cfg(tmp_path / "r.toml", trials=4, epochs=epochs, windows=3000)
     out = tmp_path / "out"
     url = f"sqlite:///{out / 'explore.db'}"
     worker = subprocess.Popen([sys.executable, "-m", "hwkit.cli", "explore", str(cfg), "--out", str(out)],
@@ -137,7 +139,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_budget(tmp_path):
             continue
         done = {t.number: tuple(t.values) for t in trials if t.state.name == "COMPLETE"}
         training = [t.number for t in trials if t.state.name == "RUNNING"
-                    and len(t.user_attrs.get("val_accuracy_by_epoch", [])) >= 1]  # mid-training
+                    and 1 <= len(t.user_attrs.get("val_accuracy_by_epoch", [])) <= epochs // 3]  # early in training
         if done and training:
             victim = training[0]
     assert victim is not None, "no trial was training while another had finished"
