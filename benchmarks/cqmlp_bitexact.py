@@ -1,7 +1,7 @@
 """Bit-exactness of a compiled CQMLP on a whole test split: Brevitas (torch) vs the FINN HW graph.
 
     .venv/bin/python benchmarks/cqmlp_bitexact.py [--model examples/cqmlp_w2a2_synthetic.pt]
-        [--build /tmp/cq] [--seconds 60] [--split time] [--limit N]
+        [--build /tmp/cq] [--seconds 60] [--split time] [--limit N] [--jobs 2]
 
 Compiles the checkpoint (``hwkit compile --target zcu104 --target-fps 100000``, served from the build
 directory's checkpoints when it is unchanged) unless ``--build`` names a finished build, regenerates
@@ -11,7 +11,8 @@ and runs every test window through
 - the Brevitas model in PyTorch (eval mode, float logits);
 - the streamlined FINN graph (``passes/04-finn.streamline/model.onnx``, batched);
 - the folded HW graph (``passes/12-finn.minimize_bit_width/model.onnx``, the input of the
-  ``finn-hw`` verify pass), sample by sample with FINN's Python execution (~1 ms a window).
+  ``finn-hw`` verify pass), sample by sample with FINN's Python execution (1-10 ms a window here,
+  depending on the load; ``--jobs`` splits the windows over processes).
 
 It prints the number of windows, the predicted classes that differ between PyTorch and the HW graph
 (apart from exact ties), the largest absolute logit error, and the integer-domain elements (the last
@@ -49,8 +50,31 @@ def _ties(logits: np.ndarray, tol: float) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) <= tol
 
 
+def _hw_chunk(args: tuple[Path, np.ndarray, Path]) -> tuple[np.ndarray, np.ndarray | None]:
+    from hwkit.verify import execute_finn_graph
+
+    return execute_finn_graph(*args)
+
+
+def _execute_hw(path: Path, xf: np.ndarray, work_dir: Path, jobs: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The HW graph sample by sample, the windows split into ``jobs`` contiguous chunks run by as many processes."""
+    from hwkit.verify import execute_finn_graph
+
+    if jobs <= 1 or len(xf) < 2 * jobs:
+        return execute_finn_graph(path, xf, work_dir)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = np.array_split(xf, jobs)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        parts = list(pool.map(_hw_chunk, [(path, c, work_dir / f"job{i}") for i, c in enumerate(chunks)]))
+    ints = [p[1] for p in parts]
+    return (np.concatenate([np.asarray(p[0]) for p in parts]),
+            None if any(i is None for i in ints) else np.concatenate([np.asarray(i) for i in ints]))
+
+
 def bitexact_check(module: Any, build_dir: Path, x: np.ndarray, work_dir: Path,
-                   labels: np.ndarray | None = None) -> dict[str, Any]:
+                   labels: np.ndarray | None = None, jobs: int = 1) -> dict[str, Any]:
     """Run ``x`` (uint8 windows) through torch, the streamlined and the HW FINN graphs and compare.
 
     Returns counts: samples, class mismatches torch vs HW (ties excluded, and the ties counted),
@@ -69,7 +93,7 @@ def bitexact_check(module: Any, build_dir: Path, x: np.ndarray, work_dir: Path,
     st_out, st_int = execute_finn_graph(pass_model(build_dir, STREAMLINED), xf, work_dir)
     t_st = time.perf_counter() - t0
     t0 = time.perf_counter()
-    hw_out, hw_int = execute_finn_graph(pass_model(build_dir, HW), xf, work_dir)
+    hw_out, hw_int = _execute_hw(pass_model(build_dir, HW), xf, work_dir, jobs)
     t_hw = time.perf_counter() - t0
     ref2 = ref.reshape(len(xf), -1).astype(np.float64)
     hw2 = np.asarray(hw_out, np.float64).reshape(len(xf), -1)
@@ -129,6 +153,7 @@ def main() -> None:
     ap.add_argument("--split", default=None, help="time | random (default: the checkpoint's split)")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--limit", type=int, default=None, help="only the first N test windows")
+    ap.add_argument("--jobs", type=int, default=1, help="processes for the sample-by-sample HW graph (default 1)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
 
@@ -151,7 +176,7 @@ def main() -> None:
             if proc.returncode != 0:
                 raise SystemExit(f"compile failed ({proc.returncode}): {proc.stderr[-2000:]}")
             print(f"compiled in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-        res = bitexact_check(loaded.module, build, test.x, Path(tmp) / "work", labels=test.y)
+        res = bitexact_check(loaded.module, build, test.x, Path(tmp) / "work", labels=test.y, jobs=args.jobs)
     res |= {"model": str(args.model), "split": cfg.split, "synthetic_seconds": secs, "seed": cfg.seed,
             "test_class_counts": dict(zip(("Benign", "DoS", "Fuzzing", "RPM"), test.class_counts()))}
     if args.json:
