@@ -94,6 +94,18 @@ POINTS: list[dict[str, Any]] = [
              "the submission's ClockPeriod 6.67 ns",
      "source": "mlcommons/tiny_results_v1.0 open/hls4ml/results/pynq-z2/ic/RN08/power/results.txt (median "
                "window: 1,604,417 uW, 12,266 uJ/inf at 130.8 inf/s) and .../inference/pynq-z2/accuracy_power.yml"},
+    {"design": "MLPerf Tiny v0.7 hls4ml-finn KWS-W3A3 (FINN MLP), bare metal", "board": "pynq-z2",
+     "family": "zynq-7000",
+     "resources": {"LUT": 0, "FF": 0, "BRAM_18K": 0, "URAM": 0, "DSP": 0}, "clock_mhz": 100.0,
+     "published_w": 1.756, "tier": "PL+PS", "kind": "measured, whole board at the 5 V input (Joulescope)",
+     "fit": "bound",
+     "role": "upper bound, a FINN dataflow design (target 200k fps) on the same board and setup as RN08 but another "
+             "submission round: 1.76 W whole board; resources are not in the results repository (binary .hdf "
+             "only), so the model runs with none; 100 MHz from build.py synth_clk_period_ns=10.0",
+     "source": "mlcommons/tiny_results_v0.7 (commit 8813ede) open/hls4ml-finn/results/pynq-z2/kws/KWS-W3A3/power/"
+               "results.txt (median window 1,756,066 uW; 30.667 uJ/inf at 57,257 inf/s), "
+               "open/hls4ml-finn/systems/system_description_pynq.json, .../code/kws/KWS-W3A3/inference/pynq-z2/"
+               "build.py"},
 ]
 
 # The CQMLP paper's measured hardware numbers (FPL 2023, ZCU104).
