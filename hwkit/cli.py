@@ -247,9 +247,10 @@ def _add_train_parser(sub: Any) -> None:
     t.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
     t.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-output-channel weight scales (default on; paper: per-tensor)")
-    t.add_argument("--weight-values", choices=["int", "pow2"],
-                   help="int: every integer of the b-bit grid (default); pow2: 0 and signed powers of two only, "
-                        "so every multiplication is a shift (docs/cqmlp.md)")
+    t.add_argument("--weight-values", choices=["int", "full", "pow2"],
+                   help="int: the narrow symmetric b-bit grid, ternary at 2 bits (default, Brevitas and the paper); "
+                        "full: every code of the b-bit type, {-2,-1,0,1} at 2 bits; pow2: 0 and signed powers of "
+                        "two only, so every multiplication is a shift (docs/cqmlp.md)")
     t.add_argument("--pretrain-bits", metavar="B[,B...]",
                    help="progressive quantisation: train first at these bit widths, widest first (e.g. 8,3), each "
                         "stage starting from the last one's weights (docs/cqmlp.md)")

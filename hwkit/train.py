@@ -74,7 +74,8 @@ class TrainConfig:
     weight_scaling: str = "max"
     """Weight-scale statistic: max | mean absolute weight (``mean`` puts fewer ternary weights at 0)."""
     weight_values: str = "int"
-    """int | pow2: every integer of the b-bit grid, or 0 and signed powers of two only (shift weights)."""
+    """int | full | pow2: the narrow symmetric b-bit grid (Brevitas default; ternary at 2 bits), every code of the
+    b-bit type (at 2 bits {-2, -1, 0, 1}), or 0 and signed powers of two only (shift weights)."""
     patience: int = 3
     """Stop after this many epochs without a lower validation loss (0 = never stop early)."""
     pretrain_bits: tuple[int, ...] = ()

@@ -14,6 +14,11 @@ explored with the same builder; checkpoints name it as arch ``"cqmlp"``.
 ``weight_scaling_per_output_channel``, still the max-abs statistic, so no learnable parameter is
 added: still 54,824). FINN's streamlining folds per-channel scales into the MVAU thresholds.
 
+``weight_values`` picks the weight grid: ``"int"`` (default, Brevitas' narrow symmetric range, at 2
+bits ternary), ``"full"`` (every code of the b-bit two's-complement type, at 2 bits {-2, -1, 0, 1}:
+four levels instead of three, FINN type INT2 either way; measured in docs/cqmlp.md) or ``"pow2"``
+(0 and signed powers of two, :mod:`hwkit.models.pow2`).
+
 ``weight_scaling="mean"`` sets each weight scale to the mean absolute weight (Brevitas
 ``StatsOp.AVE``) instead of the maximum (``"max"``, the Brevitas default). At 2 bits the weights are
 ternary, {-1, 0, +1} x scale, and a weight becomes 0 below half the scale. With max-abs scales about
@@ -37,6 +42,7 @@ CQMLP_CLASSES: tuple[str, ...] = ("Benign", "DoS", "Fuzzing", "RPM")
 FRAME_BYTES = 10
 """Features per CAN frame: 2 ID bytes + 8 payload bytes."""
 WEIGHT_SCALINGS: tuple[str, ...] = ("max", "mean")
+WEIGHT_VALUES: tuple[str, ...] = ("int", "full", "pow2")
 """Weight-scale statistics: max |w| (Brevitas default) or mean |w| (per tensor or per output channel)."""
 
 
@@ -71,8 +77,8 @@ def build_cqmlp(
         raise ValueError(f"bits must be 1..8, got {bits}")
     if weight_scaling not in WEIGHT_SCALINGS:
         raise ValueError(f"weight_scaling must be one of {WEIGHT_SCALINGS}, got {weight_scaling!r}")
-    if weight_values not in ("int", "pow2"):
-        raise ValueError(f"weight_values must be 'int' or 'pow2', got {weight_values!r}")
+    if weight_values not in WEIGHT_VALUES:
+        raise ValueError(f"weight_values must be one of {WEIGHT_VALUES}, got {weight_values!r}")
     abits = bits if act_bits is None else act_bits
     wbits_list = _per_layer("layer_bits", layer_bits, bits, len(widths) + 1)
     abits_list = _per_layer("layer_act_bits", layer_act_bits, abits, len(widths))
@@ -89,6 +95,9 @@ def build_cqmlp(
     class WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
         scaling_per_output_channel = per_channel
         scaling_stats_op = StatsOp.AVE if weight_scaling == "mean" else StatsOp.MAX
+        # "full": all 2^b codes, -2^(b-1) .. 2^(b-1)-1 (at 2 bits {-2, -1, 0, 1} x scale, scale = max|w| / 2);
+        # "int" keeps Brevitas' narrow range (at 2 bits ternary {-1, 0, 1} x max|w|)
+        narrow_range = weight_values != "full"
 
     if weight_values == "pow2":
         from hwkit.models.pow2 import Pow2IntScaling, Pow2RoundSte

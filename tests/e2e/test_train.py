@@ -144,3 +144,45 @@ def test_compiled_cqmlp_is_bit_exact_on_test_windows(first_run, tmp_path):
     assert res["class_mismatches"] == 0, res
     assert res["max_abs_error_torch_vs_hw"] <= 1e-3 * max(1.0, res["max_abs_logit"]), res
     assert res["ok"]
+
+
+def test_full_range_weights_train_export_and_stay_bit_exact(tmp_path):
+    """--weight-values full: all four 2-bit codes {-2,-1,0,1} are used, kept in the checkpoint, INT2 in FINN."""
+    import numpy as np
+    import torch
+
+    from hwkit.load import load_model
+    from hwkit.models.pow2 import integer_weights
+    from hwkit.train import TrainConfig, prepare_data
+
+    out = tmp_path / "full.pt"
+    proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "1", "--weight-values", "full", "--out", str(out), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = load_model(out, CompileSettings())
+    assert loaded.meta["config"]["weight_values"] == "full"
+    layers = [m for m in loaded.module if hasattr(m, "quant_weight")]
+    assert len(layers) == 5
+    for m in layers:
+        codes = set(integer_weights(m).unique().tolist())
+        assert codes <= {-2.0, -1.0, 0.0, 1.0} and -2.0 in codes, codes  # narrow range would never give -2
+    # the same float weights on the default narrow grid are ternary: the checkpoint must carry the choice
+    from hwkit.models.cqmlp import build_cqmlp
+
+    narrow = build_cqmlp(bits=2, per_channel=True)
+    narrow.load_state_dict(loaded.module.state_dict())
+    assert all(set(integer_weights(m).unique().tolist()) <= {-1.0, 0.0, 1.0}
+               for m in narrow if hasattr(m, "quant_weight"))
+    x = torch.rand(64, 40) * 255
+    assert not torch.equal(narrow.eval()(x), loaded.module.eval()(x))
+
+    build = tmp_path / "build"
+    proc = _hwkit("compile", str(out), "--target", "zcu104", "--target-fps", "100000", "--out", str(build), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((build / "report.json").read_text())
+    assert all(v["ok"] for v in report["verification"]) and report["verification"][-1]["int_exact"] is True
+    mvau = [la for la in report["layers"] if la["op"].startswith("MVAU")]
+    assert len(mvau) == 5 and all(la["weight_dtype"] == "INT2" for la in mvau)
+    split, _ = prepare_data(None, 8.0, TrainConfig(split="random"))
+    test = split.test.take(np.linspace(0, len(split.test) - 1, 60).astype(int))
+    res = _bitexact_module().bitexact_check(loaded.module, build, test.x, tmp_path / "work", labels=test.y)
+    assert res["class_mismatches"] == 0 and res["int_mismatches"] == 0, res
