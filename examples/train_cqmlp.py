@@ -1,14 +1,15 @@
 """Train the bundled CQMLP example: 2-bit (w2a2) CAN-bus IDS on synthetic Car-Hacking-style traffic.
 
-    .venv/bin/python examples/train_cqmlp.py [--out examples/cqmlp_w2a2_synthetic.pt] [--seconds 120] [--epochs 40]
+    .venv/bin/python examples/train_cqmlp.py [--out examples/cqmlp_w2a2_synthetic.pt] [--seconds 600] [--epochs 45]
 
 Generates seeded Car-Hacking-style files (DoS, fuzzing, RPM and gear spoofing, normal run) in a
 temporary directory, reads them back with the Car-Hacking readers, windows them (4 frames -> 40
 uint8 features), splits by time (85/10/5) and trains the paper's 40-256-128-64-32-4 CQMLP with
 2-bit weights and activations. Recipe (docs/cqmlp.md): per-output-channel (max-abs) weight scales,
 Adam without weight decay, one-cycle schedule (15% linear warm-up to lr 3e-3, cosine decay), batch
-512, 150 epochs, a seeded 450,000-window subset of the training windows per run, best validation loss
-kept. Writes a hwkit checkpoint (arch ``cqmlp``) with metrics.json and a PNG next to it;
+512, 45 epochs over all ~4.6 million training windows of 600 s files (longer captures, not more
+epochs, were what closed most of the gap: docs/cqmlp.md), best validation loss kept. About 80 min on one
+core here. Writes a hwkit checkpoint (arch ``cqmlp``) with metrics.json and a PNG next to it;
 ``hwkit compile`` takes the checkpoint.
 """
 
