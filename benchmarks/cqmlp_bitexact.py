@@ -50,12 +50,6 @@ def _ties(logits: np.ndarray, tol: float) -> np.ndarray:
     return (top2[:, 1] - top2[:, 0]) <= tol
 
 
-def _hw_chunk(args: tuple[Path, np.ndarray, Path]) -> tuple[np.ndarray, np.ndarray | None]:
-    from hwkit.verify import execute_finn_graph
-
-    return execute_finn_graph(*args)
-
-
 def _execute_hw(path: Path, xf: np.ndarray, work_dir: Path, jobs: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The HW graph sample by sample, the windows split into ``jobs`` contiguous chunks run by as many processes."""
     from hwkit.verify import execute_finn_graph
@@ -67,7 +61,7 @@ def _execute_hw(path: Path, xf: np.ndarray, work_dir: Path, jobs: int) -> tuple[
 
     chunks = np.array_split(xf, jobs)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        parts = list(pool.map(_hw_chunk, [(path, c, work_dir / f"job{i}") for i, c in enumerate(chunks)]))
+        parts = list(pool.map(execute_finn_graph, [path] * jobs, chunks, [work_dir / f"job{i}" for i in range(jobs)]))
     ints = [p[1] for p in parts]
     return (np.concatenate([np.asarray(p[0]) for p in parts]),
             None if any(i is None for i in ints) else np.concatenate([np.asarray(i) for i in ints]))

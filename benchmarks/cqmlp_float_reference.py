@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import time
 from collections import Counter
-from dataclasses import replace
 
 import numpy as np
 
@@ -61,7 +60,7 @@ def run(seconds: float, split_mode: str, epochs: int, seed: int, batch: int, lr:
 
     cfg = TrainConfig(split=split_mode, seed=seed)
     t0 = time.perf_counter()
-    split, _ = prepare_data(None, seconds, replace(cfg))
+    split, _ = prepare_data(None, seconds, cfg)
     print(f"{seconds:g} s files, {split_mode} split {split.sizes()} ({time.perf_counter() - t0:.0f} s to generate)",
           flush=True)
     torch.set_num_threads(1)
