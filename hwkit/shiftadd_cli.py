@@ -1,4 +1,4 @@
-"""``hwkit shiftadd``: reparameterise a float model's Linear layers with shifts and adds (issue 6).
+"""``hwkit shiftadd``: reparameterise a float model's Linear (q/ps: also Conv2d) layers with shifts and adds.
 
 Modes: ``q`` / ``ps`` (DeepShift shift weights, optional fine-tuning), ``bcq`` (ShiftAddLLM post-training
 binary-coded quantisation with power-of-two scales), ``moe`` (ShiftAddViT mult/shift mixture of experts).
@@ -19,7 +19,7 @@ from hwkit.errors import InputError
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
-    p = sub.add_parser("shiftadd", help="reparameterise Linear layers as shifts/adds (DeepShift, ShiftAddLLM)")
+    p = sub.add_parser("shiftadd", help="reparameterise Linear/Conv2d layers as shifts/adds (DeepShift, ShiftAddLLM)")
     p.add_argument("model", help="state dict (with --arch), hwkit checkpoint or trusted pickle (.pt) of a float model")
     p.add_argument("--mode", choices=["ps", "q", "bcq", "moe"], default="ps",
                    help="ps/q: DeepShift shift weights; bcq: binary-coded PTQ; moe: mult+shift experts (default ps)")

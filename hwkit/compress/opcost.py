@@ -1,4 +1,4 @@
-"""Analytical operation counts and energy of dense, shift and binary-coded (LUT) linear layers.
+"""Analytical operation counts and energy of dense, shift and binary-coded (LUT) linear and conv layers.
 
 Energy per operation (45 nm, 0.9 V): Horowitz, "Computing's energy problem", ISSCC 2014 — fp32 mult 3.7 pJ,
 fp32 add 0.9 pJ, int32 add 0.1 pJ, int8 add 0.03 pJ, int32 mult 3.1 pJ, int8 mult 0.2 pJ. Horowitz gives no shift
@@ -11,6 +11,9 @@ Counting rules (per sample, i.e. per token/row of the input):
 * dense Linear N x K: N*K fp32 mults, N*(K-1) fp32 adds (+N for the bias);
 * shift Linear (DeepShift, activations in 32-bit fixed point): one shift per *non-zero* weight, and the
   accumulation of those terms plus the bias as int32 adds (the sign is an add/subtract choice);
+* Conv2d (dense or shift): the Linear rule per output position, with ``N`` = output channels and ``K`` =
+  ``in_channels / groups * kh * kw`` (a shift conv: one shift per non-zero weight of each output channel and
+  int adds, per output position); the output spatial size comes from a forward hook on one sample input;
 * mixture of experts (ShiftAddViT): the mult and shift expert counts weighted by the measured token shares,
   plus the router (a dense Linear to 2 logits) and one compare;
 * binary-coded Linear, q bits, LUT-GEMV with mu = 8 (ShiftAddLLM): per 8-input chunk a 256-entry LUT of signed
@@ -98,12 +101,50 @@ def scaled(c: OpCounts, f: float) -> OpCounts:
     return OpCounts(*(round(v * f) for v in asdict(c).values()))
 
 
-def model_ops(model: Any) -> dict[str, OpCounts]:
-    """Per-layer operation counts of a model holding nn.Linear, ShiftLinear and BCQLinear layers."""
+def _is_conv(m: Any) -> bool:
+    from torch import nn
+
+    from hwkit.compress import shift
+
+    return isinstance(m, nn.Conv2d) or shift.is_shift_conv(m)
+
+
+def conv_positions(model: Any, sample: Any) -> dict[str, int]:
+    """Output positions (H_out * W_out) of each Conv2d / ShiftConv2d, from one eval-mode forward pass of
+    ``sample[:1]`` with forward hooks; {} (and no forward pass) for a model without conv layers."""
+    from hwkit.compress import shift_moe
+    from hwkit.compress.hooks import run_hooked
+    from hwkit.errors import InputError
+
+    convs = [(n, m) for n, m in model.named_modules() if _is_conv(m)]
+    if not convs:
+        return {}
+    if sample is None:
+        raise InputError("counting the operations of Conv2d layers needs a sample input")
+    seen: dict[str, int] = {}
+
+    def keep(name: str) -> Any:
+        return lambda _m, _i, o: seen.__setitem__(name, int(o.shape[-2]) * int(o.shape[-1]))
+
+    shares = {m: m.shift_share for m in model.modules() if shift_moe.is_moe(m)}  # a forward pass overwrites them
+    was_training = model.training
+    try:
+        run_hooked(model.eval(), sample[:1], [(m, keep(n)) for n, m in convs])
+    finally:
+        model.train(was_training)
+        for m, v in shares.items():
+            m.shift_share = v
+    return seen
+
+
+def model_ops(model: Any, sample: Any = None) -> dict[str, OpCounts]:
+    """Per-layer operation counts of a model holding nn.Linear, nn.Conv2d, ShiftLinear, ShiftConv2d and BCQLinear
+    layers. ``sample`` (an input batch; only its first row is run) is needed when the model has conv layers."""
     from torch import nn
 
     from hwkit.compress import bcq, shift, shift_moe
 
+    positions = conv_positions(model, sample)
     out: dict[str, OpCounts] = {}
     inside: list[str] = []
     for name, m in model.named_modules():
@@ -118,12 +159,15 @@ def model_ops(model: Any) -> dict[str, OpCounts]:
                          + dense_ops(2, m.in_features, True) + OpCounts(fp_add=1))  # router + top-1 compare
         elif shift.is_shift(m):
             sign, _ = m.codes()
-            out[name] = shift_ops((sign != 0).sum(dim=1).tolist(), m.bias is not None)
+            ops = shift_ops((sign != 0).flatten(1).sum(dim=1).tolist(), m.bias is not None)
+            out[name] = scaled(ops, positions[name]) if shift.is_shift_conv(m) else ops
         elif bcq.is_bcq(m):
             out[name] = lut_ops(m.out_features, m.in_features, m.bits, m.bias is not None,
                                 m.apot_terms)
         elif isinstance(m, nn.Linear):
             out[name] = dense_ops(m.out_features, m.in_features, m.bias is not None)
+        elif isinstance(m, nn.Conv2d):
+            out[name] = scaled(dense_ops(m.out_channels, m.weight[0].numel(), m.bias is not None), positions[name])
     return out
 
 
@@ -136,7 +180,7 @@ def energy_report(dense: dict[str, OpCounts], reparam: dict[str, OpCounts],
     e_d, e_r = tot_d.energy_pj(t), tot_r.energy_pj(t)
     return {
         "kind": LABEL,
-        "scope": "compute of Linear layers only, per sample (no memory traffic, no activations/norms)",
+        "scope": "compute of Linear/Conv2d layers only, per sample (no memory traffic, no activations/norms)",
         "table": asdict(t),
         "dense": {"ops": asdict(tot_d), "energy_pj": e_d},
         "reparameterised": {"ops": asdict(tot_r), "energy_pj": e_r},

@@ -1,4 +1,4 @@
-"""DeepShift shift layers for ``nn.Linear``: weights ``s * 2**p`` (Q and PS modes), see docs/shiftadd.md.
+"""DeepShift shift layers for ``nn.Linear`` and ``nn.Conv2d``: weights ``s * 2**p`` (Q, PS), see docs/shiftadd.md.
 
 Follows DeepShift (Elhoushi et al., CVPRW 2021; github.com/mostafaelhoushi/DeepShift, ``modules.py`` and
 ``modules_q.py``) as summarised in the shared reference:
@@ -15,6 +15,10 @@ Rounding is in the log domain (switch at ``|w| = 2**(p+1/2)``), deterministic. T
 (|w| <= 1; larger weights saturate), as in DeepShift. DeepShift's fixed-point rounding of activations and bias
 (16.16 bits by default, a no-op in practice) is not applied: [VERIFY] choice — float activations, so the torch
 model, the ONNX export and the dense reference agree exactly.
+
+``ShiftLinear`` and ``ShiftConv2d`` share this weight machinery (``ShiftBase``); the conv layer runs
+``F.conv2d`` with the original stride/padding/dilation/groups/bias (zero padding only; DeepShift's
+``Conv2dShift``), with one ``s * 2**p`` per weight (no per-channel scale).
 """
 
 from __future__ import annotations
@@ -98,13 +102,32 @@ def make_shift_linear(in_features: int, out_features: int, bias: bool, cfg: Shif
     return _shift_linear_cls()(in_features, out_features, bias, cfg)
 
 
-_CLS: Any = None
+def make_shift_conv2d(in_channels: int, out_channels: int, kernel_size: Any, cfg: ShiftConfig, stride: Any = 1,
+                      padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> Any:
+    """A :class:`ShiftConv2d` (the arguments of ``nn.Conv2d``; zero padding only)."""
+    return _shift_conv2d_cls()(in_channels, out_channels, kernel_size, cfg, stride, padding, dilation, groups, bias)
+
+
+_CLASSES: tuple[Any, Any, Any] | None = None
+"""(ShiftBase, ShiftLinear, ShiftConv2d), built on first use."""
 
 
 def _shift_linear_cls() -> Any:
-    global _CLS, _UGM, _STE
-    if _CLS is not None:
-        return _CLS
+    return _classes()[1]
+
+
+def _shift_conv2d_cls() -> Any:
+    return _classes()[2]
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, tuple | list) else (int(v), int(v))
+
+
+def _classes() -> tuple[Any, Any, Any]:
+    global _CLASSES, _UGM, _STE
+    if _CLASSES is not None:
+        return _CLASSES
     import math
 
     import torch
@@ -112,35 +135,39 @@ def _shift_linear_cls() -> Any:
 
     _UGM, _STE = _unsym_grad_mul()
 
-    class ShiftLinear(nn.Module):
-        """A Linear layer whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
+    class ShiftBase(nn.Module):
+        """The Q/PS weight machinery shared by the shift layers: a weight of any shape that is ``s * 2**p``.
 
-        def __init__(self, in_features: int, out_features: int, bias: bool, cfg: ShiftConfig) -> None:
-            super().__init__()
-            self.in_features, self.out_features, self.cfg = in_features, out_features, cfg
+        Subclasses set their own attributes, call :meth:`_init_shift` with the dense weight shape and implement
+        ``forward`` (with :meth:`quantised_weight`) and ``to_dense`` (the plain torch layer of the same geometry).
+        """
+
+        cfg: ShiftConfig
+
+        def _init_shift(self, shape: tuple[int, ...], bias: bool, cfg: ShiftConfig) -> None:
+            self.cfg = cfg
             if cfg.mode == "q":
-                self.weight = nn.Parameter(torch.empty(out_features, in_features))
+                self.weight = nn.Parameter(torch.empty(shape))
                 nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
             else:
-                self.shift = nn.Parameter(torch.empty(out_features, in_features).uniform_(cfg.pmin, 0))
-                self.sign = nn.Parameter(torch.empty(out_features, in_features).uniform_(-1, 1))
-            self.bias = nn.Parameter(torch.empty(out_features).uniform_(-1, 1) / math.sqrt(in_features)) \
-                if bias else None
+                self.shift = nn.Parameter(torch.empty(shape).uniform_(cfg.pmin, 0))
+                self.sign = nn.Parameter(torch.empty(shape).uniform_(-1, 1))
+            fan_in = math.prod(shape[1:])
+            self.bias = nn.Parameter(torch.empty(shape[0]).uniform_(-1, 1) / math.sqrt(fan_in)) if bias else None
 
-        @classmethod
-        def from_linear(cls, lin: Any, cfg: ShiftConfig) -> Any:
-            """Convert a pretrained Linear: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
-            m = cls(lin.in_features, lin.out_features, lin.bias is not None, cfg)
-            w = lin.weight.detach().float()
+        def _load_dense(self, dense: Any) -> Any:
+            """Take a pretrained layer's weights: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
+            w, cfg = dense.weight.detach().float(), self.cfg
             with torch.no_grad():
                 if cfg.mode == "q":
-                    m.weight.copy_(w)
+                    self.weight.copy_(w)
                 else:
-                    m.shift.copy_(torch.round(torch.log2(w.abs().clamp(min=2.0 ** (cfg.pmin - 1)))).clamp(cfg.pmin, 0))
-                    m.sign.copy_(torch.sign(w))
-                if lin.bias is not None:
-                    m.bias.copy_(lin.bias.detach().float())
-            return m
+                    self.shift.copy_(torch.round(torch.log2(w.abs().clamp(min=2.0 ** (cfg.pmin - 1))))
+                                     .clamp(cfg.pmin, 0))
+                    self.sign.copy_(torch.sign(w))
+                if dense.bias is not None:
+                    self.bias.copy_(dense.bias.detach().float())
+            return self
 
         def quantised_weight(self) -> Any:
             """The weight actually used: exact signed powers of two (or 0), with STE gradients."""
@@ -158,33 +185,100 @@ def _shift_linear_cls() -> Any:
             return _UGM.apply(torch.pow(2.0, p), s)
 
         def codes(self) -> tuple[Any, Any]:
-            """(sign in {-1,0,1}, p in [pmin, 0]) as int8 tensors; p is 0 where the sign is 0."""
+            """(sign in {-1,0,1}, p in [pmin, 0]) as int8 tensors of the weight's shape; p is 0 where sign is 0."""
             with torch.no_grad():
                 w = self.quantised_weight()
                 sign = torch.sign(w).to(torch.int8)
                 p = torch.where(w == 0, torch.zeros_like(w), torch.log2(w.abs().clamp(min=2.0 ** self.cfg.pmin)))
                 return sign, torch.round(p).to(torch.int8)
 
+        def _dense_with(self, dense: Any) -> Any:
+            """``dense`` (a fresh torch layer of this geometry) holding the exact power-of-two weights."""
+            with torch.no_grad():
+                dense.weight.copy_(self.quantised_weight())
+                if self.bias is not None:
+                    dense.bias.copy_(self.bias)
+            return dense
+
+        def _cfg_repr(self) -> str:
+            return f"mode={self.cfg.mode}, weight_bits={self.cfg.weight_bits}, p in [{self.cfg.pmin}, 0]"
+
+    class ShiftLinear(ShiftBase):
+        """A Linear layer whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
+
+        def __init__(self, in_features: int, out_features: int, bias: bool, cfg: ShiftConfig) -> None:
+            super().__init__()
+            self.in_features, self.out_features = in_features, out_features
+            self._init_shift((out_features, in_features), bias, cfg)
+
+        @classmethod
+        def from_linear(cls, lin: Any, cfg: ShiftConfig) -> Any:
+            """Convert a pretrained Linear: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
+            return cls(lin.in_features, lin.out_features, lin.bias is not None, cfg)._load_dense(lin)
+
         def forward(self, x: Any) -> Any:
             return nn.functional.linear(x, self.quantised_weight(), self.bias)
 
-        def extra_repr(self) -> str:
-            return (f"in_features={self.in_features}, out_features={self.out_features}, mode={self.cfg.mode}, "
-                    f"weight_bits={self.cfg.weight_bits}, p in [{self.cfg.pmin}, 0]")
+        def to_dense(self) -> Any:
+            """An nn.Linear with the exact power-of-two weights."""
+            return self._dense_with(nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
 
-    _CLS = ShiftLinear
-    return _CLS
+        def extra_repr(self) -> str:
+            return f"in_features={self.in_features}, out_features={self.out_features}, {self._cfg_repr()}"
+
+    class ShiftConv2d(ShiftBase):
+        """A Conv2d layer (zero padding) whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
+
+        def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, cfg: ShiftConfig, stride: Any = 1,
+                     padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> None:
+            super().__init__()
+            if in_channels % groups or out_channels % groups:
+                raise InputError(f"channels ({in_channels}, {out_channels}) must be divisible by groups {groups}")
+            self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+            self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+            self.padding = padding if isinstance(padding, str) else _pair(padding)
+            self._init_shift((out_channels, in_channels // groups, *self.kernel_size), bias, cfg)
+
+        @classmethod
+        def from_conv(cls, conv: Any, cfg: ShiftConfig) -> Any:
+            """Convert a pretrained Conv2d (same stride/padding/dilation/groups/bias; ``padding_mode='zeros'``)."""
+            if conv.padding_mode != "zeros":
+                raise UnsupportedLayerError(f"shift Conv2d supports padding_mode='zeros' only, got "
+                                            f"'{conv.padding_mode}'")
+            return cls(conv.in_channels, conv.out_channels, conv.kernel_size, cfg, conv.stride, conv.padding,
+                       conv.dilation, conv.groups, conv.bias is not None)._load_dense(conv)
+
+        def forward(self, x: Any) -> Any:
+            return nn.functional.conv2d(x, self.quantised_weight(), self.bias, self.stride, self.padding,
+                                        self.dilation, self.groups)
+
+        def to_dense(self) -> Any:
+            """An nn.Conv2d with the exact power-of-two weights."""
+            return self._dense_with(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                                              self.padding, self.dilation, self.groups, bias=self.bias is not None))
+
+        def extra_repr(self) -> str:
+            return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                    f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, {self._cfg_repr()}")
+
+    _CLASSES = (ShiftBase, ShiftLinear, ShiftConv2d)
+    return _CLASSES
 
 
 def is_shift(m: Any) -> bool:
-    """True for a :class:`ShiftLinear` module."""
-    return _CLS is not None and isinstance(m, _CLS)
+    """True for a shift layer (:class:`ShiftLinear` or :class:`ShiftConv2d`)."""
+    return _CLASSES is not None and isinstance(m, _CLASSES[0])
+
+
+def is_shift_conv(m: Any) -> bool:
+    """True for a :class:`ShiftConv2d`."""
+    return _CLASSES is not None and isinstance(m, _CLASSES[2])
 
 
 def _check_float(model: Any) -> None:
     for name, m in model.named_modules():
         if type(m).__module__.startswith("brevitas."):
-            raise UnsupportedLayerError(f"shiftadd works on float nn.Linear models; '{name}' is a Brevitas "
+            raise UnsupportedLayerError(f"shiftadd works on float nn.Linear/nn.Conv2d models; '{name}' is a Brevitas "
                                         f"{type(m).__name__} (convert a float model)")
 
 
@@ -195,6 +289,13 @@ def linear_names(model: Any, skip: tuple[str, ...] = ()) -> list[str]:
     return [n for n, m in model.named_modules() if type(m) is nn.Linear and n not in skip]
 
 
+def conv_names(model: Any, skip: tuple[str, ...] = ()) -> list[str]:
+    """Names of the plain nn.Conv2d modules (in module order), minus ``skip``."""
+    from torch import nn
+
+    return [n for n, m in model.named_modules() if type(m) is nn.Conv2d and n not in skip]
+
+
 def set_module(model: Any, name: str, new: Any) -> None:
     """Replace the submodule called ``name`` (dotted) by ``new``."""
     parent_name, _, child = name.rpartition(".")
@@ -203,34 +304,30 @@ def set_module(model: Any, name: str, new: Any) -> None:
 
 
 def convert(model: Any, cfg: ShiftConfig, skip: tuple[str, ...] = ()) -> Any:
-    """Replace every plain nn.Linear (except ``skip``) by a ShiftLinear converted from its weights, in place."""
+    """Replace every plain nn.Linear and nn.Conv2d (except ``skip``) by a shift layer converted from its weights,
+    in place. A Conv2d with a padding mode other than 'zeros' stays dense (see :func:`conv_names`)."""
     _check_float(model)
+    lin_cls, conv_cls = _shift_linear_cls(), _shift_conv2d_cls()
     names = linear_names(model, skip)
-    if not names:
-        raise UnsupportedLayerError("the model has no nn.Linear layer to convert to shifts")
-    cls = _shift_linear_cls()
+    conv = [n for n in conv_names(model, skip) if model.get_submodule(n).padding_mode == "zeros"]
+    if not names and not conv:
+        raise UnsupportedLayerError("the model has no nn.Linear or nn.Conv2d layer to convert to shifts")
     for n in names:
-        set_module(model, n, cls.from_linear(model.get_submodule(n), cfg))
+        set_module(model, n, lin_cls.from_linear(model.get_submodule(n), cfg))
+    for n in conv:
+        set_module(model, n, conv_cls.from_conv(model.get_submodule(n), cfg))
     return model
 
 
 def materialise(model: Any) -> Any:
-    """Replace each ShiftLinear by an nn.Linear holding its exact power-of-two weights (fp32), in place.
+    """Replace each shift layer by an nn.Linear / nn.Conv2d holding its exact power-of-two weights (fp32), in place.
 
     The result has the original architecture's state-dict keys, so it loads where the float model did, and
-    exports to ONNX as ordinary Gemm/MatMul (weights are exact powers of two in fp32: every product is exact).
+    exports to ONNX as ordinary Gemm/MatMul/Conv (weights are exact powers of two in fp32: every product is exact).
     """
-    import torch
-    from torch import nn
-
     for n, m in list(model.named_modules()):
         if is_shift(m):
-            lin = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
-            with torch.no_grad():
-                lin.weight.copy_(m.quantised_weight())
-                if m.bias is not None:
-                    lin.bias.copy_(m.bias)
-            set_module(model, n, lin)
+            set_module(model, n, m.to_dense())
     return model
 
 

@@ -1,10 +1,11 @@
 """ONNX (ONNX Runtime) and QONNX (FINN) forms of a shift / binary-coded model.
 
-* ONNX: the layers are materialised as ordinary Linear layers whose fp32 weights are the exact shift values
-  (``s * 2**p``) or dequantised BCQ weights, then exported with ``torch.onnx.export``; ONNX Runtime runs it as
-  Gemm/MatMul. This is a float graph that computes what the shift model computes; it does not execute shifts.
-* QONNX: every weight initialiser of that graph gets a QONNX ``Quant`` node (signed, scale ``2**pmin``, zero
-  point 0, bit width ``-pmin + 2``), the integer-weight form FINN's QONNX import reads (``IntegerWeight``).
+* ONNX: the layers are materialised as ordinary Linear / Conv2d layers whose fp32 weights are the exact shift
+  values (``s * 2**p``) or dequantised BCQ weights, then exported with ``torch.onnx.export``; ONNX Runtime runs it
+  as Gemm/MatMul/Conv. This is a float graph that computes what the shift model computes; it does not execute shifts.
+* QONNX: every shift weight initialiser of that graph (Linear and Conv) gets a QONNX ``Quant`` node (signed,
+  scale ``2**pmin``, zero point 0, bit width ``-pmin + 2``), the integer-weight form FINN's QONNX import reads
+  (``IntegerWeight``); the batch is fixed at 1 and the shape arithmetic folded.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def dense_copy(model: Any) -> Any:
 
 
 def export_onnx(model: Any, shape: tuple[int, ...], out: Path) -> Path:
-    """Export a copy of ``model`` with shift/BCQ layers materialised as fp32 Linear layers."""
+    """Export a copy of ``model`` with shift/BCQ layers materialised as fp32 Linear / Conv2d layers."""
     import torch
 
     m = dense_copy(model).eval()
@@ -111,7 +112,18 @@ def to_qonnx(onnx_path: Path, model: Any, out: Path) -> dict[str, Any]:
     g.graph.node.extend(new_nodes + nodes)
     g.opset_import.append(helper.make_opsetid("qonnx.custom_op.general", 1))
     onnx.save(g, str(out))
+    _fold_shapes(out)
     return info
+
+
+def _fold_shapes(path: Path) -> None:
+    """Fold the batch-dependent shape arithmetic (``Shape -> ... -> Reshape`` of a Flatten) now that the batch is
+    fixed at 1, so every tensor has a static shape; Quant nodes are not folded (qonnx's default)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.fold_constants import FoldConstants
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    ModelWrapper(str(path)).transform(InferShapes()).transform(FoldConstants()).save(str(path))
 
 
 def run_qonnx(path: Path, x: Any) -> Any:

@@ -38,6 +38,16 @@ def _rel(a: Any, b: Any) -> float:
     return float((a - b).norm() / b.norm().clamp(min=1e-12))
 
 
+def _note_dense_convs(model: Any, report: dict[str, Any], say: Any, why: str) -> None:
+    """Record (and log) the plain nn.Conv2d layers of ``model`` that stay dense fp32."""
+    from hwkit.compress.shift import conv_names
+
+    names = conv_names(model)
+    if names:
+        report["dense_conv_layers"] = {"names": names, "reason": why}
+        say(f"{len(names)} Conv2d layer(s) left dense fp32 ({why}): {', '.join(names)}")
+
+
 def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = None) -> tuple[Any, dict[str, Any]]:
     """Apply ``params['mode']`` to a copy of ``module``; returns (model, report)."""
     import torch
@@ -61,6 +71,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
 
         cfg = shift.ShiftConfig(mode=mode, weight_bits=int(params.get("weight_bits") or 5))
         shift.convert(model, cfg)
+        _note_dense_convs(model, report, say, "padding_mode other than 'zeros'")
         report["config"] = {"mode": mode, "weight_bits": cfg.weight_bits, "p_range": [cfg.pmin, 0]}
         report["accuracy_converted"] = _acc(model, data.test_x, data.test_y)
         if epochs > 0:
@@ -82,6 +93,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     elif mode == "bcq":
         from hwkit.compress import bcq
 
+        _note_dense_convs(model, report, say, "bcq is Linear-only")
         cfg = bcq.BCQConfig(bits=int(params.get("bits", 3)), group_rows=int(params.get("group_rows") or 8),
                             rounds=int(params.get("rounds", 20)),
                             apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
@@ -91,6 +103,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     else:
         from hwkit.compress import shift_moe
 
+        _note_dense_convs(model, report, say, "moe is Linear-only")
         model, rep = shift_moe.reparameterise(model, data, params, say)
         report.update(rep)
     report["time_s"] = time.perf_counter() - t0
@@ -100,7 +113,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     report["accuracy"] = {"before": _acc(base, data.test_x, data.test_y),
                           "after": _acc(model, data.test_x, data.test_y)}
     report["output_rel_error"] = _rel(y1, y0)
-    report["energy"] = opcost.energy_report(opcost.model_ops(base), opcost.model_ops(model))
+    report["energy"] = opcost.energy_report(opcost.model_ops(base, test_x), opcost.model_ops(model, test_x))
     return model, report
 
 
@@ -189,6 +202,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         for lay in report["layers"]:
             lines.append(f"| {lay['name']} | " + " | ".join(
                 f"{v:.4g}" if isinstance(v, float) else str(v) for k, v in lay.items() if k != "name") + " |")
+    if "dense_conv_layers" in report:
+        d = report["dense_conv_layers"]
+        lines += ["", f"Conv2d layers left dense fp32 ({d['reason']}): {', '.join(d['names'])}."]
     if "memory" in report:
         m = report["memory"]
         lines += ["", f"Weight memory of the quantised layers: {m['weight_bytes']:,.0f} B (codes + fp32 scales) vs "
