@@ -338,6 +338,35 @@ def digits_split(seed: int = 0, scale: bool = True) -> tuple[Any, Any, Any, Any]
     return f(x_tr), torch.tensor(y_tr), f(x_te), torch.tensor(y_te)
 
 
+SKLEARN_TABULAR = ("iris", "wine", "breast_cancer")
+"""Real tabular data sets bundled with scikit-learn (no download) that :func:`tabular_split` loads."""
+
+
+def tabular_split(name: str, seed: int = 0, test_size: float = 0.2, clip: float = 3.0) -> tuple[Any, Any, Any, Any]:
+    """A scikit-learn bundled tabular data set (iris, wine, breast_cancer) as float tensors, inputs in [0, 1].
+
+    Stratified split (``test_size``, ``random_state=seed``). Each feature is standardised with the *training*
+    split's mean and std, clipped to +-``clip`` std and mapped linearly onto [0, 1] (z = -clip -> 0, 0 -> 0.5,
+    +clip -> 1): the same non-negative input range as :func:`digits_split`'s pixels / 16.
+    """
+    import numpy as np
+    import torch
+    from sklearn import datasets
+    from sklearn.model_selection import train_test_split
+
+    if name not in SKLEARN_TABULAR:
+        raise ValueError(f"data set must be one of {', '.join(SKLEARN_TABULAR)}, got {name!r}")
+    if clip <= 0:
+        raise ValueError(f"clip must be > 0, got {clip}")
+    x, y = getattr(datasets, f"load_{name}")(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_size, random_state=seed, stratify=y)
+    mu, sd = x_tr.mean(0), x_tr.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    scale = lambda a: np.clip(((a - mu) / sd + clip) / (2 * clip), 0.0, 1.0)  # noqa: E731
+    f = lambda a: torch.tensor(scale(a), dtype=torch.float32)  # noqa: E731
+    return f(x_tr), torch.tensor(y_tr), f(x_te), torch.tensor(y_te)
+
+
 def train_float(model: Any, x: Any, y: Any, epochs: int = 30, lr: float = 0.1, batch_size: int = 8,
                 seed: int = 0) -> Any:
     """Plain SGD in float (the software reference used by benchmarks and tests)."""
