@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.e2e.models import train_on_digits
+
 torch = pytest.importorskip("torch")
 
 KW = {"in_features": 64, "hidden": [48, 24], "out_features": 10, "weight_bits": 2, "act_bits": 2}
@@ -13,15 +15,9 @@ KW = {"in_features": 64, "hidden": [48, 24], "out_features": 10, "weight_bits": 
 
 @pytest.fixture(scope="module")
 def qmlp_ckpt(tmp_path_factory):
-    from hwkit.compress.amp_toy import digits_splits, train_classifier
     from hwkit.models.mlp import build_qmlp
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    d = digits_splits(0)
-    torch.manual_seed(0)
-    m = train_classifier(build_qmlp(**KW), *d["train"], epochs=6, lr=5e-3)
-    torch.set_num_threads(threads)
+    m = train_on_digits(lambda: build_qmlp(**KW), epochs=6, lr=5e-3)
     path = tmp_path_factory.mktemp("prune") / "q.pt"
     torch.save({"hwkit_checkpoint": 1, "arch": "qmlp", "arch_kwargs": KW, "state_dict": m.state_dict(),
                 "input_shape": [1, 64], "input_dtype": "UINT8"}, path)

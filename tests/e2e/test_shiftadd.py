@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.e2e.models import is_pow2, train_on_digits
+
 torch = pytest.importorskip("torch")
 
 ARCH = "hwkit.compress.amp_toy:float_mlp"
@@ -13,22 +15,12 @@ ARCH = "hwkit.compress.amp_toy:float_mlp"
 
 @pytest.fixture(scope="module")
 def float_sd(tmp_path_factory):
-    from hwkit.compress.amp_toy import digits_splits, float_mlp, train_classifier
+    from hwkit.compress.amp_toy import float_mlp
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    d = digits_splits(0)
-    torch.manual_seed(0)
-    m = train_classifier(float_mlp(), *d["train"], epochs=8)
-    torch.set_num_threads(threads)
+    m = train_on_digits(float_mlp, epochs=8)
     path = tmp_path_factory.mktemp("shiftadd") / "f.pt"
     torch.save(m.state_dict(), path)
     return path
-
-
-def _pow2(w, pmin):
-    nz = w[w != 0].abs()
-    return bool(torch.all(torch.log2(nz) == torch.round(torch.log2(nz))) and torch.all(torch.log2(nz) >= pmin))
 
 
 def test_cli_ps_writes_pow2_model_onnx_qonnx_and_report(float_sd, tmp_path, capsys):
@@ -53,7 +45,7 @@ def test_cli_ps_writes_pow2_model_onnx_qonnx_and_report(float_sd, tmp_path, caps
     assert cost["total_macs"] <= macs and cost["total_mem_w_bits"] == 16 * cost["total_mem_w_elems"]
     loaded = load_model(out, CompileSettings(arch=ARCH))
     for name in ("0", "3", "6"):
-        assert _pow2(loaded.module.get_submodule(name).weight.detach(), -14)
+        assert is_pow2(loaded.module.get_submodule(name).weight.detach(), -14)
     codes = torch.load(out.with_suffix(".codes.pt"), weights_only=True)
     assert set(codes) == {"0", "3", "6"} and codes["0"]["sign"].dtype == torch.int8
     for f in ("shiftadd.onnx", "shiftadd_qonnx.onnx", "shiftadd_report.json", "shiftadd_report.md"):

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from tests.e2e.models import is_pow2, train_on_digits
+
 torch = pytest.importorskip("torch")
 
 ARCH = "tests.e2e.test_shiftadd_conv:small_cnn"
@@ -22,23 +24,10 @@ def small_cnn(classes: int = 10):
 
 @pytest.fixture(scope="module")
 def cnn_sd(tmp_path_factory):
-    from hwkit.compress.amp_toy import digits_splits, train_classifier
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    d = digits_splits(0)
-    torch.manual_seed(0)
-    m = train_classifier(small_cnn(), *d["train"], epochs=6)
-    torch.set_num_threads(threads)
+    m = train_on_digits(small_cnn, epochs=6)
     path = tmp_path_factory.mktemp("shiftadd_conv") / "cnn.pt"
     torch.save(m.state_dict(), path)
     return path
-
-
-def _pow2(w, pmin):
-    nz = w[w != 0].abs()
-    p = torch.log2(nz)
-    return bool(torch.all(p == torch.round(p)) and torch.all(p >= pmin) and torch.all(p <= 0))
 
 
 def test_cli_ps_converts_convs_and_exports_pow2_conv_onnx(cnn_sd, tmp_path, capsys):
@@ -74,7 +63,7 @@ def test_cli_ps_converts_convs_and_exports_pow2_conv_onnx(cnn_sd, tmp_path, caps
     model.eval()
     for name in CONVS:
         w = model.get_submodule(name).weight.detach()
-        assert _pow2(w, -14)
+        assert is_pow2(w, -14, 0)
         c = codes[name]
         assert torch.equal(c["sign"].float() * torch.pow(2.0, c["p"].float()), w)
     x = digits_splits(0)["test"][0][:32]
@@ -86,7 +75,7 @@ def test_cli_ps_converts_convs_and_exports_pow2_conv_onnx(cnn_sd, tmp_path, caps
     conv_w = [inits[n.input[1]] for n in g.graph.node if n.op_type == "Conv"]
     assert len(conv_w) == 2
     for w in conv_w:
-        assert _pow2(torch.from_numpy(w.copy()), -14)
+        assert is_pow2(torch.from_numpy(w.copy()), -14, 0)
 
 
 def test_cli_bcq_leaves_convs_dense_and_says_so(cnn_sd, tmp_path, capsys):
