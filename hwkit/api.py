@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -13,9 +12,10 @@ from hwkit.artifact import Artifact, thaw
 from hwkit.board import Board, load_board
 from hwkit.config import CompileSettings
 from hwkit.errors import FlowError, InputError, ModelLoadError
-from hwkit.flow import PASSES_DIR, Flow, NullProgress, Progress, Runner, file_digest, load_flow, tool_versions
+from hwkit.flow import Flow, NullProgress, Progress, Runner, file_digest, load_flow, tool_versions
+from hwkit.outdir import OutDir, claim
 from hwkit.registry import PassFn
-from hwkit.report import PassTiming, Report, build_report
+from hwkit.report import REPORT_FILES, PassTiming, Report, build_report
 
 
 def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
@@ -64,13 +64,15 @@ def compile_model(
     from_step: str | None = None,
     to_step: str | None = None,
     progress: Progress | None = None,
+    force: bool = False,
     **settings: object,
 ) -> Report:
     """Compile ``model`` for ``target``; writes ``out_dir``/report.{json,md} and returns the report.
 
     ``settings`` are :class:`~hwkit.config.CompileSettings` fields (``clock_ns``, ``target_fps``,
     ``input_shape``, ``input_dtype``, ``arch``, ``arch_kwargs``, ``trust_pickle``, ``golden_batch``,
-    ``seed``); None or absent means the default.
+    ``seed``); None or absent means the default. ``out_dir`` must be new, empty or an earlier hwkit
+    output directory unless ``force`` (see :mod:`hwkit.outdir`); a failed run removes only what it created.
     """
     board = target if isinstance(target, Board) else load_board(target)
     resolved_flow = _flow_for(board, flow)
@@ -82,13 +84,9 @@ def compile_model(
     model_path = Path(model).resolve()
     if not model_path.is_file():
         raise ModelLoadError(f"{model}: model file not found")
-    out = Path(out_dir).resolve()
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out_dir}: exists and is not a directory")
-    created = not (out / PASSES_DIR).exists()
-    out.mkdir(parents=True, exist_ok=True)
-    with _build_lock(out):
-        return _compile_locked(model_path, out, created, board, resolved_flow, cfg, from_step, to_step, progress)
+    owned = claim(out_dir, "compile", force=force, legacy_markers=(".hwkit.lock",))
+    with _build_lock(owned.path):
+        return _compile_locked(model_path, owned, board, resolved_flow, cfg, from_step, to_step, progress)
 
 
 @contextlib.contextmanager
@@ -106,10 +104,11 @@ def _build_lock(out: Path) -> Iterator[None]:
 
 
 def _compile_locked(
-    model_path: Path, out: Path, created: bool, board: Board, resolved_flow: Flow, cfg: CompileSettings,
+    model_path: Path, owned: OutDir, board: Board, resolved_flow: Flow, cfg: CompileSettings,
     from_step: str | None, to_step: str | None, progress: Progress | None,
 ) -> Report:
-    for stale in ("report.json", "report.md"):
+    out = owned.path
+    for stale in REPORT_FILES:  # a failed re-run must not leave the previous run's report looking current
         (out / stale).unlink(missing_ok=True)
 
     log = logging.getLogger("hwkit")
@@ -125,8 +124,7 @@ def _compile_locked(
     except InputError:
         log.removeHandler(handler)
         handler.close()
-        if created:  # bad input on a fresh build directory: leave nothing behind
-            shutil.rmtree(out, ignore_errors=True)
+        owned.rollback()  # bad input: leave nothing this run created, touch nothing that was there
         raise
     finally:
         log.removeHandler(handler)

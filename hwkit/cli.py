@@ -23,7 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="compress, export, build and report a model for a target")
     c.add_argument("model", help="hwkit checkpoint / state dict (.pt), trusted pickle, or QONNX (.onnx)")
     c.add_argument("--target", required=True, help="board name (see `hwkit boards`) or path to a board .toml")
-    c.add_argument("--out", default="build", help="build directory (default: build)")
+    c.add_argument("--out", default="build", help="build directory (default: build); must be new, empty or an "
+                   "earlier hwkit build")
+    c.add_argument("--force", action="store_true",
+                   help="build into a non-empty directory hwkit did not create (what was there is never removed)")
     c.add_argument("--flow", help="flow name or .toml (default: the board's default_flow)")
     c.add_argument("--bitstream", action="store_true", help="build the bitstream with Vivado (flow finn-bitstream)")
     c.add_argument("--clock-ns", type=positive, help="clock period in ns (default: the board's clock_ns)")
@@ -92,7 +95,8 @@ def _compile(args: argparse.Namespace) -> int:
     report = compile_model(
         args.model, args.target, args.out, flow="finn-bitstream" if args.bitstream else args.flow,
         from_step=args.from_step, to_step=args.to_step,
-        progress=progress, clock_ns=args.clock_ns, target_fps=args.target_fps, input_shape=args.input_shape,
+        progress=progress, force=args.force, clock_ns=args.clock_ns, target_fps=args.target_fps,
+        input_shape=args.input_shape,
         input_dtype=args.input_dtype, arch=args.arch, arch_kwargs=args.arch_kwargs,
         trust_pickle=args.trust_pickle or None, golden_batch=args.golden_batch,
     )

@@ -7,14 +7,18 @@ Written as ``report.json`` (schema ``hwkit/schemas/report-1.schema.json``, versi
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hwkit.artifact import thaw, write_json_atomic, write_text_atomic
+from hwkit.artifact import thaw
 from hwkit.board import RESOURCE_KEYS, Board
+from hwkit.errors import InputError
 
+REPORT_FILES = ("report.json", "report.md", "report.html")
+"""The three files of a report; they are written together or not at all."""
 SCHEMA_VERSION = "1.2"
 """1.1 added the optional ``measurement`` (ONNX Runtime builds); 1.2 the optional ``energy`` rows."""
 LAYER_RESOURCES = ("LUT", "BRAM_18K", "URAM", "DSP")
@@ -171,13 +175,34 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def write(self, out_dir: Path) -> None:
-        """Write report.json, report.md and the self-contained report.html, each atomically."""
-        from hwkit.html_report import write_html
+        """Write report.json, report.md and report.html together: all three or none.
 
-        doc = self.to_json()
-        write_json_atomic(out_dir / "report.json", doc)
-        write_text_atomic(out_dir / "report.md", self.to_markdown())
-        write_html(doc, out_dir)
+        Each is written to a temporary first and the three are renamed at the end, so a failure
+        (a full disk, a read-only file system, an interrupt) leaves no report file behind.
+        report.json is strict JSON: a non-finite number is written as null (see :func:`strict_json`).
+        """
+        from hwkit.html_report import render_html
+        from hwkit.outdir import os_error_message, replace_all
+
+        doc = strict_json(self.to_json())
+        texts = {"report.json": json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n",
+                 "report.md": self.to_markdown(), "report.html": render_html(doc)}
+        pairs: list[tuple[Path, Path]] = []
+        try:
+            for name, text in texts.items():
+                tmp = out_dir / f".{name}.tmp"
+                pairs.append((tmp, out_dir / name))
+                tmp.write_text(text, encoding="utf-8")
+            replace_all(pairs)
+        except OSError as exc:
+            for tmp, final in pairs:
+                tmp.unlink(missing_ok=True)
+                final.unlink(missing_ok=True)  # never a mix of this run's and an older run's files
+            raise InputError(os_error_message(exc.filename or out_dir, exc)) from None
+        except BaseException:
+            for tmp, _ in pairs:
+                tmp.unlink(missing_ok=True)
+            raise
 
     @classmethod
     def from_json(cls, doc: dict[str, Any]) -> Report:
@@ -453,3 +478,22 @@ def report_schema() -> dict[str, Any]:
     text = (resources.files("hwkit.schemas") / "report-1.schema.json").read_text(encoding="utf-8")
     schema: dict[str, Any] = json.loads(text)
     return schema
+
+
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None, so ``json.dumps(allow_nan=False)`` holds.
+
+    A quantity (a dict with ``value`` and ``source``) whose value is not finite keeps its source and
+    gains a ``note`` saying what the value was, so a reader sees why it is null.
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        out = {k: strict_json(v) for k, v in obj.items()}
+        v = obj.get("value")
+        if isinstance(v, float) and not math.isfinite(v) and "source" in obj:
+            out["note"] = f"{obj['source']} gave a non-finite value ({v}); written as null"
+        return out
+    if isinstance(obj, list | tuple):
+        return [strict_json(v) for v in obj]
+    return obj
