@@ -31,8 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hwkit.compress import amp  # noqa: E402
-from hwkit.compress.amp_toy import TinyTransformer, digits_splits, float_mlp, train_classifier  # noqa: E402
+from hwkit.compress.amp import search as amp  # noqa: E402
+from hwkit.compress.amp.toy import TinyTransformer, digits_splits, float_mlp, train_classifier  # noqa: E402
 
 
 def ort_p50_ms(model: Any, n_in: int, runs: int) -> float:

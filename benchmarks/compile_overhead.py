@@ -63,7 +63,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from hwkit.api import compile_model  # noqa: E402
-from hwkit.backends.finn import ensure_finn, shield_builder  # noqa: E402
+from hwkit.backends.finn.passes import ensure_finn, shield_builder  # noqa: E402
 from hwkit.board import Board, load_board  # noqa: E402
 from hwkit.flow import PASSES_DIR, Flow, load_flow, tool_versions  # noqa: E402
 from hwkit.report import Report  # noqa: E402

@@ -21,7 +21,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hwkit.train import TrainConfig, prepare_data, train_cqmlp
+from hwkit.compress.cqmlp.train import TrainConfig, prepare_data, train_cqmlp
 
 
 def main() -> None:

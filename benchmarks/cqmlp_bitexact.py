@@ -52,7 +52,7 @@ def _ties(logits: np.ndarray, tol: float) -> np.ndarray:
 
 def _execute_hw(path: Path, xf: np.ndarray, work_dir: Path, jobs: int) -> tuple[np.ndarray, np.ndarray | None]:
     """The HW graph sample by sample, the windows split into ``jobs`` contiguous chunks run by as many processes."""
-    from hwkit.verify import execute_finn_graph
+    from hwkit.backends.finn.execute import execute_finn_graph
 
     if jobs <= 1 or len(xf) < 2 * jobs:
         return execute_finn_graph(path, xf, work_dir)
@@ -77,7 +77,7 @@ def bitexact_check(module: Any, build_dir: Path, x: np.ndarray, work_dir: Path,
     """
     import torch
 
-    from hwkit.verify import execute_finn_graph
+    from hwkit.backends.finn.execute import execute_finn_graph
 
     xf = np.asarray(x, dtype=np.float32)
     module.eval()
@@ -123,7 +123,7 @@ def bitexact_check(module: Any, build_dir: Path, x: np.ndarray, work_dir: Path,
 
 
 def _test_split(meta: dict[str, Any], seconds: float | None, split_mode: str | None, seed: int | None):
-    from hwkit.train import TrainConfig, prepare_data
+    from hwkit.compress.cqmlp.train import TrainConfig, prepare_data
 
     cfg_meta = meta.get("config", {})
     synth = (meta.get("data") or {}).get("synthetic") or {}

@@ -19,7 +19,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from hwkit.train import TrainConfig, prepare_data, train_cqmlp
+from hwkit.compress.cqmlp.train import TrainConfig, prepare_data, train_cqmlp
 
 
 def qonnx_cost(model, window: int, workdir: Path, discount_sparsity: bool = True) -> dict[str, float]:

@@ -56,7 +56,7 @@ def oov_frames(x: np.ndarray) -> np.ndarray:
 def run(seconds: float, split_mode: str, epochs: int, seed: int, batch: int, lr: float) -> dict:
     import torch
 
-    from hwkit.train import TrainConfig, prepare_data
+    from hwkit.compress.cqmlp.train import TrainConfig, prepare_data
 
     cfg = TrainConfig(split=split_mode, seed=seed)
     t0 = time.perf_counter()

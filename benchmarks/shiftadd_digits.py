@@ -6,10 +6,10 @@
    DeepShift q / ps (5 bits) converted, then fine-tuned 10 epochs (RAdam, lr 1e-3); BCQ (post-training, no
    training) at 2 and 3 bits and with per-layer 2/3-bit allocation, with and without error compensation;
    the mult/shift MoE trained 10 epochs. Printed per mode: test accuracy, relative output (logit) error vs the
-   float model, analytical-estimate energy saving of the Linear layers (hwkit.compress.opcost), and
+   float model, analytical-estimate energy saving of the Linear layers (hwkit.energy.ops), and
    |PyTorch - ONNX Runtime| of the exported model.
 2. The LUT-GEMV kernels (3-bit, APoT scales, group_rows 8): the scalar reference ``bcq.lut_gemm`` and the packed
-   ``hwkit.compress.lutgemv`` kernel, against dense fp32 mat-vec at the same shape (numpy ``W @ x`` and
+   ``hwkit.compress.shiftadd.lutgemv`` kernel, against dense fp32 mat-vec at the same shape (numpy ``W @ x`` and
    ``torch.mv``), batch 1, median of timed runs, single thread. ``benchmarks/shiftadd_kernel.py`` has the full
    kernel comparison (2/3 bits, cold caches, memory bandwidth).
 
@@ -31,14 +31,14 @@ import torch
 
 
 def _data() -> Any:
-    from hwkit.compress.amp_run import load_data
+    from hwkit.compress.amp.run import load_data
 
     return load_data("digits", None, 0)
 
 
 def modes_table(quick: bool) -> list[dict[str, Any]]:
-    from hwkit.compress.amp_toy import float_mlp, train_classifier
-    from hwkit.compress.shiftadd_run import reparameterise, save_outputs
+    from hwkit.compress.amp.toy import float_mlp, train_classifier
+    from hwkit.compress.shiftadd.run import reparameterise, save_outputs
 
     data = _data()
     torch.manual_seed(0)
@@ -88,13 +88,14 @@ def modes_table(quick: bool) -> list[dict[str, Any]]:
 
 
 def kernel_table(quick: bool) -> list[dict[str, Any]]:
-    from hwkit.compress import bcq, lutgemv
+    from hwkit.compress.shiftadd import bcq, lutgemv
 
     torch.set_num_threads(1)
     rows = []
     shapes = [(1024, 1024)] if quick else [(1024, 1024), (4096, 4096)]
     print("\nLUT-GEMV (3-bit, APoT scales) vs dense fp32 mat-vec, batch 1, 1 thread (median us); scalar: "
-          "bcq.lut_gemm (256-entry tables), packed: hwkit.compress.lutgemv (see benchmarks/shiftadd_kernel.py)")
+          "bcq.lut_gemm (256-entry tables), packed: hwkit.compress.shiftadd.lutgemv "
+          "(see benchmarks/shiftadd_kernel.py)")
     print("shape         scalar us  packed us   numpy us  torch us  max rel err vs dense(W_hat) scalar / packed")
     rng = np.random.default_rng(0)
     for n, k in shapes:

@@ -6,7 +6,7 @@
 A Brevitas MLP 64-64-32-10 with 2-bit ReLU activations and integer inputs (scikit-learn digits, pixel values
 0..16 as UINT8; 60/20/20 split, seed 0) is trained here once per weight variant (Adam, ``--epochs``, the same seed
 and recipe): ordinary INTb weights (``int<b>``) and power-of-two weights on the INTb grid (``pow2-<b>``: exponents
-0..b-2, i.e. a DeepShift weight with b-1 exponents; ``hwkit.compress.shift_finn``). Each model is saved as a state
+0..b-2, i.e. a DeepShift weight with b-1 exponents; ``hwkit.compress.shiftadd.finn``). Each model is saved as a state
 dict and compiled with hwkit's ``finn-estimate`` flow (``hwkit.api.compile_model``, up to FINN's estimate
 reports: export to QONNX, streamline, HW layers, folding for each ``--target-fps``, bit-width minimisation, estimate;
 torch/QONNX/FINN outputs are verified on the golden batch at each hand-off). Printed per variant: test accuracy
@@ -41,7 +41,7 @@ def data(seed: int = 0) -> dict[str, Any]:
 
 
 def train(kind: str, bits: int, d: dict[str, Any], epochs: int, seed: int = 0) -> tuple[Any, float]:
-    from hwkit.compress.shift_finn import build_shift_mlp
+    from hwkit.compress.shiftadd.finn import build_shift_mlp
 
     torch.manual_seed(seed)
     model = build_shift_mlp(64, HIDDEN, 10, weight_bits=bits, act_bits=2, weight_values=kind)
@@ -64,8 +64,8 @@ def train(kind: str, bits: int, d: dict[str, Any], epochs: int, seed: int = 0) -
 
 def pow2_check(model: Any, bits: int) -> dict[str, Any]:
     """Integer weights of each QuantLinear decoded as shifts (raises if one is not a power of two)."""
-    from hwkit.compress.shift_finn import shift_codes
-    from hwkit.models.pow2 import integer_weights
+    from hwkit.compress.shiftadd.finn import shift_codes
+    from hwkit.compress.shiftadd.pow2 import integer_weights
 
     out = {}
     for n, m in model.named_modules():
@@ -81,7 +81,7 @@ def compile_variant(path: Path, kwargs: dict[str, Any], out: Path, target: str, 
     from hwkit.api import compile_model
 
     compile_model(path, target, out, to_step="finn.generate_estimate_reports",
-                  arch="hwkit.compress.shift_finn:build_shift_mlp", arch_kwargs=kwargs, input_shape=(1, 64),
+                  arch="hwkit.compress.shiftadd.finn:build_shift_mlp", arch_kwargs=kwargs, input_shape=(1, 64),
                   input_dtype="UINT8", target_fps=fps)
     r = json.loads((out / "report.json").read_text())
     res = r["resources"]
@@ -105,8 +105,8 @@ def main() -> None:
     ap.add_argument("--json")
     a = ap.parse_args()
     torch.set_num_threads(1)
-    from hwkit.compress.shift_finn import ps_int_width
-    from hwkit.models.pow2 import project
+    from hwkit.compress.shiftadd.finn import ps_int_width
+    from hwkit.compress.shiftadd.pow2 import project
 
     d = data()
     out = Path(a.out)

@@ -6,7 +6,7 @@
 Measured in one run, per shape, bits and thread count (medians of ``--reps`` timed calls, interleaved):
 * torch fp32: ``torch.mv(W, x)`` and ``F.linear(x[None], W)`` (what an ``nn.Linear`` does at batch 1); the ratio
   uses the faster of the two.
-* the LUT kernel (``hwkit.compress.lutgemv``: AVX-512 ``vpermps`` on 16-entry half tables when the CPU has it,
+* the LUT kernel (``hwkit.compress.shiftadd.lutgemv``: AVX-512 ``vpermps`` on 16-entry half tables when the CPU has it,
   numba scalar otherwise), including building the tables for ``x`` on every call.
 * bytes of weights each reads, achieved GB/s and the fraction of the measured memory bandwidth (the best
   single-thread streaming read over 512 MiB: numpy sum, BLAS dot, torch.sum, at the start and the end of the run,
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from hwkit.compress import bcq, lutgemv
+from hwkit.compress.shiftadd import bcq, lutgemv
 
 LLC_BYTES = 32 * 2 ** 20  # last-level cache of the benchmark machine is read from sysfs when available
 

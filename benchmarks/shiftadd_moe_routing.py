@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/shiftadd_moe_routing.py [--epochs 10] [--json out.json]
 
 The float MLP 64-128-64-10 of ``shiftadd_digits.py`` (digits, 30 epochs, seed 0) is converted to MoE layers
-(``hwkit.compress.shift_moe``) and trained ``--epochs`` with each setting: balancing coefficient (0.01 default,
+(``hwkit.compress.shiftadd.moe``) and trained ``--epochs`` with each setting: balancing coefficient (0.01 default,
 1), router noise std (0.5 default, 0.05) and the straight-through task gradient to the router (off by default);
 the last row calibrates the default routers' arg-max thresholds to a 0.6 shift share on the training split
 (``shift_moe.calibrate_routing``).
@@ -37,9 +37,9 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--json")
     a = ap.parse_args()
-    from hwkit.compress import shift_moe
-    from hwkit.compress.amp_run import load_data
-    from hwkit.compress.amp_toy import float_mlp, train_classifier
+    from hwkit.compress.amp.run import load_data
+    from hwkit.compress.amp.toy import float_mlp, train_classifier
+    from hwkit.compress.shiftadd import moe as shift_moe
 
     torch.set_num_threads(1)
     data = load_data("digits", None, 0)

@@ -13,12 +13,12 @@ output, intermediate, output of each layer; the unused pooler is skipped) of a f
   calibration activations (``--calib`` sentences, layers quantised in order on the already-quantised model);
   ``bcq3-nocomp`` / ``bcq2-nocomp`` without compensation;
 * ``ps-ft``: PS 5-bit fine-tuned by distillation against the fp32 teacher (the fair baseline of the MoE);
-* ``moe``: the mult/shift mixture of experts of ``hwkit.compress.shift_moe`` (router + fp32 mult expert + PS 5-bit
+* ``moe``: the mult/shift mixture of experts of ``hwkit.compress.shiftadd.moe`` (router + fp32 mult expert + PS 5-bit
   shift expert, top-1) trained by the same distillation plus the latency-aware balancing loss (coef 0.01);
   ``moe-cal``: the same trained model (reused when ``moe`` ran first) with each router's arg-max threshold moved to
   ``--route-share`` (0.6, the latency balance point) on the calibration sentences (``calibrate_routing``).
 
-Distillation (``hwkit.compress.shift_moe_distill.distill``): ``--epochs`` (3) over the calibration sentences only,
+Distillation (``hwkit.compress.shiftadd.moe_distill.distill``): ``--epochs`` (3) over the calibration sentences only,
 ``--batch`` (16) sentences per step packed into one sequence (block-diagonal attention, no padding), RAdam at
 ``--lr`` (1e-2, cosine), only the 36 reparameterised layers trainable (embeddings and LayerNorms frozen); loss =
 1 - cosine of the sentence embeddings + MSE of the last hidden states normalised by the teacher's mean square.
@@ -34,7 +34,7 @@ sentences are disjoint. Printed per mode: cosine similarity of each evaluation s
 model's (mean / min), the Spearman correlation of the pairwise-similarity matrix with the fp32 one (does the
 embedding space keep its structure), per-layer weight and output errors (BCQ) and the weight memory of the
 quantised layers vs fp32, and the analytical energy saving of the 36 layers' compute per token
-(``hwkit.compress.opcost``; MoE at the evaluation token shares). ``--threads`` (1) sets torch's CPU threads.
+(``hwkit.energy.ops``; MoE at the evaluation token shares). ``--threads`` (1) sets torch's CPU threads.
 """
 
 from __future__ import annotations
@@ -196,8 +196,10 @@ def main() -> None:
     st = load()
     import torch
 
-    from hwkit.compress import bcq, opcost, shift, shift_moe
-    from hwkit.compress import shift_moe_distill as distil
+    from hwkit.compress.shiftadd import bcq, shift
+    from hwkit.compress.shiftadd import moe as shift_moe
+    from hwkit.compress.shiftadd import moe_distill as distil
+    from hwkit.energy import ops as opcost
 
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
@@ -316,7 +318,7 @@ def main() -> None:
     print("\ncos: cosine similarity of each evaluation embedding with the fp32 one; sim rho: Spearman correlation of "
           "all pairwise similarities with the fp32 ones; Linear MB: weights of the 36 layers (shift: 5 bits each; "
           "BCQ: codes + fp32 scales; MoE: both experts, fp32 mult + 5-bit shift, + routers); energy: analytical "
-          "estimate of the compute of the 36 layers per token saved vs fp32 (hwkit.compress.opcost; MoE at the "
+          "estimate of the compute of the 36 layers per token saved vs fp32 (hwkit.energy.ops; MoE at the "
           "evaluation token shares).")
     for r in results["modes"].values():
         lays = r["layers"] or []

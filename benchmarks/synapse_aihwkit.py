@@ -45,7 +45,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
-from hwkit.compress.synapse import (  # noqa: E402
+from hwkit.compress.synapse.device import (  # noqa: E402
     DeviceModel,
     DifferentialArray,
     UpdateRule,
@@ -53,7 +53,7 @@ from hwkit.compress.synapse import (  # noqa: E402
     apply_pulses,
     load_device,
 )
-from hwkit.compress.synapse_train import TrainConfig, build_mlp, digits_split, hardware_aware_train  # noqa: E402
+from hwkit.compress.synapse.train import TrainConfig, build_mlp, digits_split, hardware_aware_train  # noqa: E402
 
 try:
     import aihwkit

@@ -14,7 +14,7 @@ inside scikit-learn (no download):
 2. on nonlinear asymmetric devices (ag-asi, pcmo) the unidirectional rule (with refresh) beats the bidirectional
    rule (the adaptive variants of both are run too unless ``--no-adaptive``).
 
-Inputs: :func:`hwkit.compress.synapse_train.tabular_split` (stratified split, features standardised with the
+Inputs: :func:`hwkit.compress.synapse.train.tabular_split` (stratified split, features standardised with the
 training split's statistics, clipped to +-3 std, mapped onto [0, 1] like digits' pixels / 16). Network
 in-16-classes ReLU, SGD batch 8, lr 0.1, beta = 1, the update rules of synapse_sweeps.py. The test splits are
 small (30-114 samples), so every configuration runs ``--seeds`` times; seed k fixes the split, the
@@ -42,8 +42,8 @@ sys.path.insert(1, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from synapse_sweeps import RULES, best  # noqa: E402
 
-from hwkit.compress.synapse import DeviceModel, UpdateRule, load_device  # noqa: E402
-from hwkit.compress.synapse_train import (  # noqa: E402
+from hwkit.compress.synapse.device import DeviceModel, UpdateRule, load_device  # noqa: E402
+from hwkit.compress.synapse.train import (  # noqa: E402
     SKLEARN_TABULAR,
     TrainConfig,
     build_mlp,

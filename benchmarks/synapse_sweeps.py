@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from hwkit.compress.synapse import (
+from hwkit.compress.synapse.device import (
     DeviceModel,
     DifferentialArray,
     UpdateRule,
@@ -25,7 +25,7 @@ from hwkit.compress.synapse import (
     a_from_nl_label,
     load_device,
 )
-from hwkit.compress.synapse_train import TrainConfig, build_mlp, digits_split, hardware_aware_train
+from hwkit.compress.synapse.train import TrainConfig, build_mlp, digits_split, hardware_aware_train
 
 RULES = {
     "bidirectional": UpdateRule("bidirectional", "stochastic"),

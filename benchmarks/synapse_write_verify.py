@@ -19,8 +19,8 @@ import torch
 
 from hwkit.backends.analog import _crossbar, analog_config
 from hwkit.board import load_board
-from hwkit.compress.synapse import WriteVerify
-from hwkit.compress.synapse_train import accuracy, build_mlp, digits_split, evaluate_instances, train_float
+from hwkit.compress.synapse.device import WriteVerify
+from hwkit.compress.synapse.train import accuracy, build_mlp, digits_split, evaluate_instances, train_float
 
 BOARDS = ("rram-taox-128", "rram-agsi-128", "pcm-gst-256")
 

@@ -19,7 +19,7 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from hwkit.train import RichTrainProgress, TrainConfig, prepare_data, train_cqmlp
+from hwkit.compress.cqmlp.train import RichTrainProgress, TrainConfig, prepare_data, train_cqmlp
 
 RECIPE = TrainConfig(bits=2, split="time", epochs=45, batch_size=512, lr=3e-3, schedule="onecycle", warmup=0.15,
                      weight_decay=0.0, per_channel=True, patience=0, max_train_windows=None, seed=0)

@@ -7,6 +7,7 @@ import fcntl
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from hwkit.artifact import Artifact, thaw
 from hwkit.board import Board, load_board
@@ -38,7 +39,8 @@ def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
     return CompileSettings(**clean)  # type: ignore[arg-type]
 
 
-def _flow_for(board: Board, flow: str | Flow | Sequence[str | PassFn] | None) -> Flow:
+def flow_for(board: Board, flow: str | Flow | Sequence[str | PassFn] | None) -> Flow:
+    """The flow to run: ``flow`` (a name, a Flow or pass functions) or the board's default, checked against it."""
     if isinstance(flow, Flow):
         resolved = flow
     elif flow is None or isinstance(flow, str):
@@ -75,7 +77,7 @@ def compile_model(
     output directory unless ``force`` (see :mod:`hwkit.outdir`); a failed run removes only what it created.
     """
     board = target if isinstance(target, Board) else load_board(target)
-    resolved_flow = _flow_for(board, flow)
+    resolved_flow = flow_for(board, flow)
     cfg = resolve_settings(board, **settings)
     if resolved_flow.requires:
         from hwkit.doctor import require_tools
@@ -138,3 +140,21 @@ def _compile_locked(
     )
     report.write(out)
     return report
+
+
+def design_hash(model: Path, target: str, flow: str, vivado: str, **settings: Any) -> str:
+    """sha256 over the model file, the flow, settings, board facts, tool versions, hwkit's code and Vivado.
+
+    It is the last step's checkpoint key of hwkit's runner (the same chain that decides what a re-run
+    may reuse), extended with the Vivado version, which the Python-side key does not see.
+    """
+    import hashlib
+
+    from hwkit.flow import Runner
+
+    board = load_board(target)
+    resolved = flow_for(board, flow)
+    cfg = resolve_settings(board, **settings)
+    runner = Runner(resolved, board, cfg, Path("."))
+    last = runner.step_keys(file_digest(model))[-1]
+    return hashlib.sha256(f"{last}|vivado={vivado}|part={board.part}".encode()).hexdigest()

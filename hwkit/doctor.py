@@ -14,18 +14,15 @@ environment as an argument so the tests run it against fake Vivado trees.
 
 from __future__ import annotations
 
-import argparse
 import ctypes.util
-import json
 import os
 import re
 import shutil
 import socket
 import subprocess
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from hwkit.board import Board
 from hwkit.errors import ToolError
@@ -410,91 +407,3 @@ def require_tools(requires: Sequence[str], flow_name: str, env: Mapping[str, str
         if not _exe(Path(vivado), "vivado"):
             raise ToolError(f"flow '{flow_name}' needs AMD Vivado, but XILINX_VIVADO={vivado} has no bin/vivado; "
                             "`hwkit doctor --target <board>` lists what is missing")
-
-
-# --- command line ---------------------------------------------------------------------------------
-
-def add_parser(sub: Any) -> None:
-    """``hwkit doctor`` and ``hwkit design-hash``."""
-    d = sub.add_parser("doctor", help="check Vivado, license, board files, RAM/disk and libraries for bitstreams")
-    d.add_argument("--target", required=True, help="board to check for (see `hwkit boards`)")
-    d.add_argument("--xilinx-path", help="Xilinx install root (holds Vivado/<ver> or <ver>/Vivado)")
-    d.add_argument("--out", default="build", help="where builds go (for the disk check; default: build)")
-    d.add_argument("--json", action="store_true", help="print the checks as JSON")
-    h = sub.add_parser("design-hash", help="print the hash of everything a bitstream depends on (CI cache key)")
-    h.add_argument("model")
-    h.add_argument("--target", required=True)
-    h.add_argument("--flow", default="finn-bitstream", help="flow name or .toml (default: finn-bitstream)")
-    h.add_argument("--clock-ns", type=float)
-    h.add_argument("--target-fps", type=float)
-    h.add_argument("--vivado-version", help="default: from `vivado -version` / XILINX_VIVADO ('none' if absent)")
-
-
-def doctor_main(args: argparse.Namespace) -> int:
-    """Print the checks; exit 1 when any fails."""
-    from hwkit.board import load_board
-
-    board = load_board(args.target)
-    if board.kind != "fpga":
-        raise ToolError(f"hwkit doctor checks FPGA bitstream builds; '{board.name}' is a {board.kind} board")
-    checks = run_checks(board, xilinx_path=args.xilinx_path, build_dir=Path(args.out))
-    failed = [c for c in checks if c.status == "fail"]
-    if args.json:
-        print(json.dumps({"target": board.name, "part": board.part, "ok": not failed,
-                          "checks": [asdict(c) for c in checks]}, indent=2))
-        return 1 if failed else 0
-    from rich.console import Console
-    from rich.table import Table
-
-    style = {"ok": "green", "warn": "yellow", "fail": "bold red", "skip": "dim"}
-    tab = Table(title=f"hwkit doctor: bitstreams for {board.name} ({board.part})", title_justify="left")
-    for col in ("check", "status", "detail", "fix"):
-        tab.add_column(col, overflow="fold")
-    for c in checks:
-        tab.add_row(c.name, f"[{style[c.status]}]{c.status}[/]", c.detail, c.fix)
-    con = Console()
-    con.print(tab)
-    for c in checks:
-        if c.status in ("fail", "warn") and c.fix:
-            con.print(f"fix {c.name}: {c.fix}", highlight=False, soft_wrap=True)
-    con.print("[bold red]not ready[/]: fix the failed checks above" if failed else "[green]ready to build bitstreams",
-              highlight=False)
-    return 1 if failed else 0
-
-
-def design_hash(model: Path, target: str, flow: str, vivado: str, **settings: Any) -> str:
-    """sha256 over the model file, the flow, settings, board facts, tool versions, hwkit's code and Vivado.
-
-    It is the last step's checkpoint key of hwkit's runner (the same chain that decides what a re-run
-    may reuse), extended with the Vivado version, which the Python-side key does not see.
-    """
-    import hashlib
-
-    from hwkit.api import _flow_for, resolve_settings
-    from hwkit.board import load_board
-    from hwkit.flow import Runner, file_digest
-
-    board = load_board(target)
-    resolved = _flow_for(board, flow)
-    cfg = resolve_settings(board, **settings)
-    runner = Runner(resolved, board, cfg, Path("."))
-    last = runner.step_keys(file_digest(model))[-1]
-    return hashlib.sha256(f"{last}|vivado={vivado}|part={board.part}".encode()).hexdigest()
-
-
-def design_hash_main(args: argparse.Namespace) -> int:
-    """Print the design hash (one line)."""
-    from hwkit.errors import ModelLoadError
-
-    model = Path(args.model)
-    if not model.is_file():
-        raise ModelLoadError(f"{args.model}: model file not found")
-    vivado = args.vivado_version
-    if vivado is None:
-        inst = find_vivado(Probe())
-        vivado = (inst.version if inst else None) or "none"
-    print(design_hash(model, args.target, args.flow, vivado, clock_ns=args.clock_ns, target_fps=args.target_fps))
-    return 0
-
-
-HANDLERS = {"doctor": doctor_main, "design-hash": design_hash_main}

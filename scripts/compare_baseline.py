@@ -5,7 +5,7 @@
 
 BASELINE and CURRENT are build directories or report.json files. Exit 0 when nothing regressed beyond
 its tolerance, 1 when something did (or a tracked metric disappeared; with --strict also when one
-improved beyond tolerance: refresh the baseline then). Tolerances default to hwkit.baseline's.
+improved beyond tolerance: refresh the baseline then). Tolerances default to hwkit.report.baseline's.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hwkit.baseline import DEFAULT_TOLERANCES, check, failed, tolerances_from
-    from hwkit.compare import load_build
     from hwkit.errors import HwkitError
+    from hwkit.report.baseline import DEFAULT_TOLERANCES, check, failed, tolerances_from
+    from hwkit.report.compare import load_build
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("baseline")

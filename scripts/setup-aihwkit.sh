@@ -42,7 +42,7 @@ fi
 pip=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 "${pip[@]}" install --upgrade "pip>=25"
 # The same torch as .venv (the pinned CPU build), aihwkit's runtime needs (not torchvision), and
-# what hwkit.compress.synapse / the benchmark use. Versions follow requirements.lock.txt.
+# what hwkit.compress.synapse.device / the benchmark use. Versions follow requirements.lock.txt.
 "${pip[@]}" install torch==2.13.0 "numpy>=2.4,<2.5" "scipy>=1.17,<1.18" "scikit-learn>=1.7.2,<1.8" \
   protobuf==5.29.6 "requests>=2.32,<3" tqdm
 # aihwkit's build system (pyproject.toml's build-system.requires), used without isolation so the
@@ -60,7 +60,7 @@ if [ ! -f "$src/setup.py" ]; then
 fi
 echo "setup-aihwkit.sh: compiling aihwkit $VERSION from source (CPU, OpenBLAS, $JOBS jobs; several minutes)"
 CMAKE_BUILD_PARALLEL_LEVEL=$JOBS USE_CUDA=OFF "${pip[@]}" install --no-build-isolation --no-deps "$src"
-# hwkit itself, without its (FPGA/ONNX) dependencies: the benchmark needs only hwkit.compress.synapse*.
+# hwkit itself, without its (FPGA/ONNX) dependencies: the benchmark needs only hwkit.compress.synapse.device*.
 "${pip[@]}" install --no-deps -e .
 
 "$VENV/bin/python" - <<'EOF'
@@ -68,7 +68,7 @@ import torch
 from aihwkit.nn import AnalogLinear
 from aihwkit.simulator.configs import SingleRPUConfig
 from aihwkit.simulator.configs.devices import ConstantStepDevice
-import hwkit.compress.synapse_train  # noqa: F401
+import hwkit.compress.synapse.train  # noqa: F401
 
 layer = AnalogLinear(4, 2, rpu_config=SingleRPUConfig(device=ConstantStepDevice()))
 layer(torch.ones(1, 4))

@@ -41,7 +41,7 @@ COEFFICIENTS = ("read_voltage_v", "read_time_ns", "adc_energy_pj", "adc_ref_bits
 
 def analog_config(board: Board) -> dict[str, Any]:
     """The board's ``[analog]`` table, validated (errors name the board file and field)."""
-    from hwkit.compress.synapse import device_from_table, load_device
+    from hwkit.compress.synapse.device import device_from_table, load_device
 
     raw = board.extra.get("analog")
     where = f"{board.source} [analog]"
@@ -120,7 +120,7 @@ def _programming(raw: Mapping[str, Any], where: str, base: Mapping[str, Any] | N
 
 
 def _write_verify(cfg: Mapping[str, Any]) -> Any:
-    from hwkit.compress.synapse import WriteVerify
+    from hwkit.compress.synapse.device import WriteVerify
 
     if cfg["programming"] != "write-verify":
         return None
@@ -128,7 +128,7 @@ def _write_verify(cfg: Mapping[str, Any]) -> Any:
 
 
 def _crossbar(cfg: Mapping[str, Any], ideal: bool = False) -> Any:
-    from hwkit.compress.synapse_train import CrossbarConfig
+    from hwkit.compress.synapse.train import CrossbarConfig
 
     return CrossbarConfig(cfg["crossbar_rows"], cfg["crossbar_cols"], None if ideal else cfg["adc_bits"],
                           None if ideal else cfg["dac_bits"])
@@ -141,7 +141,7 @@ def _labelled_data(path: Path, loaded: Any, params: Mapping[str, Any], n_in: int
     limit = int(params.get("max_test_samples", 2000))
 
     def digits() -> tuple[Any, Any, str]:
-        from hwkit.compress.synapse_train import digits_split
+        from hwkit.compress.synapse.train import digits_split
 
         _, _, x, y = digits_split(0, scale=False)
         return (x * scale).numpy(), y.numpy(), f"scikit-learn digits, 25% stratified test split (seed 0), x {scale:g}"
@@ -196,7 +196,7 @@ def analog_map(art: Artifact, ctx: Context) -> Artifact:
     """Tile nn.Linear weights onto crossbars; verify exact conductance mapping vs PyTorch (ideal periphery)."""
     import torch
 
-    from hwkit.compress.synapse_train import crossbar_tiles, linear_layers, to_analog
+    from hwkit.compress.synapse.train import crossbar_tiles, linear_layers, to_analog
 
     cfg = analog_config(ctx.board)
     loaded, path = _load(art, ctx)
@@ -267,7 +267,7 @@ def analog_simulate(art: Artifact, ctx: Context) -> Artifact:
     """Accuracy over N device instances (d2d, write/read noise, DAC/ADC) and the crossbar read statistics."""
     import torch
 
-    from hwkit.compress.synapse_train import (
+    from hwkit.compress.synapse.train import (
         accuracy,
         analog_arrays,
         evaluate_instances,

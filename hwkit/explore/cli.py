@@ -1,4 +1,4 @@
-"""``hwkit explore``: the subcommand's arguments and handler (hwkit/cli.py registers them)."""
+"""``hwkit explore``: the subcommand's arguments and handler (hwkit/cli/__init__.py registers them)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(record, indent=2, default=str))
         elif not args.quiet:
-            from hwkit.console import print_report
+            from hwkit.cli.console import print_report
 
             print_report(report, str(out / "best" / "build"))
             print(f"chosen: trial {record['trial']} ({record['rule']}); study {doc['states']}; wrote {out / 'best'}")

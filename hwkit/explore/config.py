@@ -105,7 +105,7 @@ class DataSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """Training settings shared by every trial (hwkit.train.TrainConfig fields)."""
+    """Training settings shared by every trial (hwkit.compress.cqmlp.train.TrainConfig fields)."""
 
     epochs: int = 4
     """Maximum epochs per trial."""

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hwkit.compress.cqmlp.train import TrainConfig, TrainResult
 from hwkit.errors import HwkitError
 from hwkit.explore.config import METRICS, ExploreConfig, ExploreError, hidden_widths, weight_kbit
-from hwkit.train import TrainConfig, TrainResult
 
 STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
 MAX_FAILURES_IN_A_ROW = 3
@@ -227,7 +227,7 @@ def check_target(cfg: ExploreConfig) -> Any:
 
 def prepare(cfg: ExploreConfig, log: Callable[[str], None]) -> tuple[Any, dict[str, Any]]:
     """The data split every trial trains on (generated or read once per worker)."""
-    from hwkit.train import prepare_data
+    from hwkit.compress.cqmlp.train import prepare_data
 
     base = TrainConfig(split=cfg.data.split, seed=cfg.data.seed)
     data_dir = Path(cfg.data.dir) if cfg.data.dir else None
@@ -298,7 +298,7 @@ def amp_prune(checkpoint: Path, split: Any, delta_e: float, seed: int, out: Path
     import numpy as np
     import torch
 
-    from hwkit.compress.amp_run import PruneData, configs_from, prune_model, save_pruned
+    from hwkit.compress.amp.run import PruneData, configs_from, prune_model, save_pruned
     from hwkit.config import CompileSettings
     from hwkit.load import load_model
 
@@ -415,7 +415,7 @@ def _sha256(path: Path) -> str:
 def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: dict[str, Any], trial_dir: Path,
                  trial: Any = None, compile_it: bool = True) -> dict[str, Any]:
     """Train (and compile) one design into ``trial_dir``; returns its metrics and artefact paths."""
-    from hwkit.train import train_cqmlp
+    from hwkit.compress.cqmlp.train import train_cqmlp
 
     trial_dir.mkdir(parents=True, exist_ok=True)
     tcfg = train_config(cfg, params)
@@ -462,7 +462,7 @@ def build_design(cfg: ExploreConfig, params: dict[str, Any], split: Any, desc: d
 
 def op_counts(checkpoint: Path) -> dict[str, Any]:
     """Arithmetic of the trained design by weight value (mult / shift / add) and its energy (45 nm table)."""
-    from hwkit.compress.intops import IntOps, model_int_ops
+    from hwkit.compress.shiftadd.intops import IntOps, model_int_ops
     from hwkit.config import CompileSettings
     from hwkit.load import load_model
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from hwkit import svgplot
 from hwkit.artifact import write_json_atomic, write_text_atomic
 from hwkit.explore.config import METRICS, ExploreConfig
 from hwkit.explore.front import BEST_RULE, pareto_front, pick_best
+from hwkit.report import svg as svgplot
 
 SUMMARY_SCHEMA = "hwkit-explore-summary"
 SUMMARY_VERSION = "1.0"
@@ -105,7 +105,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
 
 def render_html(doc: dict[str, Any]) -> str:
     """report.html: front table, plots (accuracy vs each cost), all trials."""
-    from hwkit.html_report import _CSS, _esc, _figure, _num, _table
+    from hwkit.report.html import _CSS, _esc, _figure, _num, _table
 
     params, objs = _columns(doc)
     title = f"hwkit explore: study {doc['study']}"

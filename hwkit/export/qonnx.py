@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,12 +9,12 @@ from typing import Any
 import numpy as np
 
 from hwkit.artifact import Artifact
+from hwkit.backends.finn.execute import execute_finn_graph
 from hwkit.config import CompileSettings, Context
 from hwkit.errors import InputError, UnsupportedLayerError
+from hwkit.export.provenance import tag_torch_names, weight_layers
 from hwkit.registry import register
-from hwkit.verify import compare, execute_finn_graph, fail_if_bad, record
-
-TORCH_TAG = "hwkit.torch_node="
+from hwkit.verify import compare, fail_if_bad, record
 
 
 def golden_inputs(shape: tuple[int, ...], dtype: str, n: int, seed: int) -> np.ndarray:
@@ -40,47 +39,11 @@ def _check_dtype(name: str) -> str:
     return name
 
 
-def _torch_layer(node: Any) -> str | None:
-    """'path (Class)' of the user-facing PyTorch module an exported node came from, if recorded."""
-    props = {p.key: p.value for p in node.metadata_props}
-    try:
-        scopes = ast.literal_eval(props["pkg.torch.onnx.name_scopes"])
-        classes = ast.literal_eval(props["pkg.torch.onnx.class_hierarchy"])
-    except (KeyError, ValueError, SyntaxError):
-        return None
-    best = None
-    for scope, cls in zip(scopes, classes):
-        if scope and cls.startswith(("torch.nn.", "brevitas.nn.")):
-            best = f"{scope} ({cls.rsplit('.', 1)[-1]})"
-    return best
-
-
-def _tag_torch_names(model: Any) -> None:
-    # The torch exporter records each node's module path in metadata_props; FINN drops those and
-    # renames nodes, so keep the layer in doc_string, which survives on nodes FINN leaves alone.
-    for node in model.graph.node:
-        layer = _torch_layer(node)
-        if layer and not node.doc_string.startswith(TORCH_TAG):
-            node.doc_string = TORCH_TAG + layer
-
-
-def torch_layer_of(node: Any) -> str | None:
-    """The PyTorch layer ('path (Class)') an ONNX node came from, when export recorded it."""
-    if node.doc_string.startswith(TORCH_TAG):
-        return str(node.doc_string[len(TORCH_TAG):])
-    return None
-
-
-def weight_layers(model: Any) -> list[str | None]:
-    """PyTorch layers of the weight-carrying nodes (Gemm/MatMul/Conv), in graph order."""
-    return [torch_layer_of(n) for n in model.graph.node if n.op_type in ("Gemm", "MatMul", "Conv")]
-
-
 def _export(loaded: Any, shape: tuple[int, ...], out: Path) -> None:
     import torch
     from brevitas.export import export_qonnx
 
-    from hwkit.models.pow2 import project
+    from hwkit.compress.shiftadd.pow2 import project
 
     try:
         with torch.no_grad():
@@ -147,7 +110,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         _export(loaded, shape, raw_dir / "raw.onnx")
         model = ModelWrapper(str(raw_dir / "raw.onnx"))
         shutil.rmtree(raw_dir)  # the exporter may write weights beside the graph; model.onnx holds them
-    _tag_torch_names(model)
+    tag_torch_names(model)
     model = cleanup_model(model)
     iname = model.graph.input[0].name
     model.set_tensor_datatype(iname, DataType[dtype])

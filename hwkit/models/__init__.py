@@ -14,7 +14,7 @@ from hwkit.errors import ModelLoadError
 
 ARCHS: dict[str, str] = {
     "qmlp": "hwkit.models.mlp:build_qmlp",
-    "cqmlp": "hwkit.models.cqmlp:build_cqmlp",
+    "cqmlp": "hwkit.compress.cqmlp.model:build_cqmlp",
 }
 
 

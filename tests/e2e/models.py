@@ -18,7 +18,7 @@ def train_on_digits(build, epochs: int, **kw):
 
     The model is built after seeding, so its initialisation is reproducible.
     """
-    from hwkit.compress.amp_toy import digits_splits, train_classifier
+    from hwkit.compress.amp.toy import digits_splits, train_classifier
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

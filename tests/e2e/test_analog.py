@@ -16,14 +16,14 @@ from hwkit.report import report_schema
 from tests.conftest import ROOT
 from tests.e2e.test_cli import hwkit, one_line_error
 
-ARCH = ["--arch", "hwkit.compress.synapse_train:build_mlp", "--arch-kwargs", '{"sizes": [64, 24, 10]}',
+ARCH = ["--arch", "hwkit.compress.synapse.train:build_mlp", "--arch-kwargs", '{"sizes": [64, 24, 10]}',
         "--input-shape", "1,64"]
 
 
 @pytest.fixture(scope="module")
 def digits_mlp(tmp_path_factory) -> Path:
     """A float 64-24-10 MLP trained briefly on digits (pixels / 16), saved as a state dict + labelled test set."""
-    from hwkit.compress.synapse_train import build_mlp, digits_split, train_float
+    from hwkit.compress.synapse.train import build_mlp, digits_split, train_float
 
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = digits_split(0)
@@ -75,7 +75,7 @@ def test_more_noise_lower_accuracy_and_no_data_is_reported(tmp_path, digits_mlp)
              .replace("d2d_gmax = 0.05\nd2d_gmin = 0.05\nread_noise = 0.01", ""))
     (tmp_path / "noisy.toml").write_text(noisy)
     (tmp_path / "clean.toml").write_text(clean)
-    kw = {"arch": "hwkit.compress.synapse_train:build_mlp", "arch_kwargs": (("sizes", [64, 24, 10]),),
+    kw = {"arch": "hwkit.compress.synapse.train:build_mlp", "arch_kwargs": (("sizes", [64, 24, 10]),),
           "input_shape": (1, 64)}
     r_noisy = compile_model(digits_mlp, str(tmp_path / "noisy.toml"), tmp_path / "n", **kw)
     r_clean = compile_model(digits_mlp, str(tmp_path / "clean.toml"), tmp_path / "c", **kw)
@@ -109,7 +109,7 @@ def test_write_verify_programming_from_board_and_flow_parameter(tmp_path, digits
     assert 'programming = "open-loop"' in base
     (tmp_path / "ol.toml").write_text(base)
     (tmp_path / "wv.toml").write_text(base.replace('programming = "open-loop"', 'programming = "write-verify"'))
-    kw = {"arch": "hwkit.compress.synapse_train:build_mlp", "arch_kwargs": (("sizes", [64, 24, 10]),),
+    kw = {"arch": "hwkit.compress.synapse.train:build_mlp", "arch_kwargs": (("sizes", [64, 24, 10]),),
           "input_shape": (1, 64)}
     ol = compile_model(digits_mlp, str(tmp_path / "ol.toml"), tmp_path / "ol", **kw).performance
     wv = compile_model(digits_mlp, str(tmp_path / "wv.toml"), tmp_path / "wv", **kw).performance

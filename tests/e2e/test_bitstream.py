@@ -36,7 +36,7 @@ def test_bitstream_refused_without_vivado(tmp_path):
 
 
 def test_bitstream_flow_and_its_finn_config(tmp_path):
-    from hwkit.backends.finn import VIVADO_STEPS, dataflow_config
+    from hwkit.backends.finn.passes import VIVADO_STEPS, dataflow_config
     from hwkit.board import load_board
     from hwkit.config import CompileSettings, Context
     from hwkit.errors import FlowError
@@ -73,7 +73,7 @@ def test_bitstream_flow_and_its_finn_config(tmp_path):
 
 def test_vivado_step_refuses_and_failure_shows_the_log_tail(tmp_path):
     from hwkit.artifact import Artifact
-    from hwkit.backends.finn import VivadoRequired, _make_step_pass, vivado_failure
+    from hwkit.backends.finn.passes import VivadoRequired, _make_step_pass, vivado_failure
     from hwkit.board import load_board
     from hwkit.config import CompileSettings, Context
 
@@ -123,7 +123,7 @@ def _doc(lut: float, fmax: float, power: float) -> dict:
 
 
 def test_baseline_tolerances(tmp_path):
-    from hwkit.baseline import Tolerance, check, failed
+    from hwkit.report.baseline import Tolerance, check, failed
 
     base = _doc(1000, 250.0, 0.80)
     ok = check(base, _doc(1030, 245.0, 0.85))  # +3 % LUT, -2 % fmax, +6 % power: all within tolerance

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hwkit.html_report import render_html
+from hwkit.report.html import render_html
 from tests.conftest import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,12 +10,12 @@ from tests.e2e.models import is_pow2, train_on_digits
 
 torch = pytest.importorskip("torch")
 
-ARCH = "hwkit.compress.amp_toy:float_mlp"
+ARCH = "hwkit.compress.amp.toy:float_mlp"
 
 
 @pytest.fixture(scope="module")
 def float_sd(tmp_path_factory):
-    from hwkit.compress.amp_toy import float_mlp
+    from hwkit.compress.amp.toy import float_mlp
 
     m = train_on_digits(float_mlp, epochs=8)
     path = tmp_path_factory.mktemp("shiftadd") / "f.pt"

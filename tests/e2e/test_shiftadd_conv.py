@@ -36,8 +36,8 @@ def test_cli_ps_converts_convs_and_exports_pow2_conv_onnx(cnn_sd, tmp_path, caps
     from onnx import numpy_helper
 
     from hwkit.cli import main
-    from hwkit.compress.amp_toy import digits_splits
-    from hwkit.compress.shift_export import run_ort
+    from hwkit.compress.amp.toy import digits_splits
+    from hwkit.compress.shiftadd.export import run_ort
 
     out = tmp_path / "ps.pt"
     rc = main(["shiftadd", str(cnn_sd), "--arch", ARCH, "--mode", "ps", "--calib", "digits", "--epochs", "1",

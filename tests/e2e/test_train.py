@@ -126,8 +126,8 @@ def test_compiled_cqmlp_is_bit_exact_on_test_windows(first_run, tmp_path):
     """The benchmark's check on 120 windows of the tiny capture's test split: torch vs FINN HW."""
     import numpy as np
 
+    from hwkit.compress.cqmlp.train import TrainConfig, prepare_data
     from hwkit.load import load_model
-    from hwkit.train import TrainConfig, prepare_data
 
     out, _ = first_run
     build = tmp_path / "build"
@@ -151,9 +151,9 @@ def test_full_range_weights_train_export_and_stay_bit_exact(tmp_path):
     import numpy as np
     import torch
 
+    from hwkit.compress.cqmlp.train import TrainConfig, prepare_data
+    from hwkit.compress.shiftadd.pow2 import integer_weights
     from hwkit.load import load_model
-    from hwkit.models.pow2 import integer_weights
-    from hwkit.train import TrainConfig, prepare_data
 
     out = tmp_path / "full.pt"
     proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "1", "--weight-values", "full", "--out", str(out), "--quiet")
@@ -166,7 +166,7 @@ def test_full_range_weights_train_export_and_stay_bit_exact(tmp_path):
         codes = set(integer_weights(m).unique().tolist())
         assert codes <= {-2.0, -1.0, 0.0, 1.0} and -2.0 in codes, codes  # narrow range would never give -2
     # the same float weights on the default narrow grid are ternary: the checkpoint must carry the choice
-    from hwkit.models.cqmlp import build_cqmlp
+    from hwkit.compress.cqmlp.model import build_cqmlp
 
     narrow = build_cqmlp(bits=2, per_channel=True)
     narrow.load_state_dict(loaded.module.state_dict())

@@ -8,9 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import amp  # noqa: E402
-from hwkit.compress.amp_blocks import find_mlp_blocks, masked, prune_blocks  # noqa: E402
-from hwkit.compress.amp_toy import TinyTransformer, digits_splits, train_classifier  # noqa: E402
+from hwkit.compress.amp import search as amp  # noqa: E402
+from hwkit.compress.amp.blocks import find_mlp_blocks, masked, prune_blocks  # noqa: E402
+from hwkit.compress.amp.toy import TinyTransformer, digits_splits, train_classifier  # noqa: E402
 
 B = 64
 

@@ -6,8 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress.amp_blocks import Slicer, find_mlp_blocks, masked, prune_blocks  # noqa: E402
-from hwkit.compress.amp_toy import FAMILIES, TinyTransformer, float_mlp  # noqa: E402
+from hwkit.compress.amp.blocks import Slicer, find_mlp_blocks, masked, prune_blocks  # noqa: E402
+from hwkit.compress.amp.toy import FAMILIES, TinyTransformer, float_mlp  # noqa: E402
 
 EXPECTED = {
     "vit": ("mlp.fc1",), "bert": ("intermediate.dense",), "clip": ("mlp.c_fc",), "swiglu": ("mlp.w12",),

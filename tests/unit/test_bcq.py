@@ -1,4 +1,4 @@
-"""ShiftAddLLM-style binary-coded quantisation (hwkit.compress.bcq) and its LUT-GEMV kernel."""
+"""ShiftAddLLM-style binary-coded quantisation (hwkit.compress.shiftadd.bcq) and its LUT-GEMV kernel."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import bcq  # noqa: E402
+from hwkit.compress.shiftadd import bcq  # noqa: E402
 from hwkit.errors import InputError  # noqa: E402
 
 
@@ -109,7 +109,7 @@ def test_lut_kernel_matches_dense_reference():
 
 
 def test_quantise_model_reports_each_layer_and_allocates():
-    from hwkit.compress.amp_toy import float_mlp
+    from hwkit.compress.amp.toy import float_mlp
 
     torch.manual_seed(0)
     model = float_mlp(24, (32, 16), 4).eval()

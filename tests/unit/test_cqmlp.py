@@ -12,7 +12,7 @@ def test_paper_parameter_count_and_topology():
     import brevitas.nn as qnn
     import torch
 
-    from hwkit.models.cqmlp import build_cqmlp, count_learnable
+    from hwkit.compress.cqmlp.model import build_cqmlp, count_learnable
 
     model = build_cqmlp()
     assert count_learnable(model) == 54_824  # 53,860 linear + 960 BN affine + 4 QuantReLU scales
@@ -33,11 +33,11 @@ def test_paper_parameter_count_and_topology():
 def test_forward_on_raw_bytes_and_checkpoint_round_trip(tmp_path):
     import torch
 
+    from hwkit.compress.cqmlp.model import build_cqmlp
     from hwkit.load import load_model
     from hwkit.models import ARCHS
-    from hwkit.models.cqmlp import build_cqmlp
 
-    assert ARCHS["cqmlp"] == "hwkit.models.cqmlp:build_cqmlp"
+    assert ARCHS["cqmlp"] == "hwkit.compress.cqmlp.model:build_cqmlp"
     torch.manual_seed(0)
     model = build_cqmlp(bits=3)
     model.train()
@@ -56,7 +56,7 @@ def test_forward_on_raw_bytes_and_checkpoint_round_trip(tmp_path):
 
 
 def test_classification_metrics_from_a_known_confusion_matrix():
-    from hwkit.train import classification_metrics
+    from hwkit.compress.cqmlp.train import classification_metrics
 
     # rows = true Benign, DoS, Fuzzing, RPM; the paper's own confusion matrix
     cm = np.array([[103142, 17, 17, 0], [27, 23666, 0, 0], [78, 0, 28003, 8], [0, 0, 0, 25042]])
@@ -76,8 +76,8 @@ def test_classification_metrics_from_a_known_confusion_matrix():
 
 
 def test_per_channel_scales_keep_the_parameter_count_and_one_cycle_schedule():
-    from hwkit.models.cqmlp import build_cqmlp, count_learnable
-    from hwkit.train import TrainConfig, lr_at
+    from hwkit.compress.cqmlp.model import build_cqmlp, count_learnable
+    from hwkit.compress.cqmlp.train import TrainConfig, lr_at
 
     model = build_cqmlp(per_channel=True)
     assert count_learnable(model) == 54_824
@@ -93,8 +93,8 @@ def test_per_channel_scales_keep_the_parameter_count_and_one_cycle_schedule():
 def test_mean_abs_weight_scales_keep_the_parameter_count_and_state_dict():
     import torch
 
-    from hwkit.models.cqmlp import build_cqmlp, count_learnable
-    from hwkit.train import TrainConfig
+    from hwkit.compress.cqmlp.model import build_cqmlp, count_learnable
+    from hwkit.compress.cqmlp.train import TrainConfig
 
     for per_channel in (False, True):
         model = build_cqmlp(per_channel=per_channel, weight_scaling="mean")
@@ -112,7 +112,7 @@ def test_mean_abs_weight_scales_keep_the_parameter_count_and_state_dict():
 def test_per_layer_bit_widths():
     import brevitas.nn as qnn
 
-    from hwkit.models.cqmlp import build_cqmlp
+    from hwkit.compress.cqmlp.model import build_cqmlp
 
     m = build_cqmlp(depth=2, layer_bits=[4, 2, 8], layer_act_bits=[3, 2])
     lin = [x for x in m if isinstance(x, qnn.QuantLinear)]

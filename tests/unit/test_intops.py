@@ -1,11 +1,11 @@
-"""Operation counts by integer weight value (hwkit.compress.intops) and power-of-two CQMLP weights."""
+"""Operation counts by integer weight value (hwkit.compress.shiftadd.intops) and power-of-two CQMLP weights."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from hwkit.compress.intops import IntOps, model_int_ops, ops_of_integer_weights
+from hwkit.compress.shiftadd.intops import IntOps, model_int_ops, ops_of_integer_weights
 
 
 def test_counts_by_weight_value():
@@ -20,8 +20,8 @@ def test_counts_by_weight_value():
 def test_pow2_cqmlp_has_no_multiplications_and_costs_less():
     import torch
 
-    from hwkit.models.cqmlp import build_cqmlp
-    from hwkit.models.pow2 import integer_weights, project
+    from hwkit.compress.cqmlp.model import build_cqmlp
+    from hwkit.compress.shiftadd.pow2 import integer_weights, project
 
     torch.manual_seed(0)
     plain = build_cqmlp(bits=4, depth=2, per_channel=True)
@@ -46,7 +46,7 @@ def test_pow2_cqmlp_has_no_multiplications_and_costs_less():
 def test_pow2_rounding_is_log_domain_and_integer():
     import torch
 
-    from hwkit.models.pow2 import Pow2RoundSte
+    from hwkit.compress.shiftadd.pow2 import Pow2RoundSte
 
     x = torch.tensor([0.0, 0.3, -0.49, 0.5, 0.6, -0.99, 1.4, 1.5, 2.9, 3.0, -5.6, 5.7], requires_grad=True)
     y = Pow2RoundSte()(x)

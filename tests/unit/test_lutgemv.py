@@ -1,4 +1,4 @@
-"""The packed LUT-GEMV kernel (hwkit.compress.lutgemv) and the BCQ weight-memory accounting."""
+"""The packed LUT-GEMV kernel (hwkit.compress.shiftadd.lutgemv) and the BCQ weight-memory accounting."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from hwkit.compress import bcq, lutgemv
+from hwkit.compress.shiftadd import bcq, lutgemv
 from hwkit.errors import InputError
 
 KERNELS = [False] + ([True] if lutgemv.has_avx512() else [])

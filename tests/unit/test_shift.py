@@ -1,4 +1,4 @@
-"""DeepShift shift layers (hwkit.compress.shift) and the analytical op/energy model (hwkit.compress.opcost)."""
+"""DeepShift shift layers (hwkit.compress.shiftadd.shift) and the analytical op/energy model (hwkit.energy.ops)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import opcost, shift  # noqa: E402
+from hwkit.compress.shiftadd import shift  # noqa: E402
+from hwkit.energy import ops as opcost  # noqa: E402
 from hwkit.errors import InputError, UnsupportedLayerError  # noqa: E402
 
 
@@ -82,7 +83,7 @@ def test_q_mode_straight_through_and_in_place_clamp():
 
 
 def test_convert_finetune_and_integer_weights():
-    from hwkit.compress.amp_toy import float_mlp
+    from hwkit.compress.amp.toy import float_mlp
 
     torch.manual_seed(0)
     model = float_mlp(16, (12,), 3)

@@ -1,4 +1,4 @@
-"""DeepShift shift convolution (hwkit.compress.shift.ShiftConv2d), its conversion, export and op counts."""
+"""DeepShift shift convolution (hwkit.compress.shiftadd.shift.ShiftConv2d), its conversion, export and op counts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import opcost, shift  # noqa: E402
+from hwkit.compress.shiftadd import shift  # noqa: E402
+from hwkit.energy import ops as opcost  # noqa: E402
 from hwkit.errors import InputError  # noqa: E402
 
 F = torch.nn.functional
@@ -151,7 +152,7 @@ def test_onnx_and_qonnx_export_of_shift_convs(tmp_path):
     import onnx
     from onnx import numpy_helper
 
-    from hwkit.compress import shift_export
+    from hwkit.compress.shiftadd import export as shift_export
 
     torch.manual_seed(0)
     model = shift.convert(_net().eval(), shift.ShiftConfig("q")).eval()

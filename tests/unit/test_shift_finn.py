@@ -1,4 +1,4 @@
-"""Shift weights as FINN integer weights (hwkit.compress.shift_finn): widths and an exact QONNX export."""
+"""Shift weights as FINN integer weights (hwkit.compress.shiftadd.finn): widths and an exact QONNX export."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 
-from hwkit.compress import shift, shift_finn  # noqa: E402
+from hwkit.compress.shiftadd import finn as shift_finn  # noqa: E402
+from hwkit.compress.shiftadd import shift  # noqa: E402
 from hwkit.errors import InputError  # noqa: E402
 
 
@@ -46,8 +47,8 @@ def test_pow2_mlp_exports_exact_integer_shift_weights_to_qonnx(bits, tmp_path):
     from brevitas.export import export_qonnx
     from onnx import numpy_helper
 
-    from hwkit.compress.shift_export import run_qonnx
-    from hwkit.models.pow2 import integer_weights, project
+    from hwkit.compress.shiftadd.export import run_qonnx
+    from hwkit.compress.shiftadd.pow2 import integer_weights, project
 
     torch.manual_seed(0)
     model = shift_finn.build_shift_mlp(16, (12,), 3, weight_bits=bits, act_bits=2, weight_values="pow2")

@@ -1,4 +1,4 @@
-"""ShiftAddViT-style mult/shift mixture of experts (hwkit.compress.shift_moe)."""
+"""ShiftAddViT-style mult/shift mixture of experts (hwkit.compress.shiftadd.moe)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import opcost, shift_moe  # noqa: E402
+from hwkit.compress.shiftadd import moe as shift_moe  # noqa: E402
+from hwkit.energy import ops as opcost  # noqa: E402
 
 
 def _hard_logits(n_shift, n):
@@ -42,7 +43,7 @@ def test_conversion_keeps_the_function_and_routes_by_argmax():
 
 
 def test_router_learns_the_latency_balance_from_the_balancing_loss():
-    from hwkit.compress.amp_toy import float_mlp
+    from hwkit.compress.amp.toy import float_mlp
 
     torch.manual_seed(0)
     model = shift_moe.convert(float_mlp(16, (24,), 3), shift_moe.MoEConfig())
@@ -73,7 +74,7 @@ def test_soft_balance_satisfies_the_loss_so_argmax_routing_can_collapse():
 
 
 def test_calibrate_routing_moves_the_argmax_threshold_to_the_share():
-    from hwkit.compress.amp_toy import float_mlp
+    from hwkit.compress.amp.toy import float_mlp
 
     torch.manual_seed(0)
     model = shift_moe.convert(float_mlp(16, (24,), 3), shift_moe.MoEConfig())

@@ -1,4 +1,4 @@
-"""Label-free distillation of shift / MoE models (hwkit.compress.shift_moe_distill)."""
+"""Label-free distillation of shift / MoE models (hwkit.compress.shiftadd.moe_distill)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from hwkit.compress import shift, shift_moe  # noqa: E402
-from hwkit.compress import shift_moe_distill as distil  # noqa: E402
+from hwkit.compress.shiftadd import moe as shift_moe  # noqa: E402
+from hwkit.compress.shiftadd import moe_distill as distil  # noqa: E402
+from hwkit.compress.shiftadd import shift  # noqa: E402
 from hwkit.errors import InputError  # noqa: E402
 
 

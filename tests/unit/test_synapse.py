@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from hwkit.compress.synapse import (
+from hwkit.compress.synapse.device import (
     DeviceModel,
     DifferentialArray,
     UpdateRule,
@@ -168,7 +168,7 @@ def test_d2d_c2c_and_read_noise_statistics():
 def test_presets_load_and_every_number_has_a_source():
     names = device_names()
     assert {"ag-asi", "taox-hfox", "pcmo", "pcm-gst", "ideal-linear"} <= set(names)
-    from hwkit.compress.synapse import devices_dir
+    from hwkit.compress.synapse.device import devices_dir
 
     for n in names:
         dev, raw = load_device_file(devices_dir() / f"{n}.toml")
@@ -193,7 +193,7 @@ def test_bad_device_errors_name_the_field(tmp_path):
 
 
 def test_small_hardware_aware_training_learns_digits():
-    from hwkit.compress.synapse_train import TrainConfig, build_mlp, digits_split, hardware_aware_train
+    from hwkit.compress.synapse.train import TrainConfig, build_mlp, digits_split, hardware_aware_train
 
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = digits_split(0)
@@ -205,7 +205,7 @@ def test_small_hardware_aware_training_learns_digits():
 
 
 def test_analog_deployment_degrades_with_noise_and_is_exact_when_ideal():
-    from hwkit.compress.synapse_train import (
+    from hwkit.compress.synapse.train import (
         CrossbarConfig,
         accuracy,
         build_mlp,
@@ -322,7 +322,7 @@ def test_closed_loop_refresh_keeps_the_weight_on_a_varied_device():
 
 
 def test_deployment_with_write_verify_beats_open_loop():
-    from hwkit.compress.synapse_train import CrossbarConfig, build_mlp, digits_split, evaluate_instances, train_float
+    from hwkit.compress.synapse.train import CrossbarConfig, build_mlp, digits_split, evaluate_instances, train_float
 
     torch.set_num_threads(1)
     xtr, ytr, xte, yte = digits_split(0)

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("sklearn")
 
-from hwkit.compress.synapse_train import SKLEARN_TABULAR, tabular_split  # noqa: E402
+from hwkit.compress.synapse.train import SKLEARN_TABULAR, tabular_split  # noqa: E402
 
 SHAPES = {"iris": (150, 4, 3), "wine": (178, 13, 3), "breast_cancer": (569, 30, 2)}
 

@@ -1,13 +1,13 @@
-"""Training-recipe options of hwkit.train: progressive quantisation (``pretrain_bits`` / ``pretrain_epochs``)."""
+"""Training-recipe options of hwkit.compress.cqmlp.train: progressive quantisation (``pretrain_bits``/``_epochs``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from hwkit.compress.cqmlp.train import STAGE_WARMUP, TrainConfig, lr_at, stage_at, stages_of, train_cqmlp
 from hwkit.data.windows import Split, Windows
 from hwkit.errors import InputError
-from hwkit.train import STAGE_WARMUP, TrainConfig, lr_at, stage_at, stages_of, train_cqmlp
 
 
 def _windows(m: int, seed: int) -> Windows:
@@ -46,7 +46,7 @@ def test_stages_and_their_schedules():
 def test_progressive_run_keeps_only_the_final_width_and_carries_the_weights(tmp_path):
     import torch
 
-    from hwkit.models.cqmlp import build_cqmlp
+    from hwkit.compress.cqmlp.model import build_cqmlp
 
     # with a negligible learning rate the weights hardly move, so the final 2-bit model must still hold the
     # 8-bit stage's initial weights (a fresh 2-bit model would have different ones)
@@ -109,7 +109,7 @@ def test_cli_refuses_bad_stages_before_reading_data(tmp_path, capsys, args, word
 
 
 def test_cli_passes_the_stages_to_the_config(monkeypatch, tmp_path):
-    import hwkit.train
+    import hwkit.compress.cqmlp.train
     from hwkit.cli import main
 
     seen = {}
@@ -118,7 +118,7 @@ def test_cli_passes_the_stages_to_the_config(monkeypatch, tmp_path):
         seen["cfg"] = a[2]
         raise InputError("stop here")
 
-    monkeypatch.setattr(hwkit.train, "prepare_data", fake_prepare)
+    monkeypatch.setattr(hwkit.compress.cqmlp.train, "prepare_data", fake_prepare)
     assert main(["train", "cqmlp", "--synthetic", "--quiet", "--out", str(tmp_path / "cq.pt"),
                  "--pretrain-bits", "8,3", "--pretrain-epochs", "4,2"]) == 2
     assert seen["cfg"].pretrain_bits == (8, 3) and seen["cfg"].pretrain_epochs == (4, 2)

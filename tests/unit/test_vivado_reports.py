@@ -10,7 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from hwkit.backends.vivado_reports import parse_ooc, parse_post_synth, parse_power, parse_timing, read_report_dir
+from hwkit.backends.finn.vivado_reports import parse_ooc, parse_post_synth, parse_power, parse_timing, read_report_dir
 from hwkit.errors import ToolError
 
 # step_out_of_context_synthesis: parse_ooc_synth_results(...) + estimated_throughput_fps (build_dataflow_steps.py)

@@ -265,7 +265,8 @@ def _bcq_linear_cls() -> Any:
         def lut_forward(self, x: Any) -> Any:
             """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
 
-            ``group_rows % 8 == 0``: the packed kernel of ``hwkit.compress.lutgemv`` (packed on the first call and
+            ``group_rows % 8 == 0``: the packed kernel of ``hwkit.compress.shiftadd.lutgemv`` (packed on the first
+            call and
             cached per module); otherwise the scalar numba kernel ``lut_gemm``.
             """
             import numpy as np
@@ -273,7 +274,7 @@ def _bcq_linear_cls() -> Any:
 
             xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
             if self.group_rows % 8 == 0:
-                from hwkit.compress import lutgemv
+                from hwkit.compress.shiftadd import lutgemv
 
                 gemv = _GEMV.get(self)
                 if gemv is None:  # kept outside the module so that deepcopy/pickle of the model are unaffected
@@ -341,7 +342,7 @@ def lut_gemm(x: Any, codes: Any, alpha: Any, group_rows: int) -> Any:
     """``x @ W^T`` for BCQ codes (uint8 [C, N, q]) and scales via the scalar LUT-GEMV kernel, row by row.
 
     The reference kernel: any ``group_rows``, one 256-entry table per 8-input chunk. The fast kernel for
-    ``group_rows % 8 == 0`` is ``hwkit.compress.lutgemv`` (``BCQLinear.lut_forward`` uses it).
+    ``group_rows % 8 == 0`` is ``hwkit.compress.shiftadd.lutgemv`` (``BCQLinear.lut_forward`` uses it).
     """
     import numpy as np
 
@@ -384,7 +385,7 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
     """BCQ every plain nn.Linear of ``model`` in place (sequentially); returns (model, per-layer report)."""
     import torch
 
-    from hwkit.compress.shift import _check_float, linear_names, set_module
+    from hwkit.compress.shiftadd.shift import _check_float, linear_names, set_module
 
     _check_float(model)
     model.eval()
@@ -426,7 +427,7 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
 
 def weight_memory(out_features: int, in_features: int, bits: int, group_rows: int = 8,
                   scale_bits: int = 32) -> dict[str, Any]:
-    """Bytes of a BCQ weight (codes + scales) vs fp32; see ``hwkit.compress.lutgemv.weight_memory``."""
-    from hwkit.compress import lutgemv
+    """Bytes of a BCQ weight (codes + scales) vs fp32; see ``hwkit.compress.shiftadd.lutgemv.weight_memory``."""
+    from hwkit.compress.shiftadd import lutgemv
 
     return lutgemv.weight_memory(out_features, in_features, bits, group_rows, scale_bits)

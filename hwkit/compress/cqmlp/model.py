@@ -17,7 +17,7 @@ added: still 54,824). FINN's streamlining folds per-channel scales into the MVAU
 ``weight_values`` picks the weight grid: ``"int"`` (default, Brevitas' narrow symmetric range, at 2
 bits ternary), ``"full"`` (every code of the b-bit two's-complement type, at 2 bits {-2, -1, 0, 1}:
 four levels instead of three, FINN type INT2 either way; measured in docs/cqmlp.md) or ``"pow2"``
-(0 and signed powers of two, :mod:`hwkit.models.pow2`).
+(0 and signed powers of two, :mod:`hwkit.compress.shiftadd.pow2`).
 
 ``weight_scaling="mean"`` sets each weight scale to the mean absolute weight (Brevitas
 ``StatsOp.AVE``) instead of the maximum (``"max"``, the Brevitas default). At 2 bits the weights are
@@ -100,7 +100,7 @@ def build_cqmlp(
         narrow_range = weight_values != "full"
 
     if weight_values == "pow2":
-        from hwkit.models.pow2 import Pow2IntScaling, Pow2RoundSte
+        from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
 
         class Pow2WeightQuant(WeightQuant):  # type: ignore[misc,valid-type]  # brevitas injector
             float_to_int_impl = Pow2RoundSte

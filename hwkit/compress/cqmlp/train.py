@@ -95,7 +95,7 @@ class TrainConfig:
     that is running anything else slow training down ~60x (measured: 26,000 vs 430 samples/s)."""
 
     def arch_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`hwkit.models.cqmlp.build_cqmlp`."""
+        """Keyword arguments of :func:`hwkit.compress.cqmlp.model.build_cqmlp`."""
         kw: dict[str, Any] = {"bits": self.bits, "depth": self.depth, "window": self.window,
                               "n_classes": len(CLASSES)}
         if self.per_channel:
@@ -361,7 +361,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     """Train, validate every epoch, keep the best-validation-loss model, stop early, test, save."""
     import torch
 
-    from hwkit.models.cqmlp import build_cqmlp, count_learnable
+    from hwkit.compress.cqmlp.model import build_cqmlp, count_learnable
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

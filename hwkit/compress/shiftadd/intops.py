@@ -7,7 +7,7 @@ For each non-zero integer weight ``q`` of a QuantLinear one product term is accu
 * any other value: one integer multiplication and the add.
 
 Adds accumulate the terms of an output row (terms - 1 adds) plus the bias. Zero weights cost nothing
-(a sparse datapath). Energy per operation comes from :class:`hwkit.compress.opcost.EnergyTable`
+(a sparse datapath). Energy per operation comes from :class:`hwkit.energy.ops.EnergyTable`
 (45 nm, Horowitz ISSCC 2014; the shift cost is [UNCONFIRMED] there): int8 mult, int32 add, shift. It is
 compute energy only (no memory traffic, no control), so the number is labelled ``analytical-estimate``;
 it ranks designs by arithmetic, as the ShiftAdd papers do, and is not the FPGA's power.
@@ -34,7 +34,7 @@ class IntOps:
 
     def energy_pj(self) -> float:
         """Compute energy in pJ (45 nm table)."""
-        from hwkit.compress.opcost import EnergyTable
+        from hwkit.energy.ops import EnergyTable
 
         t = EnergyTable()
         return self.int_mult * t.int8_mult_pj + self.shift * t.shift_pj + self.int_add * t.int32_add_pj
@@ -60,7 +60,7 @@ def model_int_ops(model: Any) -> dict[str, IntOps]:
     import brevitas.nn as qnn
     import torch
 
-    from hwkit.models.pow2 import integer_weights
+    from hwkit.compress.shiftadd.pow2 import integer_weights
 
     with torch.no_grad():
         return {name: ops_of_integer_weights(integer_weights(m), m.bias is not None)

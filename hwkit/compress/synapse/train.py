@@ -3,7 +3,7 @@
 * :func:`hardware_aware_train` trains any model whose weights live in ``nn.Linear`` layers (a
   three-layer perceptron or a deeper MLP): every step reads W from the conductance pairs (with read
   noise), back-propagates in float, and turns dW = -lr * grad into pulses with an
-  :class:`~hwkit.compress.synapse.UpdateRule`. Biases (if any) are digital and updated in float.
+  :class:`~hwkit.compress.synapse.device.UpdateRule`. Biases (if any) are digital and updated in float.
   Mini-batch SGD (``batch_size``; 1 = per-sample hardware BP) with a fixed learning rate.
 * :func:`to_analog` programs a trained float model onto devices (open loop or closed-loop write-verify,
   with write noise) and replaces
@@ -22,13 +22,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hwkit.compress.synapse import DeviceModel, DifferentialArray, UpdateRule, WriteVerify
+from hwkit.compress.synapse.device import DeviceModel, DifferentialArray, UpdateRule, WriteVerify
 
 
 def build_mlp(sizes: Sequence[int], activation: str = "relu", bias: bool = True) -> Any:
     """A float MLP of nn.Linear layers, e.g. ``sizes=[64, 32, 10]`` (a three-layer perceptron).
 
-    Usable as ``--arch hwkit.compress.synapse_train:build_mlp --arch-kwargs '{"sizes": [64, 32, 10]}'``.
+    Usable as ``--arch hwkit.compress.synapse.train:build_mlp --arch-kwargs '{"sizes": [64, 32, 10]}'``.
     """
     from torch import nn
 

@@ -104,7 +104,7 @@ def scaled(c: OpCounts, f: float) -> OpCounts:
 def _is_conv(m: Any) -> bool:
     from torch import nn
 
-    from hwkit.compress import shift
+    from hwkit.compress.shiftadd import shift
 
     return isinstance(m, nn.Conv2d) or shift.is_shift_conv(m)
 
@@ -112,8 +112,8 @@ def _is_conv(m: Any) -> bool:
 def conv_positions(model: Any, sample: Any) -> dict[str, int]:
     """Output positions (H_out * W_out) of each Conv2d / ShiftConv2d, from one eval-mode forward pass of
     ``sample[:1]`` with forward hooks; {} (and no forward pass) for a model without conv layers."""
-    from hwkit.compress import shift_moe
     from hwkit.compress.hooks import run_hooked
+    from hwkit.compress.shiftadd import moe as shift_moe
     from hwkit.errors import InputError
 
     convs = [(n, m) for n, m in model.named_modules() if _is_conv(m)]
@@ -142,7 +142,8 @@ def model_ops(model: Any, sample: Any = None) -> dict[str, OpCounts]:
     layers. ``sample`` (an input batch; only its first row is run) is needed when the model has conv layers."""
     from torch import nn
 
-    from hwkit.compress import bcq, shift, shift_moe
+    from hwkit.compress.shiftadd import bcq, shift
+    from hwkit.compress.shiftadd import moe as shift_moe
 
     positions = conv_positions(model, sample)
     out: dict[str, OpCounts] = {}

@@ -1,6 +1,6 @@
 """Quality-of-results regression check: a build's report.json against a saved baseline, with tolerances.
 
-Uses :func:`hwkit.compare.compare` for the rows and judges each tracked metric in the direction that
+Uses :func:`hwkit.report.compare.compare` for the rows and judges each tracked metric in the direction that
 matters: more LUTs, power or energy is worse; less fmax, WNS or throughput is worse. A change within
 tolerance passes; a worse one beyond it fails; a better one beyond it passes with a note to refresh
 the baseline (or fails with ``strict``, so a stale baseline cannot hide a later regression).
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hwkit.compare import Row, compare
+from hwkit.report.compare import Row, compare
 
 HIGHER_IS_WORSE = ("resources.*.used", "energy.*", "performance.latency_ms", "performance.finn_estimate_*",
                    "performance.ooc_*")

@@ -13,7 +13,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hwkit.cliargs import json_object
+from hwkit.cli.args import json_object
 from hwkit.errors import InputError
 
 
@@ -51,7 +51,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``hwkit prune``."""
-    from hwkit.compress.amp_run import configs_from, load_data, prune_model, report_json, save_pruned, write_report
+    from hwkit.compress.amp.run import configs_from, load_data, prune_model, report_json, save_pruned, write_report
     from hwkit.config import CompileSettings
     from hwkit.load import load_model
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hwkit.cliargs import json_object, shape
+from hwkit.cli.args import json_object, shape
 from hwkit.errors import InputError
 
 
@@ -51,8 +51,8 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``hwkit shiftadd``."""
-    from hwkit.compress.amp_run import load_data
-    from hwkit.compress.shiftadd_run import reparameterise, save_outputs, write_report
+    from hwkit.compress.amp.run import load_data
+    from hwkit.compress.shiftadd.run import reparameterise, save_outputs, write_report
     from hwkit.config import CompileSettings
     from hwkit.load import load_model
 

@@ -154,7 +154,7 @@ def weight_node_layers(model: Any, weight_layers: Sequence[str | None]) -> dict[
 
 def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> None:
     """Every node must be a FINN HW layer; otherwise name the culprit and its PyTorch layer."""
-    from hwkit.export.qonnx import torch_layer_of
+    from hwkit.export.provenance import torch_layer_of
 
     bad = [n for n in model.graph.node if not n.domain.startswith(HW_DOMAIN)]
     if not bad:
@@ -180,7 +180,7 @@ def layer_table(model: Any, weight_layers: Sequence[str | None] = ()) -> list[di
     """Per-layer facts from a FINN HW graph: name, op, PE/SIMD, data types, source PyTorch layer."""
     from qonnx.custom_op.registry import getCustomOp
 
-    from hwkit.export.qonnx import torch_layer_of
+    from hwkit.export.provenance import torch_layer_of
 
     by_order = weight_node_layers(model, weight_layers)
     rows = []
@@ -276,7 +276,7 @@ def _make_step_pass(step: str) -> Any:
 
         from qonnx.core.modelwrapper import ModelWrapper
 
-        from hwkit.backends.vivado_reports import read_report_dir
+        from hwkit.backends.finn.vivado_reports import read_report_dir
 
         needs_vivado = step in VIVADO_STEPS
         if needs_vivado and not vivado_available():

@@ -3,7 +3,7 @@
 ``shift.finetune`` and ``shift_moe.train`` fine-tune classifiers with cross-entropy on labelled inputs. A
 pretrained encoder has no task loss, so :func:`distill` takes the objective as a function of (model, batch):
 the caller compares the student's outputs (embeddings, hidden states) with targets from the float teacher.
-When the model holds :mod:`hwkit.compress.shift_moe` layers, their latency-aware balancing losses are added with
+When the model holds :mod:`hwkit.compress.shiftadd.moe` layers, their latency-aware balancing losses are added with
 weight ``coef`` (``MoEConfig.coef``), as in ``shift_moe.train``. The balancing losses and token shares are taken
 with forward hooks, so a model whose forward calls a MoE layer several times (one call per sentence or per
 packed chunk) is trained and measured on all its tokens, not only on the last call.
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from hwkit.compress import shift_moe
+from hwkit.compress.shiftadd import moe as shift_moe
 from hwkit.errors import InputError
 
 

@@ -8,11 +8,12 @@ number of exponents, where an ordinary integer weight with as many levels grows 
 at 5 bits (15 exponents) is an INT16 MVAU weight, at 3 bits (3 exponents: 0, +-1, +-2, +-4) an INT4 one.
 
 ``build_shift_mlp`` is a Brevitas MLP of the qmlp shape (QuantLinear -> BatchNorm1d -> QuantReLU, integer
-inputs) whose weight quantiser is hwkit's power-of-two one (``hwkit.models.pow2``: log-domain rounding onto the
+inputs) whose weight quantiser is hwkit's power-of-two one (``hwkit.compress.shiftadd.pow2``: log-domain rounding
+onto the
 ``b``-bit integer grid restricted to powers of two, scale = max|w| / 2**(b-2), i.e. DeepShift-Q with a per-tensor
 scale). At export the QONNX ``Quant`` node carries that scale and ``INTb``; ``shift_codes`` recovers sign and
 exponent from the integer weights and checks they are exact powers of two. Usable as ``--arch
-hwkit.compress.shift_finn:build_shift_mlp`` for ``hwkit compile``.
+hwkit.compress.shiftadd.finn:build_shift_mlp`` for ``hwkit compile``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def build_shift_mlp(in_features: int = 64, hidden: Sequence[int] = (64, 32), out
 
     quant: Any = Int8WeightPerTensorFloat
     if weight_values == "pow2":
-        from hwkit.models.pow2 import Pow2IntScaling, Pow2RoundSte
+        from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
 
         class Pow2WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
             float_to_int_impl = Pow2RoundSte

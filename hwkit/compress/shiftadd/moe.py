@@ -83,7 +83,7 @@ def _moe_cls() -> Any:
     import torch
     from torch import nn
 
-    from hwkit.compress import shift
+    from hwkit.compress.shiftadd import shift
 
     class MoELinear(nn.Module):
         """Top-1 routed {mult, shift} experts replacing one Linear."""
@@ -134,7 +134,7 @@ def is_moe(m: Any) -> bool:
 
 def convert(model: Any, cfg: MoEConfig, skip: tuple[str, ...] = ()) -> Any:
     """Replace each plain nn.Linear (except ``skip``) by a MoELinear, in place."""
-    from hwkit.compress.shift import _check_float, linear_names, set_module
+    from hwkit.compress.shiftadd.shift import _check_float, linear_names, set_module
 
     _check_float(model)
     names = linear_names(model, skip)

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hwkit.compress.amp_blocks import MlpBlock, Slicer, call_model, find_mlp_blocks
+from hwkit.compress.amp.blocks import MlpBlock, Slicer, call_model, find_mlp_blocks
 from hwkit.errors import InputError, UnsupportedLayerError
 
 CRITERIA = ("entropy", "ce")

@@ -181,8 +181,8 @@ class Report:
         (a full disk, a read-only file system, an interrupt) leaves no report file behind.
         report.json is strict JSON: a non-finite number is written as null (see :func:`strict_json`).
         """
-        from hwkit.html_report import render_html
         from hwkit.outdir import os_error_message, replace_all
+        from hwkit.report.html import render_html
 
         doc = strict_json(self.to_json())
         texts = {"report.json": json.dumps(doc, indent=2, default=str, allow_nan=False) + "\n",
@@ -333,7 +333,7 @@ def _merge_vivado(
     the accelerator after out-of-context place and route; they replace FINN's estimate in the resource
     table (kept as ``finn_estimate_<R>`` in performance) and decide whether the design fits.
     """
-    from hwkit.backends.vivado_reports import VivadoResults
+    from hwkit.backends.finn.vivado_reports import VivadoResults
 
     v = VivadoResults.from_json(vivado)
     for key, q in (("vivado_wns_ns", (v.wns_ns, "ns")), ("vivado_fmax_mhz", (v.fmax_mhz, "MHz")),
@@ -370,7 +370,7 @@ def _merge_vivado(
     fps = perf.get("throughput_fps", Quantity(None, "frames/s", "")).value
     points = list(v.power)
     if not points and v.ooc_power_w is not None:
-        from hwkit.backends.vivado_reports import PowerPoint
+        from hwkit.backends.finn.vivado_reports import PowerPoint
 
         points = [PowerPoint("default activity (OOC report_power)", None, v.ooc_power_w, float("nan"), float("nan"))]
     for pt in points:

@@ -1,6 +1,6 @@
 """ShiftAdd reparameterisation end to end: convert/quantise, (fine-tune), check, export, report.
 
-Used by ``hwkit shiftadd`` (hwkit/shiftadd_cli.py) and by the ``shiftadd`` pass (usable in flows). Writes the
+Used by ``hwkit shiftadd`` (hwkit/compress/shiftadd/cli.py) and by the ``shiftadd`` pass (usable in flows). Writes the
 reparameterised model with *materialised* weights (exact powers of two for q/ps, dequantised BCQ weights for
 bcq) in the original architecture, ``<out>.codes.pt`` (the integer codes: sign/shift or binary codes + scales),
 ``shiftadd.onnx`` (checked against PyTorch with ONNX Runtime), for q/ps ``shiftadd_qonnx.onnx`` (integer
@@ -40,7 +40,7 @@ def _rel(a: Any, b: Any) -> float:
 
 def _note_dense_convs(model: Any, report: dict[str, Any], say: Any, why: str) -> None:
     """Record (and log) the plain nn.Conv2d layers of ``model`` that stay dense fp32."""
-    from hwkit.compress.shift import conv_names
+    from hwkit.compress.shiftadd.shift import conv_names
 
     names = conv_names(model)
     if names:
@@ -52,7 +52,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     """Apply ``params['mode']`` to a copy of ``module``; returns (model, report)."""
     import torch
 
-    from hwkit.compress import opcost
+    from hwkit.energy import ops as opcost
 
     say = log or (lambda _s: None)
     mode = params.get("mode", "ps")
@@ -67,7 +67,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     report: dict[str, Any] = {"mode": mode, "data": data.source}
     t0 = time.perf_counter()
     if mode in ("q", "ps"):
-        from hwkit.compress import shift
+        from hwkit.compress.shiftadd import shift
 
         cfg = shift.ShiftConfig(mode=mode, weight_bits=int(params.get("weight_bits") or 5))
         shift.convert(model, cfg)
@@ -91,7 +91,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
                                "weight_rel_error": _rel(m.quantised_weight().detach(), w0)})
         report["layers"] = layers
     elif mode == "bcq":
-        from hwkit.compress import bcq
+        from hwkit.compress.shiftadd import bcq
 
         _note_dense_convs(model, report, say, "bcq is Linear-only")
         cfg = bcq.BCQConfig(bits=int(params.get("bits", 3)), group_rows=int(params.get("group_rows") or 8),
@@ -101,7 +101,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
         model, rep = bcq.quantise_model(model, data.calib_x, cfg)
         report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"], memory=rep["memory"])
     else:
-        from hwkit.compress import shift_moe
+        from hwkit.compress.shiftadd import moe as shift_moe
 
         _note_dense_convs(model, report, say, "moe is Linear-only")
         model, rep = shift_moe.reparameterise(model, data, params, say)
@@ -119,7 +119,7 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
 
 def codes_of(model: Any) -> dict[str, Any]:
     """The integer form of each reparameterised layer (tensors only: loadable with weights_only=True)."""
-    from hwkit.compress import bcq, shift
+    from hwkit.compress.shiftadd import bcq, shift
 
     out: dict[str, Any] = {}
     for n, m in model.named_modules():
@@ -137,7 +137,7 @@ def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | N
     import numpy as np
     import torch
 
-    from hwkit.compress import shift_export
+    from hwkit.compress.shiftadd import export as shift_export
 
     out.parent.mkdir(parents=True, exist_ok=True)
     onnx_path = out.parent / "shiftadd.onnx"
@@ -230,7 +230,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
 @register("shiftadd", uses=("input_shape", "input_dtype", "arch", "arch_kwargs", "trust_pickle"))
 def shiftadd_pass(art: Artifact, ctx: Context) -> Artifact:
     """ShiftAdd reparameterisation (DeepShift q/ps, ShiftAddLLM bcq) of a float model: shiftadd.pt + report."""
-    from hwkit.compress.amp_run import load_data
+    from hwkit.compress.amp.run import load_data
     from hwkit.load import load_model
 
     if art.path is None or art.path.suffix == ".onnx":

@@ -1,6 +1,6 @@
 """AMP end to end: data, search, recovery, the pruned checkpoint and prune_report.{json,md} + widths SVG.
 
-Used by ``hwkit prune`` (hwkit/prune_cli.py) and by the ``prune_amp`` pass (usable in flows).
+Used by ``hwkit prune`` (hwkit/compress/amp/cli.py) and by the ``prune_amp`` pass (usable in flows).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def load_data(spec: str, labels: str | None = None, seed: int = 0) -> PruneData:
     import torch
 
     if spec == "digits":
-        from hwkit.compress.amp_toy import digits_splits
+        from hwkit.compress.amp.toy import digits_splits
 
         d = digits_splits(seed)
         return PruneData(*d["train"], *d["val"], *d["test"],
@@ -78,7 +78,7 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
     """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict."""
     import torch
 
-    from hwkit.compress import amp
+    from hwkit.compress.amp import search as amp
 
     module = module.eval()
     say = log or (lambda _s: None)
@@ -170,7 +170,7 @@ def _fmt_acc(v: float | None) -> str:
 
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """prune_report.json, prune_report.md and prune_widths.svg in ``out_dir``."""
-    from hwkit.svgplot import hbar
+    from hwkit.report.svg import hbar
 
     out_dir.mkdir(parents=True, exist_ok=True)
     blocks = report["blocks"]
@@ -217,7 +217,7 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def configs_from(params: dict[str, Any]) -> tuple[Any, Any]:
     """AmpConfig and DistillConfig (or None) from flat keyword parameters (flow tables, CLI)."""
-    from hwkit.compress.amp import AmpConfig, DistillConfig
+    from hwkit.compress.amp.search import AmpConfig, DistillConfig
 
     fields = {k for k in AmpConfig.__dataclass_fields__}
     cfg = AmpConfig(**{k: v for k, v in params.items() if k in fields and v is not None})

@@ -24,7 +24,7 @@ def dense_copy(model: Any) -> Any:
     same (reconstructed) weights: what the ONNX export and the saved plain checkpoint hold."""
     import torch
 
-    from hwkit.compress import bcq, shift
+    from hwkit.compress.shiftadd import bcq, shift
 
     m = shift.materialise(copy.deepcopy(model))
     for n, sub in list(m.named_modules()):
@@ -73,7 +73,7 @@ def to_qonnx(onnx_path: Path, model: Any, out: Path) -> dict[str, Any]:
     import onnx
     from onnx import helper, numpy_helper
 
-    from hwkit.compress import shift
+    from hwkit.compress.shiftadd import shift
 
     layers = [(n, m) for n, m in model.named_modules() if shift.is_shift(m)]
     if not layers:

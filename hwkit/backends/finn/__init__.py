@@ -1,0 +1,1 @@
+"""The FINN (finn-plus) dataflow backend: passes, graph execution, Vivado report parsing."""

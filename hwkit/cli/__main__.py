@@ -1,0 +1,7 @@
+"""``python -m hwkit.cli``."""
+
+import sys
+
+from hwkit.cli import main
+
+sys.exit(main())

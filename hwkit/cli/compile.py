@@ -1,0 +1,65 @@
+"""``hwkit compile MODEL --target BOARD``: the main job."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from hwkit.cli.args import json_object, positive, shape
+from hwkit.errors import InputError
+
+
+def add_parser(sub: Any) -> None:
+    """Register the subcommand."""
+    c = sub.add_parser("compile", help="compress, export, build and report a model for a target")
+    c.add_argument("model", help="hwkit checkpoint / state dict (.pt), trusted pickle, or QONNX (.onnx)")
+    c.add_argument("--target", required=True, help="board name (see `hwkit boards`) or path to a board .toml")
+    c.add_argument("--out", default="build", help="build directory (default: build); must be new, empty or an "
+                   "earlier hwkit build")
+    c.add_argument("--force", action="store_true",
+                   help="build into a non-empty directory hwkit did not create (what was there is never removed)")
+    c.add_argument("--flow", help="flow name or .toml (default: the board's default_flow)")
+    c.add_argument("--bitstream", action="store_true", help="build the bitstream with Vivado (flow finn-bitstream)")
+    c.add_argument("--clock-ns", type=positive, help="clock period in ns (default: the board's clock_ns)")
+    c.add_argument("--target-fps", type=positive, help="throughput to fold for, frames/s")
+    c.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64")
+    c.add_argument("--input-dtype", help="FINN data type of the input, e.g. UINT8, INT8, FLOAT32")
+    c.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
+    c.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
+    c.add_argument("--trust-pickle", action="store_true",
+                   help="allow loading a full pickle (runs code from the file: only for files you trust)")
+    c.add_argument("--golden-batch", type=int, help="samples in the verification batch (default 32)")
+    c.add_argument("--from", dest="from_step", help="re-run from this step (number, id or pass name)")
+    c.add_argument("--to", dest="to_step", help="stop after this step")
+    c.add_argument("--require-fit", action="store_true", help="exit with 6 when the design does not fit the part")
+    out = c.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
+    out.add_argument("--quiet", action="store_true", help="print nothing but errors")
+
+
+def run(args: argparse.Namespace) -> int:
+    from hwkit.api import compile_model
+
+    progress = None
+    if not (args.json or args.quiet):
+        from hwkit.cli.console import RichProgress
+
+        progress = RichProgress()
+    if args.bitstream and args.flow:
+        raise InputError("--bitstream selects the finn-bitstream flow; leave out --flow")
+    report = compile_model(
+        args.model, args.target, args.out, flow="finn-bitstream" if args.bitstream else args.flow,
+        from_step=args.from_step, to_step=args.to_step,
+        progress=progress, force=args.force, clock_ns=args.clock_ns, target_fps=args.target_fps,
+        input_shape=args.input_shape,
+        input_dtype=args.input_dtype, arch=args.arch, arch_kwargs=args.arch_kwargs,
+        trust_pickle=args.trust_pickle or None, golden_batch=args.golden_batch,
+    )
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2, default=str))
+    elif not args.quiet:
+        from hwkit.cli.console import print_report
+
+        print_report(report, args.out)
+    return 6 if args.require_fit and report.fits is False else 0

@@ -1,0 +1,1 @@
+"""AMP: adaptive MLP pruning (entropy-based Taylor importance, per-block binary search)."""

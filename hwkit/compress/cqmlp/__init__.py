@@ -1,0 +1,1 @@
+"""CQMLP: the 2-bit quantised MLP CAN-bus intrusion detector (model, training recipe, CLI)."""

@@ -1,0 +1,1 @@
+"""ShiftAdd: power-of-two shift weights, binary-coded quantisation, mult/shift mixture of experts."""
