@@ -9,7 +9,11 @@ Accepted inputs (see docs/model-input.md):
         "meta": {...} (optional)}
 
    Read with ``torch.load(weights_only=True)``; ``arch`` must be a name in
-   :data:`hwkit.models.ARCHS`, so the file cannot choose code to run.
+   :data:`hwkit.models.ARCHS`, so the file cannot choose code to run. A model made by ``hwkit
+   quantize`` has ``arch = "quantized"`` and ``arch_kwargs = {"float_arch", "float_kwargs",
+   "recipe", "user_arch"}``: the float architecture is rebuilt and rewritten by the recorded
+   Brevitas recipe (:func:`hwkit.compress.quantize.recipe.rebuild`); when it was the user's own
+   (``user_arch``), loading needs the same ``--arch`` again.
 2. **state dict + architecture**: a plain ``state_dict`` file, with ``--arch module:callable`` (and
    ``--arch-kwargs JSON``) naming the user's builder, and ``--input-shape``.
 3. **full pickle** of an ``nn.Module``: only with ``--trust-pickle`` (unpickling runs code from the file).
@@ -120,6 +124,11 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
         kwargs = obj.get("arch_kwargs", {})
         if not isinstance(kwargs, dict):
             raise ModelLoadError(f"{path}: 'arch_kwargs' must be a dict")
+        # quantised from the user's own architecture: rebuilding runs that code, so the user names it again
+        if obj["arch"] == "quantized" and kwargs.get("user_arch") and settings.arch != kwargs.get("float_arch"):
+            raise ModelLoadError(
+                    f"{path}: quantised from the architecture --arch {kwargs.get('float_arch')}; pass that --arch "
+                    "to rebuild it (the checkpoint cannot choose code to run)")
         try:
             module = builder(str(obj["arch"]))(**kwargs)
         except TypeError as exc:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, str] = {
     "report": "hwkit.cli.report",
     "measure-power": "hwkit.energy.measure",
     "prune": "hwkit.compress.amp.cli",
+    "quantize": "hwkit.compress.quantize.cli",
     "shiftadd": "hwkit.compress.shiftadd.cli",
     "compare": "hwkit.cli.compare",
     "bench": "hwkit.cli.bench",

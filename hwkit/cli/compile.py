@@ -32,6 +32,14 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--golden-batch", type=int, help="samples in the verification batch (default 32)")
     c.add_argument("--from", dest="from_step", help="re-run from this step (number, id or pass name)")
     c.add_argument("--to", dest="to_step", help="stop after this step")
+    c.add_argument("--quantize", metavar="wNaM",
+                   help="quantise a float model with Brevitas first (a 'quantize' pass before export), e.g. w4a4")
+    c.add_argument("--calib", help="calibration data for --quantize: 'digits', .npz (x[, y]), image folder, "
+                   "or pkg.mod:fn returning a DataLoader")
+    c.add_argument("--quantize-method", choices=["ptq", "qat"], default="ptq",
+                   help="with --quantize: ptq (default) or qat (PTQ then distillation epochs)")
+    c.add_argument("--qat-epochs", type=int, help="with --quantize-method qat: epochs (default 3)")
+    c.add_argument("--layer-bits", help="with --quantize: per-layer weight widths NAME=BITS[,NAME=BITS...]")
     c.add_argument("--require-fit", action="store_true", help="exit with 6 when the design does not fit the part")
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
@@ -48,8 +56,11 @@ def run(args: argparse.Namespace) -> int:
         progress = RichProgress()
     if args.bitstream and args.flow:
         raise InputError("--bitstream selects the finn-bitstream flow; leave out --flow")
+    flow: Any = "finn-bitstream" if args.bitstream else args.flow
+    if args.quantize or args.calib:
+        flow = _quantized_flow(args, flow)
     report = compile_model(
-        args.model, args.target, args.out, flow="finn-bitstream" if args.bitstream else args.flow,
+        args.model, args.target, args.out, flow=flow,
         from_step=args.from_step, to_step=args.to_step,
         progress=progress, force=args.force, clock_ns=args.clock_ns, target_fps=args.target_fps,
         input_shape=args.input_shape,
@@ -63,3 +74,20 @@ def run(args: argparse.Namespace) -> int:
 
         print_report(report, args.out)
     return 6 if args.require_fit and report.fits is False else 0
+
+
+def _quantized_flow(args: argparse.Namespace, flow: str | None) -> Any:
+    """The target's flow with a ``quantize`` pass first (``--quantize wNaM --calib DATA``)."""
+    from hwkit.api import flow_for
+    from hwkit.board import load_board
+    from hwkit.compress.quantize.run import parse_bits, with_quantize
+
+    if not (args.quantize and args.calib):
+        raise InputError("--quantize and --calib go together, e.g. --quantize w4a4 --calib digits")
+    parse_bits(args.quantize)  # a bad spec fails before any work
+    params: dict[str, Any] = {"bits": args.quantize, "calib": args.calib, "method": args.quantize_method}
+    if args.qat_epochs is not None:
+        params["qat_epochs"] = args.qat_epochs
+    if args.layer_bits:
+        params["layer_bits"] = args.layer_bits
+    return with_quantize(flow_for(load_board(args.target), flow), params)

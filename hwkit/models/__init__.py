@@ -15,6 +15,10 @@ from hwkit.errors import ModelLoadError
 ARCHS: dict[str, str] = {
     "qmlp": "hwkit.models.mlp:build_qmlp",
     "cqmlp": "hwkit.compress.cqmlp.model:build_cqmlp",
+    "mlp": "hwkit.models.floatnets:build_mlp",
+    "cnn": "hwkit.models.floatnets:build_cnn",
+    "rescnn": "hwkit.models.floatnets:build_rescnn",
+    "quantized": "hwkit.compress.quantize.recipe:rebuild",
 }
 
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import copy
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from hwkit.artifact import Artifact, write_json_atomic, write_text_atomic
 from hwkit.config import Context
+from hwkit.data.calib import SplitData, load_data
 from hwkit.errors import InputError, ModelLoadError
 from hwkit.registry import register
 
@@ -21,56 +22,8 @@ REBUILDABLE = ("qmlp", "cqmlp")
 """Built-in architectures whose pruned widths are described by the ``hidden`` keyword."""
 
 
-@dataclass(frozen=True)
-class PruneData:
-    """Fixed, seeded splits for scoring (calib), the search (val) and accuracy (test; labels only)."""
-
-    calib_x: Any
-    calib_y: Any
-    val_x: Any
-    val_y: Any
-    test_x: Any
-    test_y: Any
-    source: str
-    """Where the data came from, for the report."""
-
-
-def load_data(spec: str, labels: str | None = None, seed: int = 0) -> PruneData:
-    """``digits`` (scikit-learn's bundled digits, 60/20/20) or a ``.npy`` of inputs (+ optional labels).
-
-    A .npy is shuffled once with ``seed`` and split 60/20/20 (calib/val/test) with labels, 75/25
-    (calib/val) without.
-    """
-    import numpy as np
-    import torch
-
-    if spec == "digits":
-        from hwkit.compress.amp.toy import digits_splits
-
-        d = digits_splits(seed)
-        return PruneData(*d["train"], *d["val"], *d["test"],
-                         f"sklearn digits (stratified 60/20/20 split, seed {seed})")
-    path = Path(spec)
-    if path.suffix != ".npy" or not path.is_file():
-        raise InputError(f"--calib {spec}: expected 'digits' or an existing .npy file of inputs")
-    try:
-        x = np.load(path, allow_pickle=False)
-        y = None if labels is None else np.load(labels, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read calibration data ({exc})") from None
-    if y is not None and len(y) != len(x):
-        raise InputError(f"--labels has {len(y)} entries but --calib has {len(x)} samples")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    xt = torch.tensor(x[perm], dtype=torch.float32)
-    yt = None if y is None else torch.tensor(y[perm], dtype=torch.long)
-    n = len(x)
-    a, b = (int(n * 0.6), int(n * 0.8)) if yt is not None else (int(n * 0.75), n)
-
-    def part(t: Any, i: int, j: int) -> Any:
-        return None if t is None else t[i:j]
-
-    return PruneData(xt[:a], part(yt, 0, a), xt[a:b], part(yt, a, b), part(xt, b, n) if yt is not None else None,
-                     part(yt, b, n), f"{path} ({n} samples{', labelled' if yt is not None else ''}, seed {seed})")
+PruneData = SplitData
+"""The splits AMP uses (calib: scoring, val: the search, test: accuracy); see :mod:`hwkit.data.calib`."""
 
 
 def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
