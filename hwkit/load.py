@@ -127,8 +127,8 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
         # quantised from the user's own architecture: rebuilding runs that code, so the user names it again
         if obj["arch"] == "quantized" and kwargs.get("user_arch") and settings.arch != kwargs.get("float_arch"):
             raise ModelLoadError(
-                    f"{path}: quantised from the architecture --arch {kwargs.get('float_arch')}; pass that --arch "
-                    "to rebuild it (the checkpoint cannot choose code to run)")
+                f"{path}: quantised from the architecture --arch {kwargs.get('float_arch')}; pass that --arch "
+                "to rebuild it (the checkpoint cannot choose code to run)")
         try:
             module = builder(str(obj["arch"]))(**kwargs)
         except TypeError as exc:

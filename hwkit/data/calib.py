@@ -173,6 +173,7 @@ def load_data(spec: str, labels: str | None = None, seed: int = 0, max_samples: 
             raise InputError(f"--labels has {len(y)} entries but --calib has {len(x)} samples")
         return _split(x, y, seed, str(path))
     if ":" in spec and not path.exists():
-        return _callable(spec, max_samples)
+        x, y = _callable(spec, max_samples)
+        return _split(x, y, seed, spec)
     raise InputError(f"--calib {spec}: expected 'digits', an existing .npz (x, y) / .npy file, a folder of "
                      "images, or package.module:function returning a DataLoader")

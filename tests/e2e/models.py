@@ -35,3 +35,19 @@ def is_pow2(w: torch.Tensor, pmin: int, pmax: int | None = None) -> bool:
     p = torch.log2(w[w != 0].abs())
     ok = torch.all(p == torch.round(p)) and torch.all(p >= pmin)
     return bool(ok and (pmax is None or torch.all(p <= pmax)))
+
+
+def gelu_mlp() -> torch.nn.Sequential:
+    """A float MLP with a GELU in the middle: FINN has no layer for it, so quantising must refuse."""
+    return torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.GELU(), torch.nn.Linear(8, 4))
+
+
+def float_mlp16() -> torch.nn.Sequential:
+    """A small float MLP (16-12-4) for state-dict + --arch inputs."""
+    return torch.nn.Sequential(torch.nn.Linear(16, 12), torch.nn.ReLU(), torch.nn.Linear(12, 4))
+
+
+def random_loader():
+    """A DataLoader-like iterable of (x, y) batches, for ``--calib tests.e2e.models:random_loader``."""
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(16, 16, generator=g), torch.randint(0, 4, (16,), generator=g)) for _ in range(4)]

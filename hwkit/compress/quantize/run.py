@@ -165,7 +165,7 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     loaded = load_model(src, settings)
     module = loaded.module.eval()
     if _is_quantized(module):
-        raise InputError(f"{src}: the model already has Brevitas quantisers; compile it directly")
+        raise InputError(f"{src}: already quantised (it has Brevitas quantisers); compile it directly")
     float_arch, float_kwargs, user_arch, meta = _float_source(src, loaded, settings)
     shape = loaded.input_shape
     if shape is None:
