@@ -11,7 +11,8 @@ Brevitas's graph transforms (``preprocess_for_quantize`` and the handlers of
   needed (residual adds, a layer whose input is not quantised), per-tensor scale from calibration;
 * an 8-bit signed input quantiser and an 8-bit requantisation of the model output (FINN then
   builds integer thresholds at both ends);
-* biases as integers at the accumulator scale (``Int32Bias``), which FINN folds into thresholds.
+* Linear biases as integers at the accumulator scale (``IntBias``, ``bias_bits`` wide); conv biases
+  stay float (see :func:`_maps`); FINN folds both into the next thresholds.
 """
 
 from __future__ import annotations
@@ -135,8 +136,12 @@ def _maps(recipe: QuantRecipe, names: dict[int, str]) -> tuple[dict[Any, Any], d
 
     common = {"weight_quant": Int8WeightPerChannelFloat, "weight_bit_width": lambda module: wbits(module),
               "bias_quant": IntBias, "bias_bit_width": recipe.bias_bits, "return_quant_tensor": True}
-    layers: dict[Any, Any] = {nn.Linear: (qnn.QuantLinear, common), nn.Conv1d: (qnn.QuantConv1d, common),
-                              nn.Conv2d: (qnn.QuantConv2d, common)}
+    # Conv biases stay float (FINN folds them into the next thresholds): qonnx's ExtractBiasFromConv
+    # cannot reshape the scalar zero point of a quantised conv bias (qonnx 0.4/0.5).
+    conv = {**common, "bias_quant": None}
+    conv.pop("bias_bit_width")
+    layers: dict[Any, Any] = {nn.Linear: (qnn.QuantLinear, common), nn.Conv1d: (qnn.QuantConv1d, conv),
+                              nn.Conv2d: (qnn.QuantConv2d, conv)}
     relu = (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloat, "bit_width": recipe.act_bits,
                             "return_quant_tensor": True})
     acts: dict[Any, Any] = {nn.ReLU: relu}

@@ -103,7 +103,8 @@ def _bits(q: Any, report_bias_bits: int) -> tuple[list[dict[str, Any]], list[dic
         n = int(m.weight.numel())
         layers.append({"name": name, "type": type(m).__name__, "weight_bits": w_bits, "weights": n,
                        "weight_memory_bits": n * w_bits, "float_memory_bits": n * 32,
-                       "bias": None if m.bias is None else f"int{report_bias_bits}"})
+                       "bias": None if m.bias is None else
+                       (f"int{report_bias_bits}" if m.bias_quant.is_quant_enabled else "float")})
     ends: dict[str, str] = {}
     for node in q.graph.nodes:
         if node.op == "placeholder":
