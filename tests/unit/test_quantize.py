@@ -100,10 +100,10 @@ def test_ptq_checkpoint_rebuilds_without_pickles_with_per_layer_widths(tmp_path)
     src = _float_ckpt(tmp_path / "f.pt", softmax=True)
     out = tmp_path / "q" / "q.pt"
     out.parent.mkdir()
-    rep = quantize_file(src, CompileSettings(), {"weight_bits": 4, "act_bits": 3, "layer_bits": "2=2",
+    rep = quantize_file(src, CompileSettings(), {"weight_bits": 4, "act_bits": 3, "layer_bits": "2=2", "bias_bits": 16,
                                                  "calib": str(_npz(tmp_path / "c.npz"))}, out, out.parent)
     widths = {x["name"]: x["weight_bits"] for x in rep["layers"]}
-    assert widths == {"0": 4, "2": 2, "4": 4}
+    assert widths == {"0": 4, "2": 2, "4": 4} and {x["bias"] for x in rep["layers"]} == {"int16"}
     relu_bits = {x["bits"] for x in rep["activations"] if x["role"] == "ReLU"}
     assert relu_bits == {3} and {x["bits"] for x in rep["activations"] if x["role"] == "input"} == {8}
     assert rep["accuracy"]["float"] is None and 0 <= rep["agreement"]["top1_with_float"] <= 1

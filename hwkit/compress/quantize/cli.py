@@ -36,6 +36,8 @@ def add_parser(sub: Any) -> None:
                    help="GPTQ weight rounding: auto keeps it when the held-out score is not lower (default)")
     p.add_argument("--bias-correction", choices=["auto", "on", "off"], default="auto",
                    help="Brevitas bias correction: auto keeps it when the held-out score is not lower (default)")
+    p.add_argument("--bias-bits", type=int, help="integer Linear biases of this width (FINN only: ONNX Runtime's "
+                   "QCDQ export refuses quantised biases); default float biases, folded into thresholds")
     p.add_argument("--seed", type=int, default=0, help="data split / training seed")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64 (state dicts)")
@@ -67,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
                              "layer_bits": args.layer_bits, "calib": args.calib, "labels": args.labels,
                              "method": args.method, "qat_epochs": args.qat_epochs, "qat_lr": args.qat_lr,
                              "weight_method": args.weight_method, "bias_correction": args.bias_correction,
+                             "bias_bits": args.bias_bits,
                              "seed": args.seed})
     out = Path(args.out)
     src = Path(args.model)

@@ -11,8 +11,9 @@ Brevitas's graph transforms (``preprocess_for_quantize`` and the handlers of
   needed (residual adds, a layer whose input is not quantised), per-tensor scale from calibration;
 * an 8-bit signed input quantiser and an 8-bit requantisation of the model output (FINN then
   builds integer thresholds at both ends);
-* Linear biases as integers at the accumulator scale (``IntBias``, ``bias_bits`` wide); conv biases
-  stay float (see :func:`_maps`); FINN folds both into the next thresholds.
+* biases float by default: every layer output is requantised (a ReLU quantiser or the 8-bit output
+  quantiser), so FINN folds the bias into that quantiser's integer thresholds; ``bias_bits`` makes
+  Linear biases integers at the accumulator scale (``IntBias``) for FINN-only use.
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ class QuantRecipe:
     """Bit width of the requantised model output (logits)."""
     layer_bits: dict[str, int] = field(default_factory=dict)
     """Weight bit width per layer (PyTorch module path), overriding ``weight_bits``."""
-    bias_bits: int = 32
-    """Integer bias width (bias scale = input scale x weight scale)."""
+    bias_bits: int | None = None
+    """Integer Linear-bias width (scale = input scale x weight scale); None: float biases, which FINN
+    folds into the next thresholds and which ONNX Runtime's QCDQ export accepts (it refuses quantised biases)."""
     dropped: tuple[str, ...] = ()
     """Module paths replaced by identity before quantising (a trailing Softmax)."""
     added_bias: tuple[str, ...] = ()
@@ -134,12 +136,12 @@ def _maps(recipe: QuantRecipe, names: dict[int, str]) -> tuple[dict[Any, Any], d
     def wbits(module: nn.Module) -> int:
         return int(recipe.layer_bits.get(names.get(id(module), ""), recipe.weight_bits))
 
-    common = {"weight_quant": Int8WeightPerChannelFloat, "weight_bit_width": lambda module: wbits(module),
-              "bias_quant": IntBias, "bias_bit_width": recipe.bias_bits, "return_quant_tensor": True}
-    # Conv biases stay float (FINN folds them into the next thresholds): qonnx's ExtractBiasFromConv
-    # cannot reshape the scalar zero point of a quantised conv bias (qonnx 0.4/0.5).
-    conv = {**common, "bias_quant": None}
-    conv.pop("bias_bit_width")
+    conv = {"weight_quant": Int8WeightPerChannelFloat, "weight_bit_width": lambda module: wbits(module),
+            "bias_quant": None, "return_quant_tensor": True}
+    # Conv biases stay float even with bias_bits: qonnx's ExtractBiasFromConv cannot reshape the scalar
+    # zero point of a quantised conv bias (qonnx 0.4/0.5).
+    common = dict(conv) if recipe.bias_bits is None else {**conv, "bias_quant": IntBias,
+                                                           "bias_bit_width": recipe.bias_bits}
     layers: dict[Any, Any] = {nn.Linear: (qnn.QuantLinear, common), nn.Conv1d: (qnn.QuantConv1d, conv),
                               nn.Conv2d: (qnn.QuantConv2d, conv)}
     relu = (qnn.QuantReLU, {"act_quant": Uint8ActPerTensorFloat, "bit_width": recipe.act_bits,

@@ -91,7 +91,7 @@ def _shaped(x: Any, shape: tuple[int, ...], source: str) -> Any:
     return x.reshape(len(x), *shape[1:])
 
 
-def _bits(q: Any, report_bias_bits: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _bits(q: Any, report_bias_bits: int | None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(weight layers, activation quantisers) with their bit widths."""
     import brevitas.nn as qnn
 
@@ -195,7 +195,8 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
                         **({"qat_lr": float(opts["qat_lr"])} if opts.get("qat_lr") else {}))
     recipe = QuantRecipe(weight_bits=_check_bits(int(opts.get("weight_bits") or 8), "weight"),
                          act_bits=_check_bits(int(opts.get("act_bits") or 8), "activation"),
-                         layer_bits=layer_bits, dropped=dropped)
+                         layer_bits=layer_bits, dropped=dropped,
+                         bias_bits=int(opts["bias_bits"]) if opts.get("bias_bits") else None)
     calib = opts.get("calib")
     if not calib:
         raise InputError("quantisation needs calibration data: --calib digits | data.npz | images/ | pkg.mod:fn")
@@ -247,7 +248,8 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
         "steps": log.steps,
         "timing_s": {**log.timing_s, "quantize": quant_s, "total": time.perf_counter() - t_start},
         "quantizers": "brevitas.graph: preprocess_for_quantize + quantize handlers; Int8WeightPerChannelFloat, "
-                      "Uint8ActPerTensorFloat (ReLU), Int8ActPerTensorFloat (input/requantisation), IntBias",
+                      "Uint8ActPerTensorFloat (ReLU), Int8ActPerTensorFloat (input/requantisation), "
+                      "float or IntBias biases",
     }
     write_report(report, report_dir)
     return report
