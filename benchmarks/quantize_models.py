@@ -70,9 +70,13 @@ passes = [
 def compile_metrics(model: Path, target: str, out: Path, flow: str | None = None) -> dict[str, Any]:
     """Compile and pick the numbers of interest from report.json."""
     from hwkit.api import compile_model
+    from hwkit.errors import HwkitError
 
     t0 = time.perf_counter()
-    rep = compile_model(model, target, out, flow=flow, force=True).to_json()
+    try:
+        rep = compile_model(model, target, out, flow=flow, force=True).to_json()
+    except HwkitError as exc:  # recorded, and the other compiles go on
+        return {"target": target, "error": f"{type(exc).__name__}: {exc}", "compile_s": time.perf_counter() - t0}
     perf, res = rep.get("performance", {}), rep.get("resources", {})
 
     def val(d: dict[str, Any], *keys: str) -> Any:
@@ -134,12 +138,12 @@ def main() -> None:
             for label in ZCU:
                 m = compile_metrics(paths[label], "zcu104", out / f"build_{name}_{label}_zcu104")
                 res["compile"][f"{label}@zcu104"] = m
-                print(f"{name} {label} zcu104: LUT {m['lut']}, BRAM {m['bram_18k']}, fps {m['fps']}, "
-                      f"verified {m['verified']}", flush=True)
+                print(f"{name} {label} zcu104: {m.get('error') or (m['lut'], m['bram_18k'], m['fps'], m['verified'])}",
+                      flush=True)
             for label in CPU:
                 m = compile_metrics(paths[label], "cpu", out / f"build_{name}_{label}_cpu", str(cpu_flow))
                 res["compile"][f"{label}@cpu"] = m
-                print(f"{name} {label} cpu: {m['performance']}", flush=True)
+                print(f"{name} {label} cpu: {m.get('error') or m['latency_ms']}", flush=True)
         results[name] = res
         if a.json:
             Path(a.json).write_text(json.dumps(results, indent=2, default=str) + "\n")

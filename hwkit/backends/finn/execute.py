@@ -68,21 +68,9 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
 _BATCHABLE_DOMAINS = ("", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general")
 
 
-def _batch_fixed(model: Any, node: Any) -> bool:
-    """Nodes whose attributes or shape inputs pin the batch to 1: Im2Col (``input_shape``) and a Reshape
-    to a constant shape with a leading 1 (a lowered Flatten)."""
-    if node.op_type == "Im2Col":
-        return True
-    if node.op_type == "Reshape" and len(node.input) > 1:
-        target = model.get_initializer(node.input[1])
-        return target is not None and len(target) > 0 and int(target[0]) == 1
-    return False
-
-
 def _batchable(model: Any) -> bool:
     shape = model.get_tensor_shape(model.graph.input[0].name)
-    return bool(shape) and shape[0] == 1 and all(n.domain in _BATCHABLE_DOMAINS and not _batch_fixed(model, n)
-                                                 for n in model.graph.node)
+    return bool(shape) and shape[0] == 1 and all(n.domain in _BATCHABLE_DOMAINS for n in model.graph.node)
 
 
 def _with_batch(model: Any, n: int) -> Any:
