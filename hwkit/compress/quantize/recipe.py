@@ -178,6 +178,24 @@ def _requantize_ends(gm: Any, recipe: QuantRecipe) -> None:
                 replace(arg.target, recipe.output_bits)
 
 
+def _flatten_as_function(gm: Any) -> None:
+    """``nn.Flatten`` modules -> ``torch.flatten`` calls, which Brevitas's handlers see through: a
+    quantised ReLU -> MaxPool -> Flatten -> Linear chain then needs no extra (signed) requantisation,
+    whose negative thresholds on an unsigned input FINN's Thresholding layer rejects."""
+    import torch
+
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Flatten):
+            mod = gm.get_submodule(node.target)
+            with gm.graph.inserting_after(node):
+                new = gm.graph.call_function(torch.flatten, (node.args[0],),
+                                             {"start_dim": mod.start_dim, "end_dim": mod.end_dim})
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            gm.delete_submodule(node.target)
+    gm.recompile()
+
+
 def quantize_float(model: nn.Module, recipe: QuantRecipe) -> Any:
     """The quantised GraphModule for ``model`` (left unchanged) under ``recipe``; deterministic in the
     architecture, so the same call rebuilds a saved model before its state dict is loaded."""
@@ -205,6 +223,7 @@ def quantize_float(model: nn.Module, recipe: QuantRecipe) -> Any:
         raise UnsupportedLayerError(
             f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: {text[0] if text else ''}); "
             "make forward free of data-dependent Python control flow") from None
+    _flatten_as_function(gm)
     names = {id(m): n for n, m in gm.named_modules()}
     layers, acts, idents = _maps(recipe, names)
     saved = config.IGNORE_MISSING_KEYS
