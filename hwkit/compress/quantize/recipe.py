@@ -9,8 +9,8 @@ Brevitas's graph transforms (``preprocess_for_quantize`` and the handlers of
   at the requested width);
 * activations: unsigned after ReLU (``Uint8ActPerTensorFloat``), signed where a requantisation is
   needed (residual adds, a layer whose input is not quantised), per-tensor scale from calibration;
-* an 8-bit signed input quantiser and an 8-bit requantisation of the model output (FINN then
-  builds integer thresholds at both ends);
+* an 8-bit input quantiser (unsigned when the calibration inputs are never negative) and an 8-bit
+  requantisation of the model output (FINN then builds integer thresholds at both ends);
 * biases float by default: every layer output is requantised (a ReLU quantiser or the 8-bit output
   quantiser), so FINN folds the bias into that quantiser's integer thresholds; ``bias_bits`` makes
   Linear biases integers at the accumulator scale (``IntBias``) for FINN-only use.
@@ -41,6 +41,9 @@ class QuantRecipe:
     """Bit width of the input quantiser."""
     output_bits: int = 8
     """Bit width of the requantised model output (logits)."""
+    input_signed: bool = True
+    """Signed input quantiser; False (unsigned) when the calibration inputs are never negative: FINN
+    then needs no bias after the input thresholds, which a padded first conv could not absorb."""
     layer_bits: dict[str, int] = field(default_factory=dict)
     """Weight bit width per layer (PyTorch module path), overriding ``weight_bits``."""
     bias_bits: int | None = None
@@ -159,9 +162,9 @@ def _requantize_ends(gm: Any, recipe: QuantRecipe) -> None:
     import brevitas.nn as qnn
     from brevitas.quant import Int8ActPerTensorFloat, Uint8ActPerTensorFloat
 
-    def replace(target: str, bits: int) -> None:
+    def replace(target: str, bits: int, signed: bool | None = None) -> None:
         old = gm.get_submodule(target)
-        signed = bool(old.act_quant.is_signed)
+        signed = bool(old.act_quant.is_signed) if signed is None else signed
         quant = Int8ActPerTensorFloat if signed else Uint8ActPerTensorFloat
         gm.add_submodule(target, qnn.QuantIdentity(act_quant=quant, bit_width=bits,
                                                    return_quant_tensor=old.return_quant_tensor))
@@ -170,7 +173,7 @@ def _requantize_ends(gm: Any, recipe: QuantRecipe) -> None:
         if node.op == "placeholder":
             for user in node.users:
                 if user.op == "call_module" and isinstance(gm.get_submodule(user.target), qnn.QuantIdentity):
-                    replace(user.target, recipe.input_bits)
+                    replace(user.target, recipe.input_bits, recipe.input_signed)
         if node.op == "output":
             arg = node.args[0]
             if getattr(arg, "op", None) == "call_module" and isinstance(gm.get_submodule(arg.target),

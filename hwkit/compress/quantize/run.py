@@ -202,6 +202,7 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
         raise InputError("quantisation needs calibration data: --calib digits | data.npz | images/ | pkg.mod:fn")
     data = load_data(str(calib), opts.get("labels"), seed)
     cx, vx, tx = (_shaped(t, shape, str(calib)) for t in (data.calib_x, data.val_x, data.test_x))
+    recipe = replace(recipe, input_signed=bool((cx < 0).any()))
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     q, recipe, log = run_ptq(module, recipe, cx, data.calib_y, vx, data.val_y, cfg, say)
