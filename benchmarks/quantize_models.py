@@ -99,6 +99,7 @@ def main() -> None:
     ap.add_argument("--qat-epochs", type=int, default=3)
     ap.add_argument("--models", default="mlp,cnn,rescnn")
     ap.add_argument("--skip-compile", action="store_true")
+    ap.add_argument("--zcu", default=",".join(ZCU), help="quantised variants compiled for zcu104")
     ap.add_argument("--json")
     a = ap.parse_args()
 
@@ -135,7 +136,7 @@ def main() -> None:
             print(f"{name} {label}: float {acc['float'] * 100:.2f} % -> {acc['quantized'] * 100:.2f} % "
                   f"({acc['drop_points']:+.2f} pt drop) in {wall:.1f} s", flush=True)
         if not a.skip_compile:
-            for label in ZCU:
+            for label in [z for z in a.zcu.split(",") if z]:
                 m = compile_metrics(paths[label], "zcu104", out / f"build_{name}_{label}_zcu104")
                 res["compile"][f"{label}@zcu104"] = m
                 print(f"{name} {label} zcu104: {m.get('error') or (m['lut'], m['bram_18k'], m['fps'], m['verified'])}",
