@@ -9,8 +9,11 @@ Brevitas's graph transforms (``preprocess_for_quantize`` and the handlers of
   at the requested width);
 * activations: unsigned after ReLU (``Uint8ActPerTensorFloat``), signed where a requantisation is
   needed (residual adds, a layer whose input is not quantised), per-tensor scale from calibration;
-* an 8-bit input quantiser (unsigned when the calibration inputs are never negative) and an 8-bit
-  requantisation of the model output (FINN then builds integer thresholds at both ends);
+* an 8-bit input quantiser (unsigned when the calibration inputs are never negative) with a
+  power-of-two scale, and an 8-bit requantisation of the model output (FINN then builds integer
+  thresholds at both ends). The power-of-two scale keeps integer-valued inputs (pixels, digits'
+  0..16) off the rounding ties where QONNX's Quant (half to even) and FINN's thresholds (half up)
+  disagree;
 * biases float by default: every layer output is requantised (a ReLU quantiser or the 8-bit output
   quantiser), so FINN folds the bias into that quantiser's integer thresholds; ``bias_bits`` makes
   Linear biases integers at the accumulator scale (``IntBias``) for FINN-only use.
@@ -160,12 +163,19 @@ def _maps(recipe: QuantRecipe, names: dict[int, str]) -> tuple[dict[Any, Any], d
 def _requantize_ends(gm: Any, recipe: QuantRecipe) -> None:
     """Input quantiser and the requantisation of the output at their own widths (8 bits by default)."""
     import brevitas.nn as qnn
-    from brevitas.quant import Int8ActPerTensorFloat, Uint8ActPerTensorFloat
+    from brevitas.quant import (
+        Int8ActPerTensorFixedPoint,
+        Int8ActPerTensorFloat,
+        Uint8ActPerTensorFixedPoint,
+        Uint8ActPerTensorFloat,
+    )
 
     def replace(target: str, bits: int, signed: bool | None = None) -> None:
         old = gm.get_submodule(target)
-        signed = bool(old.act_quant.is_signed) if signed is None else signed
-        quant = Int8ActPerTensorFloat if signed else Uint8ActPerTensorFloat
+        if signed is None:
+            quant = Int8ActPerTensorFloat if old.act_quant.is_signed else Uint8ActPerTensorFloat
+        else:  # the input: a power-of-two scale (see the module docstring)
+            quant = Int8ActPerTensorFixedPoint if signed else Uint8ActPerTensorFixedPoint
         gm.add_submodule(target, qnn.QuantIdentity(act_quant=quant, bit_width=bits,
                                                    return_quant_tensor=old.return_quant_tensor))
 
