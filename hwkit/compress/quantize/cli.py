@@ -28,8 +28,9 @@ def add_parser(sub: Any) -> None:
                         "returning a DataLoader")
     p.add_argument("--labels", help=".npy of integer labels for a .npy --calib")
     p.add_argument("--out", required=True, help="quantised model path (.pt); reports are written next to it")
-    p.add_argument("--method", choices=["ptq", "qat"], default="ptq",
-                   help="ptq: calibration (+ GPTQ / bias correction where they help); qat: then distillation epochs")
+    p.add_argument("--method", choices=["ptq", "qat"],
+                   help="ptq: calibration (+ GPTQ / bias correction where they help); qat: then distillation "
+                        "epochs (default: qat when --qat-epochs > 0, else ptq)")
     p.add_argument("--qat-epochs", type=int, help="QAT epochs (default 3 with --method qat)")
     p.add_argument("--qat-lr", type=float, help="QAT peak learning rate (default 1e-3)")
     p.add_argument("--weight-method", choices=["auto", "gptq", "none"], default="auto",

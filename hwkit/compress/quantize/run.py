@@ -178,7 +178,7 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
         raise InputError(f"--layer-bits {unknown[0]}: no such Linear/Conv layer; layers: {', '.join(names)}")
     dropped = tuple(trailing_softmax(module))
     check_supported(module, dropped)
-    method = str(opts.get("method") or "ptq")
+    method = str(opts.get("method") or ("qat" if opts.get("qat_epochs") else "ptq"))
     if method not in ("ptq", "qat"):
         raise InputError(f"--method {method}: expected ptq or qat")
     wm = str(opts.get("weight_method") or "auto")
