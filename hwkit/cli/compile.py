@@ -36,8 +36,8 @@ def add_parser(sub: Any) -> None:
                    help="quantise a float model with Brevitas first (a 'quantize' pass before export), e.g. w4a4")
     c.add_argument("--calib", help="calibration data for --quantize: 'digits', .npz (x[, y]), image folder, "
                    "or pkg.mod:fn returning a DataLoader")
-    c.add_argument("--quantize-method", choices=["ptq", "qat"], default="ptq",
-                   help="with --quantize: ptq (default) or qat (PTQ then distillation epochs)")
+    c.add_argument("--quantize-method", choices=["ptq", "qat"],
+                   help="with --quantize: ptq or qat (PTQ then distillation epochs; the default with --qat-epochs)")
     c.add_argument("--qat-epochs", type=int, help="with --quantize-method qat: epochs (default 3)")
     c.add_argument("--layer-bits", help="with --quantize: per-layer weight widths NAME=BITS[,NAME=BITS...]")
     c.add_argument("--require-fit", action="store_true", help="exit with 6 when the design does not fit the part")
@@ -85,7 +85,9 @@ def _quantized_flow(args: argparse.Namespace, flow: str | None) -> Any:
     if not (args.quantize and args.calib):
         raise InputError("--quantize and --calib go together, e.g. --quantize w4a4 --calib digits")
     parse_bits(args.quantize)  # a bad spec fails before any work
-    params: dict[str, Any] = {"bits": args.quantize, "calib": args.calib, "method": args.quantize_method}
+    params: dict[str, Any] = {"bits": args.quantize, "calib": args.calib}
+    if args.quantize_method:
+        params["method"] = args.quantize_method
     if args.qat_epochs is not None:
         params["qat_epochs"] = args.qat_epochs
     if args.layer_bits:
