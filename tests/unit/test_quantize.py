@@ -165,3 +165,15 @@ def test_qat_recovers_what_w2a2_ptq_loses(tmp_path):
     assert len(qat["steps"][-1]["history"]) == 3
     assert qat["accuracy"]["quantized"] > ptq["accuracy"]["quantized"] + 0.03
     assert qat["accuracy"]["float"] == ptq["accuracy"]["float"] > 0.9
+
+
+def test_with_quantize_puts_the_pass_first_and_renumbers():
+    from hwkit.compress.quantize.run import opts_from_params, with_quantize
+    from hwkit.flow import load_flow
+
+    base = load_flow("finn-estimate")
+    flow = with_quantize(base, {"bits": "w4a4", "calib": "digits"})
+    assert flow.name == "finn-estimate+quantize" and flow.board_kinds == base.board_kinds
+    assert [s.id for s in flow.steps[:3]] == ["01-quantize", "02-export_qonnx", "03-finn.qonnx_to_finn"]
+    assert len(flow.steps) == len(base.steps) + 1 and flow.steps[-1].id == f"{len(flow.steps):02d}-finn.hw_codegen"
+    assert opts_from_params({"bits": "w2a4", "calib": "x"}) == {"weight_bits": 2, "act_bits": 4, "calib": "x"}
