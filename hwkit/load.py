@@ -163,3 +163,79 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
     raise ModelLoadError(
         f"{path}: holds a {kind}, not a hwkit checkpoint, a state dict or (with --trust-pickle) an nn.Module"
     )
+
+
+# ------------------------------------------------------------------------------ Hugging Face directories
+
+PRUNED_KEY = "hwkit_pruned"
+"""config.json key of a pruned Hugging Face model: ``{"linear_shapes": {module: [out, in]}, ...}``."""
+
+
+def is_hf_dir(path: Path) -> bool:
+    """A directory holding a Hugging Face ``config.json``."""
+    return path.is_dir() and (path / "config.json").is_file()
+
+
+def _hf_error(path: Path, exc: BaseException) -> ModelLoadError:
+    return ModelLoadError(f"{path}: cannot load the Hugging Face model ({_first_line(exc)})")
+
+
+def reshape_linears(model: Any, shapes: dict[str, Any]) -> None:
+    """Replace each named nn.Linear by an uninitialised one of shape ``[out, in]`` (bias kept if it had one)."""
+    import torch
+    from torch import nn
+
+    for name, shape in shapes.items():
+        try:
+            old = model.get_submodule(name)
+        except AttributeError:
+            raise ModelLoadError(f"pruned layer '{name}' is not in the model") from None
+        if not isinstance(old, nn.Linear) or not isinstance(shape, list | tuple) or len(shape) != 2:
+            raise ModelLoadError(f"pruned layer '{name}': expected an nn.Linear and [out, in], got {shape!r}")
+        parent, _, child = name.rpartition(".")
+        with torch.device("meta"):
+            new = nn.Linear(int(shape[1]), int(shape[0]), bias=old.bias is not None)
+        setattr(model.get_submodule(parent) if parent else model, child, new.to_empty(device="cpu"))
+
+
+def load_hf_dir(path: Path) -> LoadedModel:
+    """A Hugging Face model directory (``AutoModel.from_pretrained(dir, local_files_only=True)``: safetensors or
+    a weights-only .bin, no remote code), or a pruned one written by ``hwkit prune`` (rebuilt from its config and
+    the recorded Linear shapes)."""
+    import json
+
+    try:
+        import transformers
+    except ImportError:
+        raise ModelLoadError(f"{path}: loading a Hugging Face directory needs the 'transformers' package") from None
+    try:
+        cfg_json = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{path}/config.json: not readable JSON ({_first_line(exc)})") from None
+    pruned = cfg_json.get(PRUNED_KEY)
+    try:
+        if pruned is None:
+            model = transformers.AutoModel.from_pretrained(str(path), local_files_only=True)
+        else:
+            from safetensors.torch import load_file
+
+            config = transformers.AutoConfig.from_pretrained(str(path), local_files_only=True)
+            model = transformers.AutoModel.from_config(config)
+            reshape_linears(model, dict(pruned.get("linear_shapes", {})))
+            state = load_file(str(path / "model.safetensors"))
+            _apply_state(model, state, path)
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError) as exc:
+        raise _hf_error(path, exc) from None
+    model.eval()
+    return LoadedModel(model, "hf-dir", None, None, None, {"hf_dir": str(path), "pruned": pruned is not None})
+
+
+def load_any(path: Path, settings: CompileSettings) -> LoadedModel:
+    """:func:`load_hf_dir` for a Hugging Face directory, else :func:`load_model`."""
+    if is_hf_dir(path):
+        return load_hf_dir(path)
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: a directory without config.json (not a Hugging Face model directory)")
+    return load_model(path, settings)

@@ -14,7 +14,8 @@ from typing import Any
 
 from hwkit.artifact import Artifact, write_json_atomic, write_text_atomic
 from hwkit.config import Context
-from hwkit.data.calib import SplitData, load_data
+from hwkit.data.calib import SplitData
+from hwkit.data.calib import load_data as load_calib
 from hwkit.errors import InputError, ModelLoadError
 from hwkit.registry import register
 
@@ -26,8 +27,90 @@ PruneData = SplitData
 """The splits AMP uses (calib: scoring, val: the search, test: accuracy); see :mod:`hwkit.data.calib`."""
 
 
+def load_token_data(spec: str, labels: str | None = None, seed: int = 0, tokenizer_dir: Path | None = None,
+                    max_length: int | None = None, model: Any = None) -> PruneData:
+    """A token set (``.npz`` of named integer arrays, or a text file and the tokenizer of ``tokenizer_dir``; see
+    :mod:`hwkit.data.tokens`) shuffled once with ``seed`` and split 60/20/20 (calib/val/test); the inputs are
+    kept only where ``model``'s forward takes them."""
+    import numpy as np
+
+    from hwkit.data import tokens as tok
+
+    x, y = tok.load_tokens(spec, tokenizer_dir, max_length)
+    if labels is not None:
+        try:
+            y = np.load(labels, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read --labels ({exc})") from None
+        if len(y) != len(x):
+            raise InputError(f"--labels has {len(y)} entries but --calib has {len(x)} samples")
+    if model is not None:
+        x = tok.fit_to_model(x, model)
+    return _split_tokens(x, y, seed, f"{spec} ({len(x)} token sequences, {x.tokens()} tokens, "
+                                     f"inputs {', '.join(x.names)})")
+
+
+def _split_tokens(x: Any, y: Any, seed: int, source: str) -> PruneData:
+    import numpy as np
+    import torch
+
+    n = len(x)
+    if n < 5:
+        raise InputError(f"--calib: {n} samples; need at least 5 (split 60/20/20)")
+    perm = np.random.default_rng(seed).permutation(n)
+    a, b = int(n * 0.6), int(n * 0.8)
+    yt = None if y is None else torch.tensor(np.asarray(y)[perm], dtype=torch.long)
+
+    def part(i: int, j: int) -> Any:
+        return None if yt is None else yt[i:j]
+
+    return PruneData(x[perm[:a]], part(0, a), x[perm[a:b]], part(a, b), x[perm[b:]], part(b, n),
+                     f"{source}; 60/20/20 split, seed {seed}")
+
+
+def load_data(spec: str, labels: str | None = None, seed: int = 0, tokenizer_dir: Path | None = None,
+              max_length: int | None = None, model: Any = None) -> PruneData:
+    """A token set (a ``.txt``, a ``.npz`` with ``input_ids``, or an integer ``.npy`` for a ``model`` whose forward
+    takes ``input_ids``: :func:`load_token_data`), else :func:`hwkit.data.calib.load_data` (digits, .npz of x/y,
+    .npy, images, a DataLoader function)."""
+    import numpy as np
+
+    from hwkit.data import tokens as tok
+
+    path = Path(spec)
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return load_token_data(spec, labels, seed, tokenizer_dir, max_length, model)
+    if path.is_file() and path.suffix.lower() == ".npz":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                has_ids = "input_ids" in z.files
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--calib {spec}: cannot read ({exc})") from None
+        if has_ids:
+            return load_token_data(spec, labels, seed, tokenizer_dir, max_length, model)
+    if path.is_file() and path.suffix.lower() == ".npy" and model is not None:
+        names, var_kw = tok.accepted_inputs(model)
+        if "input_ids" in names or var_kw:
+            try:
+                x = np.load(path, allow_pickle=False)
+                y = None if labels is None else np.load(labels, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"cannot read calibration data ({exc})") from None
+            if x.ndim == 2 and np.issubdtype(x.dtype, np.integer):  # token ids: int64 input_ids, no padding
+                if y is not None and len(y) != len(x):
+                    raise InputError(f"--labels has {len(y)} entries but --calib has {len(x)} samples")
+                ids = np.ascontiguousarray(x.astype(np.int64))
+                toks = tok.Tokens({"input_ids": ids, "attention_mask": np.ones_like(ids)},
+                                  np.full(len(ids), ids.shape[1], dtype=np.int64))
+                return _split_tokens(tok.fit_to_model(toks, model), y, seed,
+                                     f"{path} (token ids, {len(ids)} x {ids.shape[1]}, no padding)")
+    return load_calib(spec, labels, seed)
+
+
+
+
 def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
-                log: Any = None) -> tuple[Any, dict[str, Any]]:
+                log: Any = None, warn: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict."""
     import torch
 
@@ -35,19 +118,36 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
 
     module = module.eval()
     say = log or (lambda _s: None)
+    tokens = hasattr(data.calib_x, "batch")
     calib = amp.batches(data.calib_x, data.calib_y, cfg.batch_size)
     val = amp.batches(data.val_x, data.val_y, cfg.batch_size)
-    example = data.val_x[: cfg.batch_size]
+    example = val[0][0]
     t0 = time.perf_counter()
-    res = amp.amp_search(module, calib, val, cfg, log=say)
+    res = amp.amp_search(module, calib, val, cfg, log=say, warn=warn)
     total_s = time.perf_counter() - t0
     pruned = res.model
     acc: dict[str, float | None] = {"before": None, "after_prune": None, "after_distill": None}
     if data.test_y is not None:
         acc["before"] = amp.accuracy(module, data.test_x, data.test_y)
         acc["after_prune"] = amp.accuracy(pruned, data.test_x, data.test_y)
+    agree: dict[str, Any] = {}
+    ref_emb = None
+    if tokens and res.pool:
+        ref_emb = amp.embed_tokens(module, data.test_x, res.pool)
+        agree["after_prune"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
+        say(f"held-out agreement after pruning: cosine {agree['after_prune']['cosine_mean']:.4f}, "
+            f"top-10 overlap {agree['after_prune'].get('top10_overlap', float('nan')):.3f}")
     distilled = None
-    if distill_cfg is not None and distill_cfg.epochs > 0:
+    if distill_cfg is not None and distill_cfg.epochs > 0 and tokens and res.pool:
+        student = copy.deepcopy(pruned)
+        distilled = amp.distill_tokens(student, module, data.calib_x, data.val_x, res.pool, distill_cfg,
+                                       progress=lambda e, tr, va: say(f"distill epoch {e}: train loss {tr:.5f}, "
+                                                                      f"held-out 1-cos {va:.5f}"))
+        pruned = student
+        agree["after_distill"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
+        if data.test_y is not None:
+            acc["after_distill"] = amp.accuracy(pruned, data.test_x, data.test_y)
+    elif distill_cfg is not None and distill_cfg.epochs > 0:
         student = copy.deepcopy(pruned)
         head = cfg.embed_module or amp.head_name(module, example)
         distilled = amp.distill(student, module, data.calib_x, data.val_x, head, distill_cfg,
@@ -70,6 +170,11 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         "flops_per_sample": {"before": f0, "after": f1, "reduction": 1 - f1 / f0,
                              "counted_by": "torch.utils.flop_counter.FlopCounterMode (2 FLOPs per MAC)"},
         "loss": {"criterion": cfg.criterion, "before": res.loss_before, "after_search": res.loss_after},
+        "embedding": res.embedding,
+        "delta_e_used": res.threshold,
+        "mlp_params_removed": res.mlp_removed,
+        "remove": res.remove,
+        "agreement": agree or None,
         "trace": [asdict(s) for s in res.trace],
         "accuracy": acc,
         "timing_s": {"score": res.score_s, "search": res.search_s, "total": total_s},
@@ -117,6 +222,57 @@ def save_pruned(pruned: Any, report: dict[str, Any], out: Path, source: Path | N
     return written
 
 
+HF_SIDE_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "merges.txt",
+                 "vocab.json", "sentencepiece.bpe.model", "spiece.model", "modules.json", "sentence_bert_config.json",
+                 "config_sentence_transformers.json")
+"""Files copied unchanged from a Hugging Face / sentence-transformers directory into the pruned one."""
+
+
+def pruned_shapes(pruned: Any, report: dict[str, Any]) -> dict[str, list[int]]:
+    """[out, in] of every Linear a pruned block touches (fc1, gate partner, fc2)."""
+    mods = dict(pruned.named_modules())
+    names = [n for b in report["blocks"] for n in (*b["fc1"], b["fc2"])]
+    return {n: [int(mods[n].out_features), int(mods[n].in_features)] for n in names}
+
+
+def save_pruned_hf(pruned: Any, report: dict[str, Any], out: Path, source: Path) -> list[Path]:
+    """A pruned Hugging Face model as a directory that reloads: ``save_pretrained`` (config.json +
+    model.safetensors) with the pruned Linear shapes recorded in config.json under ``hwkit_pruned``, plus the
+    tokenizer and sentence-transformers files of ``source``. Rebuild: :func:`hwkit.load.load_hf_dir` or the
+    snippet in docs/amp.md. Hidden-width norms are not supported (none in BERT-like encoders)."""
+    from hwkit.load import PRUNED_KEY
+
+    if any(b.get("norms") for b in report["blocks"]):
+        raise ModelLoadError("saving a pruned Hugging Face model with hidden-width norms is not supported")
+    shapes = pruned_shapes(pruned, report)
+    pruned.config.update({PRUNED_KEY: {
+        "linear_shapes": shapes, "widths": {b["name"]: b["width_after"] for b in report["blocks"]},
+        "widths_before": {b["name"]: b["width_before"] for b in report["blocks"]},
+        "source": str(source), "note": "rebuild: AutoModel.from_config, then resize these nn.Linear layers "
+                                       "to [out, in] before loading model.safetensors (docs/amp.md)"}})
+    try:
+        pruned.save_pretrained(str(out), safe_serialization=True)
+    finally:
+        delattr(pruned.config, PRUNED_KEY)
+    return [out / "config.json", out / "model.safetensors", *copy_side_files(source, out)]
+
+
+def copy_side_files(source: Path, out: Path) -> list[Path]:
+    """Copy the tokenizer and sentence-transformers files (HF_SIDE_FILES, ``1_Pooling``-style module folders)."""
+    import shutil
+
+    written = []
+    for name in HF_SIDE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, out / name)
+            written.append(out / name)
+    for sub in sorted(source.iterdir()):
+        if sub.is_dir() and sub.name[:1].isdigit() and "_" in sub.name:  # sentence-transformers modules (1_Pooling)
+            shutil.copytree(sub, out / sub.name, dirs_exist_ok=True)
+            written.append(out / sub.name)
+    return written
+
+
 def _fmt_acc(v: float | None) -> str:
     return "n/a" if v is None else f"{v * 100:.2f} %"
 
@@ -139,7 +295,10 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         "# AMP pruning report", "",
         f"Data: {report['data']}. Criterion {cfg['criterion']}, 1/τ = {cfg['temp_inv']}, ΔE = {cfg['delta_e']} "
         f"({cfg['rise']} rise), {cfg['steps']} halvings, batch {cfg['batch_size']}"
-        f"{', layer-wise re-scoring' if cfg['layer_wise'] else ''}.", "",
+        f"{', layer-wise re-scoring' if cfg['layer_wise'] else ''}. Embedding: {report.get('embedding', 'n/a')}; "
+        f"ΔE used {report.get('delta_e_used', cfg['delta_e']):.4g} nats; "
+        f"{report.get('mlp_params_removed', 0) * 100:.1f} % of the MLP parameters removed"
+        + (f" (target {report['remove']['target'] * 100:.1f} %)" if report.get("remove") else "") + ".", "",
         "| | before | after | reduction |", "|---|---:|---:|---:|",
         f"| parameters | {p['before']:,} | {p['after']:,} | {p['reduction'] * 100:.1f} % |",
         f"| FLOPs / sample | {f['before']:,} | {f['after']:,} | {f['reduction'] * 100:.1f} % |", "",
@@ -159,8 +318,15 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     ]
     if report.get("distill"):
         d = report["distill"]
-        lines += ["", f"## Distillation ({d['target']})", "",
-                  f"Best epoch {d['best_epoch']}, held-out MSE {d['best_val_mse']:.6f}; {d['stopped']}."]
+        best = (f"held-out MSE {d['best_val_mse']:.6f}" if "best_val_mse" in d
+                else f"held-out 1 - cos {d['best_val_1_minus_cos']:.6f}")
+        lines += ["", f"## Distillation ({d['target']})", "", f"Best epoch {d['best_epoch']}, {best}; {d['stopped']}."]
+    if report.get("agreement"):
+        lines += ["", "## Held-out agreement with the unpruned model (test split)", "",
+                  "| | cosine mean | cosine min | top-10 neighbour overlap |", "|---|---:|---:|---:|"]
+        for k, v in report["agreement"].items():
+            lines.append(f"| {k.replace('_', ' ')} | {v['cosine_mean']:.4f} | {v['cosine_min']:.4f} | "
+                         f"{v.get('top10_overlap', float('nan')):.3f} |")
     md = out_dir / "prune_report.md"
     js = out_dir / "prune_report.json"
     write_text_atomic(md, "\n".join(lines) + "\n")

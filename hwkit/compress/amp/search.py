@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from hwkit.compress.amp.blocks import MlpBlock, Slicer, call_model, find_mlp_blocks
+from hwkit.compress.amp.blocks import MlpBlock, Slicer, call_model, find_mlp_blocks, flat_tensors, small_batch
 from hwkit.errors import InputError, UnsupportedLayerError
 
 CRITERIA = ("entropy", "ce")
@@ -62,10 +62,19 @@ class AmpConfig:
     """Samples per scoring/validation batch (the softmax runs over this many; upstream 128/GPU)."""
     layer_wise: bool = False
     """Re-score each block on the partly pruned model before searching it (upstream --layer_wise_prune)."""
-    pool: str = "cls"
-    """How a 3-D embedding (batch, tokens, dim) is pooled: cls (token 0) | mean."""
+    pool: str = "auto"
+    """How a 3-D embedding (batch, tokens, dim) is pooled: cls (token 0) | mean | max (masked by the
+    attention mask when the model gets one) | auto (mean for ``embed="output"``, cls for the head input)."""
     embed_module: str | None = None
-    """Module whose input is the embedding; None: the last Linear the model calls (its head)."""
+    """Module whose input is the embedding (``embed="head"``); None: the last Linear the model calls (its head)."""
+    embed: str = "auto"
+    """Where the embedding comes from: head (the input of ``embed_module``) | output (the model's last hidden
+    state, pooled with the attention mask) | auto (output for token inputs or a ``last_hidden_state`` output,
+    else head)."""
+    delta_e_rel: float | None = None
+    """ΔE as a fraction of the entropy before pruning (overrides ``delta_e`` when set)."""
+    remove: float | None = None
+    """Target fraction of MLP parameters to remove: ΔE is searched (bisection) for it; overrides ΔE."""
     min_width: int = 1
     """Smallest hidden width a probe may try (deviation from upstream, which can reach 0)."""
     rise: str = "signed"
@@ -129,6 +138,16 @@ class AmpResult:
     config: AmpConfig
     order: list[Any] = field(default_factory=list)
     """Per block, all neuron indices by descending score (the ranking the search used)."""
+    embedding: str = ""
+    """What the criterion measured (e.g. the mean-pooled last hidden state)."""
+    remove: dict[str, Any] | None = None
+    """With ``cfg.remove``: the target, the fraction reached, the ΔE found and the searches tried."""
+    mlp_removed: float = 0.0
+    """Fraction of the blocks' MLP parameters removed."""
+    threshold: float = 0.0
+    """The ΔE (nats) the final search used."""
+    pool: str = ""
+    """The token pooling the embedding used (output embeddings)."""
 
     @property
     def widths_before(self) -> list[int]:
@@ -153,6 +172,22 @@ def entropy_loss(z: Any, temp_inv: float) -> Any:
     return -(logp.exp() * logp).sum(dim=-1).mean()
 
 
+POOLS = ("auto", "cls", "mean", "max")
+EMBEDS = ("auto", "head", "output")
+
+
+def pool_tokens(h: Any, mask: Any, pool: str) -> Any:
+    """Pool ``h`` [B, T, d] over tokens: cls (token 0), mean or max over the positions ``mask`` [B, T] marks."""
+    if pool == "cls":
+        return h[:, 0]
+    if mask is None:
+        return h.mean(dim=1) if pool == "mean" else h.max(dim=1).values
+    m = mask.to(h.dtype).unsqueeze(-1)
+    if pool == "mean":
+        return (h * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+    return h.masked_fill(m == 0, float("-inf")).max(dim=1).values
+
+
 class _Embedding:
     """Captures the input of the embedding module on every forward."""
 
@@ -161,6 +196,7 @@ class _Embedding:
         if name not in mods:
             raise InputError(f"embedding module '{name}' is not in the model")
         self.pool, self.z = pool, None
+        self.describe = f"input of {name}"
         self.handle = mods[name].register_forward_pre_hook(self._hook)
 
     def _hook(self, _m: Any, inp: Any) -> None:
@@ -169,11 +205,88 @@ class _Embedding:
     def pooled(self) -> Any:
         z = self.z
         if z.ndim == 3:
-            z = z[:, 0] if self.pool == "cls" else z.mean(dim=1)
+            z = pool_tokens(z, None, "cls" if self.pool in ("cls", "auto") else self.pool)
         return z
 
     def close(self) -> None:
         self.handle.remove()
+
+
+def last_hidden(out: Any) -> Any:
+    """The last hidden state of a model output (``last_hidden_state``, else its first tensor)."""
+    h = getattr(out, "last_hidden_state", None)
+    if h is None:
+        ts = flat_tensors(out)
+        if not ts:
+            raise UnsupportedLayerError("the model returns no tensor to take an embedding from")
+        h = ts[0]
+    return h
+
+
+class _OutputEmbedding:
+    """The model's last hidden state (every forward), pooled over the tokens its attention mask marks."""
+
+    def __init__(self, model: Any, pool: str) -> None:
+        self.pool = "mean" if pool == "auto" else pool
+        self.h: Any = None
+        self.mask: Any = None
+        self.describe = f"{self.pool}-pooled last hidden state (attention-masked)"
+        self.handle = model.register_forward_hook(self._hook, with_kwargs=True)
+
+    def _hook(self, _m: Any, args: Any, kwargs: Any, out: Any) -> None:
+        self.h = last_hidden(out)
+        mask = kwargs.get("attention_mask")
+        if mask is None and len(args) > 1 and getattr(args[1], "ndim", 0) == 2:
+            mask = args[1]
+        self.mask = mask if mask is not None and self.h.ndim == 3 and mask.shape == self.h.shape[:2] else None
+
+    @property
+    def z(self) -> Any:
+        return self.h
+
+    def pooled(self) -> Any:
+        return pool_tokens(self.h, self.mask, self.pool) if self.h.ndim == 3 else self.h
+
+    def tokens(self) -> tuple[Any, Any]:
+        """The hidden states [B, T, d] and the mask [B, T] (None when the model got none)."""
+        return self.h, self.mask
+
+    def close(self) -> None:
+        self.handle.remove()
+
+
+def wants_output_embedding(model: Any, example: Any) -> bool:
+    """``embed="auto"``: token inputs (a dict with input_ids) or an output with ``last_hidden_state``."""
+    import torch
+
+    if isinstance(example, dict) and "input_ids" in example:
+        return True
+    with torch.no_grad():
+        out = call_model(model, example)
+    return getattr(out, "last_hidden_state", None) is not None
+
+
+def make_embedding(model: Any, example: Any, cfg: AmpConfig, blocks: Sequence[MlpBlock],
+                   warn: Callable[[str], None]) -> Any:
+    """The embedding the criterion and recovery use (see ``AmpConfig.embed``), with a warning when the default
+    head input is a pooler or the hidden tensor of a block being pruned."""
+    if cfg.embed not in EMBEDS or cfg.pool not in POOLS:
+        raise InputError(f"embed must be one of {', '.join(EMBEDS)} and pool one of {', '.join(POOLS)}")
+    use_output = cfg.embed == "output" or (cfg.embed == "auto" and cfg.embed_module is None
+                                           and wants_output_embedding(model, example))
+    if use_output:
+        return _OutputEmbedding(model, cfg.pool)
+    name = cfg.embed_module or head_name(model, example)
+    if cfg.embed_module is None:
+        if "pooler" in name.split(".")[-1] or "pooler" in name.split("."):
+            warn(f"the embedding defaults to the input of '{name}', a pooler: the criterion and the distillation "
+                 "target become one token's pooled state; use --embed output (mean-pooled last hidden state) "
+                 "or --embed-module")
+        for b in blocks:
+            if name == b.fc2:
+                warn(f"the embedding defaults to the input of '{name}', the hidden activation of the MLP block "
+                     f"{b.name} being pruned; use --embed output or --embed-module")
+    return _Embedding(model, name, cfg.pool)
 
 
 def head_name(model: Any, example: Any) -> str:
@@ -195,7 +308,7 @@ def head_name(model: Any, example: Any) -> str:
     return last[-1]
 
 
-def _loss(model: Any, emb: _Embedding, x: Any, y: Any, cfg: AmpConfig) -> Any:
+def _loss(model: Any, emb: Any, x: Any, y: Any, cfg: AmpConfig) -> Any:
     import torch.nn.functional as F
 
     out = call_model(model, x)
@@ -205,14 +318,20 @@ def _loss(model: Any, emb: _Embedding, x: Any, y: Any, cfg: AmpConfig) -> Any:
 
 
 def batches(x: Any, y: Any, size: int) -> list[tuple[Any, Any]]:
-    """Fixed batches in order, dropping the last incomplete one (upstream drop_last=True)."""
+    """Fixed batches in order, dropping the last incomplete one (upstream drop_last=True). A token set
+    (:class:`hwkit.data.tokens.Tokens`) gives dicts of int64 tensors, each padded to its own longest sample."""
     n = (len(x) // size) * size
     if n == 0:
         raise InputError(f"need at least one full batch of {size} samples, got {len(x)}")
-    return [(x[i:i + size], None if y is None else y[i:i + size]) for i in range(0, n, size)]
+
+    def cut(i: int) -> Any:
+        part = x[i:i + size]
+        return part.batch() if hasattr(part, "batch") else part
+
+    return [(cut(i), None if y is None else y[i:i + size]) for i in range(0, n, size)]
 
 
-def val_loss(model: Any, emb: _Embedding, val: Sequence[tuple[Any, Any]], cfg: AmpConfig) -> float:
+def val_loss(model: Any, emb: Any, val: Sequence[tuple[Any, Any]], cfg: AmpConfig) -> float:
     """Mean per-batch loss over the fixed validation batches."""
     import torch
 
@@ -220,7 +339,7 @@ def val_loss(model: Any, emb: _Embedding, val: Sequence[tuple[Any, Any]], cfg: A
         return float(sum(float(_loss(model, emb, x, y, cfg)) for x, y in val) / len(val))
 
 
-def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[Any, Any]], emb: _Embedding,
+def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[Any, Any]], emb: Any,
                   cfg: AmpConfig) -> list[Any]:
     """First-order Taylor importance |Σ_tokens a·g| per sample, averaged over samples and batches."""
     import torch
@@ -261,10 +380,110 @@ def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[
 # ------------------------------------------------------------------------------------------- search
 
 
+def neuron_costs(model: Any, blocks: Sequence[MlpBlock]) -> list[int]:
+    """Parameters per hidden neuron of each block (fc1 rows incl. bias and gate partner, fc2 column, norms)."""
+    mods = dict(model.named_modules())
+    out = []
+    for b in blocks:
+        c = 0
+        for n in b.fc1:
+            m = mods[n]
+            c += (m.in_features + (1 if m.bias is not None else 0)) * (2 if b.fused_glu else 1)
+        c += mods[b.fc2].out_features
+        for n in b.norms:
+            c += sum(1 for t in mods[n].parameters(recurse=False) if t.ndim >= 1 and t.shape[0] == b.hidden)
+        out.append(c)
+    return out
+
+
+def removed_fraction(blocks: Sequence[MlpBlock], widths: Sequence[int], costs: Sequence[int]) -> float:
+    """Fraction of the blocks' MLP parameters removed at ``widths``."""
+    total = sum(b.hidden * c for b, c in zip(blocks, costs))
+    return sum((b.hidden - w) * c for b, w, c in zip(blocks, widths, costs)) / max(total, 1)
+
+
+class _PrefixCache:
+    """Skips the work before block ``li`` while block ``li`` is searched.
+
+    Blocks are searched last to first, so while block ``li`` is probed every block before it is at full width:
+    the modules that finish before its fc1 starts (maximal ones, called once per forward) compute the same
+    outputs in every probe. Their outputs are recorded per validation batch on one full pass and returned from
+    then on instead of running them. A cached pass is checked against an uncached one before it is trusted.
+    """
+
+    def __init__(self, model: Any, example: Any, blocks: Sequence[MlpBlock]) -> None:
+        from hwkit.compress.amp.blocks import _trace_spans
+
+        self.model = model
+        spans, calls = _trace_spans(model, example)
+        self.mods = dict(model.named_modules())
+        self.prefix: list[list[str]] = []
+        for b in blocks:
+            start = min(spans[n][0] for n in b.fc1)
+            done = [n for n, (_s, e) in spans.items() if e < start and calls.get(n) == 1]
+            done_set = set(done)
+            maximal = [n for n in done if not any(n.startswith(p + ".") for p in done_set if p != n)]
+            self.prefix.append(maximal)
+        self.store: dict[tuple[int, int], list[Any]] = {}
+        self.ok: dict[int, bool] = {}
+
+    def loss(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
+        """val_loss with block ``li``'s prefix cached (built and checked on first use)."""
+        import torch
+
+        names = self.prefix[li]
+        if not names or self.ok.get(li) is False:
+            return val_loss(self.model, emb, val, cfg)
+        if li not in self.ok:
+            full = self._record(li, val, emb, cfg)
+            with torch.no_grad():
+                cached = float(self._cached_loss(li, 0, val[0], emb, cfg))
+                plain = float(_loss(self.model, emb, val[0][0], val[0][1], cfg))
+            self.ok[li] = abs(cached - plain) <= 1e-5 * max(1.0, abs(plain))
+            if not self.ok[li]:
+                for bi in range(len(val)):
+                    self.store.pop((li, bi), None)
+            return full
+        with torch.no_grad():
+            return float(sum(float(self._cached_loss(li, bi, xy, emb, cfg)) for bi, xy in enumerate(val)) / len(val))
+
+    def _record(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
+        import torch
+
+        total = 0.0
+        for bi, (x, y) in enumerate(val):
+            got: list[Any] = [None] * len(self.prefix[li])
+            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k: got.__setitem__(k, o))
+                  for k, n in enumerate(self.prefix[li])]
+            try:
+                with torch.no_grad():
+                    total += float(_loss(self.model, emb, x, y, cfg))
+            finally:
+                for h in hs:
+                    h.remove()
+            self.store[(li, bi)] = got
+        return total / len(val)
+
+    def _cached_loss(self, li: int, bi: int, xy: tuple[Any, Any], emb: Any, cfg: AmpConfig) -> Any:
+        outs = self.store[(li, bi)]
+        mods = [self.mods[n] for n in self.prefix[li]]
+        for m, o in zip(mods, outs):
+            m.forward = (lambda *_a, _o=o, **_k: _o)
+        try:
+            return _loss(self.model, emb, xy[0], xy[1], cfg)
+        finally:
+            for m in mods:
+                del m.forward
+
+
 def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple[Any, Any]],
                cfg: AmpConfig = AmpConfig(), blocks: Sequence[MlpBlock] | None = None,
-               log: Callable[[str], None] | None = None) -> AmpResult:
-    """Score once, then binary-search every block's width from last to first; returns a pruned copy."""
+               log: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> AmpResult:
+    """Score once, then binary-search every block's width from last to first; returns a pruned copy.
+
+    With ``cfg.remove`` the per-block threshold ΔE is bisected (geometrically) until the removed fraction of
+    MLP parameters reaches the target; probe losses are memoised by the widths of all blocks, so the
+    searches share their common probes."""
     import torch
 
     if cfg.criterion not in CRITERIA:
@@ -275,50 +494,149 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
         raise InputError(f"rise must be signed or abs, got {cfg.rise!r}")
     if cfg.steps < 1 or cfg.min_width < 1:
         raise InputError("steps and min_width must be >= 1")
+    if cfg.remove is not None and not 0 < cfg.remove < 1:
+        raise InputError(f"remove must be a fraction in (0, 1), got {cfg.remove}")
+    if cfg.delta_e_rel is not None and cfg.delta_e_rel < 0:
+        raise InputError(f"delta_e_rel must be >= 0, got {cfg.delta_e_rel}")
+    say = log or (lambda _s: None)
     work = copy.deepcopy(model).eval()
-    blocks = list(blocks) if blocks is not None else find_mlp_blocks(work, val[0][0])
+    small = small_batch(val[0][0], 4)
+    blocks = list(blocks) if blocks is not None else find_mlp_blocks(work, small)
     if not blocks:
         raise UnsupportedLayerError("no prunable MLP block found (fc1 -> pointwise -> fc2 whose hidden tensor "
                                     "feeds only fc2)")
-    emb = _Embedding(work, cfg.embed_module or head_name(work, val[0][0]), cfg.pool)
-    say = log or (lambda _s: None)
+    emb = make_embedding(work, small, cfg, blocks, warn or say)
+    say(f"AMP: embedding = {emb.describe}")
     try:
         t0 = time.perf_counter()
         scores = taylor_scores(work, blocks, calib, emb, cfg)
         score_s = time.perf_counter() - t0
         slicer = Slicer(work, blocks)
-        e_prev = e0 = val_loss(work, emb, val, cfg)
+        cache = _PrefixCache(work, small, blocks)
+        e0 = val_loss(work, emb, val, cfg)
         say(f"AMP: {len(blocks)} MLP blocks, {cfg.criterion} loss before pruning {e0:.5f}")
-        trace: list[SearchStep] = []
-        keep: list[Any] = [torch.arange(b.hidden) for b in blocks]
-        orders: list[Any] = [torch.arange(b.hidden) for b in blocks]
-        for li in reversed(range(len(blocks))):
-            b = blocks[li]
-            if cfg.layer_wise and li != len(blocks) - 1:
-                scores[li] = taylor_scores(work, [b], calib, emb, cfg)[0]
-            order = torch.argsort(scores[li], descending=True, stable=True)
-            lo, hi, k, e_keep = 0, b.hidden, b.hidden, None
-            for step in range(cfg.steps):
-                mid = (lo + hi) // 2
-                if mid < cfg.min_width:
-                    break
-                slicer.set(li, order[:mid].sort().values)
-                e = val_loss(work, emb, val, cfg)
-                ok = (abs(e - e_prev) if cfg.rise == "abs" else e - e_prev) <= cfg.delta_e
-                trace.append(SearchStep(b.name, step, mid, e, e - e_prev, ok))
-                if ok:
-                    hi, k, e_keep = mid, mid, e
+        costs = neuron_costs(work, blocks)
+        memo: dict[tuple[int, ...], float] = {}
+        rescored: dict[tuple[int, ...], Any] = {}
+        nb = len(blocks)
+
+        def order_of(li: int, widths: list[int]) -> Any:
+            if cfg.layer_wise and li != nb - 1:
+                key = tuple(widths[li + 1:])
+                if key not in rescored:
+                    rescored[key] = taylor_scores(work, [blocks[li]], calib, emb, cfg)[0]
+                return torch.argsort(rescored[key], descending=True, stable=True)
+            return torch.argsort(scores[li], descending=True, stable=True)
+
+        def search(th: float, verbose: bool) -> tuple[list[int], list[Any], list[SearchStep], float]:
+            slicer.restore()
+            widths = [b.hidden for b in blocks]
+            orders: list[Any] = [torch.arange(b.hidden) for b in blocks]
+            trace: list[SearchStep] = []
+            e_prev = e0
+            for li in reversed(range(nb)):
+                b = blocks[li]
+                order = order_of(li, widths)
+                lo, hi, k, e_keep = 0, b.hidden, b.hidden, None
+                for step in range(cfg.steps):
+                    mid = (lo + hi) // 2
+                    if mid < cfg.min_width:
+                        break
+                    key = (*widths[:li], mid, *widths[li + 1:])
+                    if key not in memo:
+                        slicer.set(li, order[:mid].sort().values)
+                        memo[key] = cache.loss(li, val, emb, cfg)
+                    e = memo[key]
+                    ok = (abs(e - e_prev) if cfg.rise == "abs" else e - e_prev) <= th
+                    trace.append(SearchStep(b.name, step, mid, e, e - e_prev, ok))
+                    if ok:
+                        hi, k, e_keep = mid, mid, e
+                    else:
+                        lo = mid
+                orders[li] = order
+                widths[li] = k
+                slicer.set(li, order[:k].sort().values)
+                if e_keep is None:
+                    key = tuple(widths)
+                    if key not in memo:
+                        memo[key] = cache.loss(li, val, emb, cfg)
+                    e_keep = memo[key]
+                e_prev = e_keep
+                if verbose:
+                    say(f"AMP: {b.name}: {b.hidden} -> {k} neurons, loss {e_prev:.5f}")
+            return widths, orders, trace, e_prev
+
+        remove_info: dict[str, Any] | None = None
+        if cfg.remove is None:
+            th = cfg.delta_e if cfg.delta_e_rel is None else cfg.delta_e_rel * abs(e0)
+            widths, orders, trace, e_last = search(th, True)
+        else:
+            th, target = 1e-3 * max(abs(e0), 1e-6), cfg.remove
+            below: tuple[float, float] | None = None
+            above: tuple[float, float] | None = None
+            tried = []
+            for _ in range(16):
+                w, *_rest = search(th, False)
+                r = removed_fraction(blocks, w, costs)
+                tried.append({"delta_e": th, "removed": r})
+                say(f"AMP: ΔE {th:.3g} nats ({th / max(abs(e0), 1e-12):.3g} of E0) removes {r * 100:.1f} % "
+                    f"of the MLP parameters")
+                if r >= target:
+                    above = (th, r) if above is None or th < above[0] else above
                 else:
-                    lo = mid
-            orders[li] = order
-            keep[li] = order[:k].sort().values
-            slicer.set(li, keep[li])
-            e_prev = e_keep if e_keep is not None else val_loss(work, emb, val, cfg)
-            say(f"AMP: {b.name}: {b.hidden} -> {k} neurons, loss {e_prev:.5f}")
+                    below = (th, r) if below is None or th > below[0] else below
+                if above is not None and above[1] - target <= 0.02:
+                    break
+                if above is not None and below is not None:
+                    if above[0] / max(below[0], 1e-30) < 1.02:
+                        break
+                    th = (above[0] * below[0]) ** 0.5
+                elif above is not None:
+                    th = above[0] / 4
+                    if th < 1e-9 * max(abs(e0), 1e-6):
+                        break
+                else:
+                    th = below[0] * 4 if below is not None else th * 4
+            th = above[0] if above is not None else below[0]  # type: ignore[index]
+            widths, orders, trace, e_last = search(th, True)
+            got = removed_fraction(blocks, widths, costs)
+            interpolated = None
+            if got - target > 0.02:
+                # the removed share jumps across a tiny ΔE change (the loss is not monotone in the widths): take the
+                # widths part of the way from the largest search below the target (or the full model) to this one
+                low = search(below[0], False)[0] if below is not None else [b.hidden for b in blocks]
+                for step in range(1, 1001):
+                    lam = step / 1000
+                    w = [round(lo_w + lam * (hi_w - lo_w)) for lo_w, hi_w in zip(low, widths)]
+                    if removed_fraction(blocks, w, costs) >= target:
+                        break
+                interpolated = {"from_widths": low, "to_widths": list(widths), "fraction": lam}
+                widths = [max(cfg.min_width, x) for x in w]
+                for i, k in enumerate(widths):
+                    slicer.set(i, orders[i][:k].sort().values)
+                e_last = val_loss(work, emb, val, cfg)
+                got = removed_fraction(blocks, widths, costs)
+                say(f"AMP: widths interpolated {lam:.3f} of the way between the searches at ΔE "
+                    f"{below[0] if below is not None else 0:.3g} and {th:.3g}: {widths}, loss {e_last:.5f}")
+            if got < target:
+                (warn or say)(f"--remove {target * 100:.0f} %: the search reached only {got * 100:.1f} % "
+                              f"(largest ΔE tried {th:.3g}); the blocks cannot shrink further with {cfg.steps} "
+                              "halvings and min_width")
+            remove_info = {"target": target, "removed": got, "delta_e": th, "delta_e_rel": th / max(abs(e0), 1e-12),
+                           "searches": tried, "probes_evaluated": len(memo), "interpolated": interpolated}
+        keep = [orders[i][:w].sort().values for i, w in enumerate(widths)]
+        for i, k in enumerate(keep):
+            slicer.set(i, k)
         search_s = time.perf_counter() - t0 - score_s
     finally:
         emb.close()
-    return AmpResult(work, list(blocks), keep, scores, trace, e0, e_prev, search_s, score_s, cfg, orders)
+    res = AmpResult(work, list(blocks), keep, scores, trace, e0, e_last, search_s, score_s, cfg, orders)
+    res.embedding = emb.describe
+    res.remove = remove_info
+    res.mlp_removed = removed_fraction(blocks, widths, costs)
+    res.threshold = th
+    res.pool = emb.pool
+    return res
 
 
 # ----------------------------------------------------------------------------------------- recovery
@@ -430,7 +748,7 @@ def count_flops(model: Any, example: Any) -> int:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    one = example[:1] if isinstance(example, torch.Tensor) else example
+    one = small_batch(example, 1)
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         for p, _ in flags:  # FlopCounterMode's module tracker trips over Brevitas tensors that need grad
@@ -448,6 +766,159 @@ def accuracy(model: Any, x: Any, y: Any, batch: int = 512) -> float:
     import torch
 
     model.eval()
+
+    def part(i: int) -> Any:
+        p = x[i:i + batch]
+        return p.batch() if hasattr(p, "batch") else p
+
     with torch.no_grad():
-        pred = torch.cat([call_model(model, x[i:i + batch]).argmax(-1) for i in range(0, len(x), batch)])
+        pred = torch.cat([flat_tensors(call_model(model, part(i)))[0].argmax(-1) for i in range(0, len(x), batch)])
     return float((pred == y).float().mean())
+
+
+# ------------------------------------------------------------------------------------ token encoders
+
+
+def embed_tokens(model: Any, x: Any, pool: str, batch: int = 64) -> Any:
+    """Pooled embeddings of a token set (:class:`hwkit.data.tokens.Tokens`) in batches, no gradients."""
+    import torch
+
+    emb = _OutputEmbedding(model, pool)
+    out = []
+    try:
+        with torch.no_grad():
+            for b in x.batches(batch):
+                call_model(model.eval(), b)
+                out.append(emb.pooled().float())
+    finally:
+        emb.close()
+    return torch.cat(out)
+
+
+def agreement(ref: Any, got: Any, k: int = 10) -> dict[str, float]:
+    """How well embeddings ``got`` [N, d] agree with ``ref``: per-sample cosine (mean, min) and the mean overlap of
+    each sample's ``k`` nearest neighbours (cosine, itself excluded) in the two spaces."""
+    import torch
+    import torch.nn.functional as F
+
+    a, b = F.normalize(ref.float(), dim=1), F.normalize(got.float(), dim=1)
+    cos = (a * b).sum(1)
+    res = {"cosine_mean": float(cos.mean()), "cosine_min": float(cos.min()), "samples": len(a)}
+    kk = min(k, len(a) - 1)
+    if kk >= 1:
+        eye = torch.eye(len(a), dtype=torch.bool)
+        na = (a @ a.T).masked_fill(eye, -2).topk(kk, dim=1).indices
+        nb = (b @ b.T).masked_fill(eye, -2).topk(kk, dim=1).indices
+        hits = [len(set(r.tolist()) & set(s.tolist())) / kk for r, s in zip(na, nb)]
+        res[f"top{kk}_overlap"] = float(sum(hits) / len(hits))
+    return res
+
+
+def _length_batches(lengths: Any, size: int, gen: Any) -> list[Any]:
+    """Shuffled batches of similar length (sorted within windows of 8 batches) to keep padding small."""
+    import torch
+
+    perm = torch.randperm(len(lengths), generator=gen)
+    out = []
+    win = 8 * size
+    for i in range(0, len(perm), win):
+        w = perm[i:i + win]
+        w = w[torch.argsort(torch.as_tensor(lengths)[w], stable=True)]
+        out += [w[j:j + size] for j in range(0, len(w), size)]
+    order = torch.randperm(len(out), generator=gen).tolist()
+    return [out[i] for i in order]
+
+
+def distill_tokens(student: Any, teacher: Any, x_train: Any, x_val: Any, pool: str,
+                   cfg: DistillConfig = DistillConfig(), hidden_weight: float = 1.0,
+                   progress: Callable[[int, float, float], None] | None = None) -> dict[str, Any]:
+    """Recovery of a pruned token encoder in place, against the unpruned ``teacher``.
+
+    Loss per batch: ``1 - cos`` of the pooled sentence embeddings + ``hidden_weight`` x the MSE of the last
+    hidden states over the real tokens, normalised by the teacher's mean square (scale-free). Batches of
+    similar length (dynamic padding); AdamW, linear warm-up then cosine decay, embedding tables frozen;
+    early stopping on the held-out ``1 - cos`` with the best state restored.
+    """
+    import math
+
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    teacher = teacher.eval()
+    frozen = {id(p) for m in student.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    params = [p for p in student.parameters() if id(p) not in frozen]
+    flags = [(p, p.requires_grad) for p in student.parameters()]
+    for p in student.parameters():
+        p.requires_grad_(id(p) not in frozen)
+    s_emb, t_emb = _OutputEmbedding(student, pool), _OutputEmbedding(teacher, pool)
+    t_val = embed_tokens(teacher, x_val, pool)
+
+    def held_out() -> float:
+        e = embed_tokens(student, x_val, pool)
+        return float((1 - F.cosine_similarity(e, t_val, dim=1)).mean())
+
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps_per_epoch = len(_length_batches(x_train.lengths, cfg.batch_size, torch.Generator().manual_seed(0)))
+    total = cfg.epochs * steps_per_epoch
+    warm = max(1, min(cfg.warmup_epochs * steps_per_epoch, total // 5))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    best = held_out()
+    best_state, best_epoch, bad, stopped = None, 0, 0, "max epochs"
+    history: list[dict[str, Any]] = [{"epoch": 0, "train_loss": None, "val_1_minus_cos": best}]
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            student.train()
+            run = 0.0
+            idx_batches = _length_batches(x_train.lengths, cfg.batch_size, g)
+            for idx in idx_batches:
+                xb = x_train[idx].batch()
+                with torch.no_grad():
+                    call_model(teacher, xb)
+                    th, mask = t_emb.tokens()
+                    te = t_emb.pooled().float()
+                call_model(student, xb)
+                sh, _ = s_emb.tokens()
+                se = s_emb.pooled().float()
+                loss = (1 - F.cosine_similarity(se, te, dim=1)).mean()
+                if hidden_weight:
+                    m = (mask if mask is not None else torch.ones(th.shape[:2])).to(th.dtype).unsqueeze(-1)
+                    den = ((th.float() ** 2) * m).sum().clamp(min=1e-12)
+                    loss = loss + hidden_weight * (((sh.float() - th.float()) ** 2) * m).sum() / den
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                run += float(loss)
+            v = held_out()
+            history.append({"epoch": epoch, "train_loss": run / len(idx_batches), "val_1_minus_cos": v,
+                            "elapsed_s": time.perf_counter() - t0})
+            if progress:
+                progress(epoch, run / len(idx_batches), v)
+            if v < best:
+                best, best_epoch, bad = v, epoch, 0
+                best_state = copy.deepcopy(student.state_dict())
+            else:
+                bad += 1
+                if cfg.patience and bad >= cfg.patience:
+                    stopped = f"early stop: {cfg.patience} epochs without a better held-out 1 - cos"
+                    break
+    finally:
+        s_emb.close()
+        t_emb.close()
+        for p, flag in flags:
+            p.requires_grad_(flag)
+    if best_state is not None:
+        student.load_state_dict(best_state)
+    student.eval()
+    return {"history": history, "best_epoch": best_epoch, "best_val_1_minus_cos": best, "stopped": stopped,
+            "target": f"{pool}-pooled embedding (1 - cos) + {hidden_weight} x normalised last-hidden-state MSE",
+            "config": asdict(cfg), "train_s": time.perf_counter() - t0}

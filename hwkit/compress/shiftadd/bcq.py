@@ -242,7 +242,12 @@ def _bcq_linear_cls() -> Any:
     from torch import nn
 
     class BCQLinear(nn.Module):
-        """A Linear layer stored as binary codes + (power-of-two) scales; forward uses the dequantised weight."""
+        """A Linear layer stored as binary codes + (power-of-two) scales.
+
+        Forward: the LUT-GEMV kernel (:meth:`lut_forward`) where :func:`lut_applies` says so (CPU, float32, no
+        autograd, at most ``LUT_MAX_ROWS`` rows, not while exporting or tracing), else the dequantised dense
+        weight. ``lut_calls`` counts the forwards that ran the kernel.
+        """
 
         def __init__(self, qw: QuantisedLinear, bias: Any, apot_terms: int | None) -> None:
             super().__init__()
@@ -255,11 +260,17 @@ def _bcq_linear_cls() -> Any:
             self.group_rows = qw.group_rows
             self.apot_terms = apot_terms
             self.register_buffer("weight", qw.dequantise(), persistent=False)
+            self.lut_calls = 0
 
         def quantised(self) -> QuantisedLinear:
             return QuantisedLinear(self.codes, self.alpha, self.in_features, self.group_rows)
 
         def forward(self, x: Any) -> Any:
+            if lut_applies(self, x):
+                self.lut_calls += 1
+                shape = x.shape
+                y = self.lut_forward(x.reshape(-1, shape[-1]))
+                return y.reshape(*shape[:-1], self.out_features)
             return nn.functional.linear(x, self.weight, self.bias)
 
         def lut_forward(self, x: Any) -> Any:
@@ -280,7 +291,7 @@ def _bcq_linear_cls() -> Any:
                 if gemv is None:  # kept outside the module so that deepcopy/pickle of the model are unaffected
                     gemv = _GEMV[self] = lutgemv.LUTGemv(lutgemv.pack(self.codes.numpy(), self.alpha.numpy(),
                                                                       self.group_rows, self.in_features))
-                y = gemv.matmul(xn)
+                y = gemv.rows(xn) if xn.ndim == 2 else gemv.matmul(xn)
             else:
                 y = lut_gemm(xn, self.codes.numpy(), self.alpha.numpy(), self.group_rows)
             if self.bias is not None:
@@ -293,6 +304,75 @@ def _bcq_linear_cls() -> Any:
 
     _CLS = BCQLinear
     return _CLS
+
+
+LUT_MODES = ("auto", "on", "off")
+LUT_MAX_ROWS = 64
+"""Most rows (tokens x batch) a forward sends through the LUT kernel; larger inputs use the dense weight."""
+_LUT = {"mode": "auto"}
+
+
+def set_lut_mode(mode: str) -> str:
+    """``auto`` (default: the kernel where it is the fast one, i.e. the AVX-512 vector kernel), ``on`` (the kernel
+    whenever it applies, also the scalar numba kernel on CPUs without AVX-512) or ``off`` (always dense); returns
+    the previous mode. The environment variable ``HWKIT_BCQ_LUT`` sets the initial mode."""
+    if mode not in LUT_MODES:
+        raise InputError(f"BCQ LUT mode must be one of {', '.join(LUT_MODES)}, got {mode!r}")
+    old = _LUT["mode"]
+    _LUT["mode"] = mode
+    return old
+
+
+def lut_mode() -> str:
+    """The current BCQ forward mode (see :func:`set_lut_mode`)."""
+    import os
+
+    env = os.environ.get("HWKIT_BCQ_LUT")
+    if _LUT["mode"] == "auto" and env in LUT_MODES:
+        return str(env)
+    return _LUT["mode"]
+
+
+def _plain_eager() -> bool:
+    import torch
+
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+        return False
+    if torch.compiler.is_compiling():
+        return False
+    try:
+        from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+        if _get_current_dispatch_mode() is not None:  # FlopCounterMode, fake tensors, ...
+            return False
+    except ImportError:  # pragma: no cover - older torch
+        pass
+    return True
+
+
+def lut_applies(m: Any, x: Any) -> bool:
+    """Whether ``m``'s forward on ``x`` runs the LUT kernel (see ``BCQLinear``)."""
+    import torch
+
+    mode = lut_mode()
+    if mode == "off" or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or (m.bias is not None and m.bias.requires_grad)):
+        return False
+    if x.numel() // max(m.in_features, 1) > LUT_MAX_ROWS or x.shape[-1] != m.in_features:
+        return False
+    if mode == "auto":
+        if m.group_rows % 8 or not _has_avx512():
+            return False
+    return _plain_eager()
+
+
+def _has_avx512() -> bool:
+    if "avx512" not in _LUT:
+        from hwkit.compress.shiftadd import lutgemv
+
+        _LUT["avx512"] = lutgemv.has_avx512()
+    return bool(_LUT["avx512"])
 
 
 _CLS: Any = None
@@ -357,10 +437,38 @@ def lut_gemm(x: Any, codes: Any, alpha: Any, group_rows: int) -> Any:
     return out if np.ndim(x) == 2 else out[0]
 
 
+def _token_rows(model: Any, x: Any, pairs: list[tuple[Any, Any]], batch: int = 32) -> None:
+    """Run a token set (:class:`hwkit.data.tokens.Tokens`) in dynamically padded batches; each hook in ``pairs``
+    gets ``f(rows)`` with the layer's input rows of the real (unpadded) tokens only."""
+    import torch
+
+    from hwkit.compress.hooks import forward_hooks
+
+    state: dict[str, Any] = {}
+
+    def wrap(f: Any) -> Any:
+        def hook(_m: Any, i: Any, _o: Any) -> None:
+            a = i[0].detach()
+            mask = state["mask"]
+            if a.ndim == 3 and mask is not None and mask.shape == a.shape[:2]:
+                f(a[mask.bool()])
+            else:
+                f(a.reshape(-1, a.shape[-1]))
+        return hook
+
+    with forward_hooks([(m, wrap(f)) for m, f in pairs]), torch.no_grad():
+        for b in x.batches(batch):
+            state["mask"] = b.get("attention_mask")
+            model(**b)
+
+
 def _inputs_of(model: Any, name: str, x: Any) -> Any:
     import torch
 
     got: list[Any] = []
+    if hasattr(x, "batches"):
+        _token_rows(model, x, [(model.get_submodule(name), got.append)])
+        return torch.cat(got)
     run_hooked(model, x, [(model.get_submodule(name), lambda _m, i, _o: got.append(i[0].detach()))])
     return torch.cat([g.reshape(-1, g.shape[-1]) for g in got])
 
@@ -370,14 +478,15 @@ def _hessians_of_all(model: Any, names: list[str], x: Any) -> dict[str, Any]:
 
     acc: dict[str, list[Any]] = {n: [0, 0] for n in names}
 
-    def hook(n: str) -> Any:
-        def f(_m: Any, i: Any, _o: Any) -> None:
-            xi = i[0].detach().reshape(-1, i[0].shape[-1]).double()
-            acc[n][0] = acc[n][0] + xi.T @ xi
-            acc[n][1] += len(xi)
-        return f
+    def add(n: str, rows: Any) -> None:
+        xi = rows.reshape(-1, rows.shape[-1]).double()
+        acc[n][0] = acc[n][0] + xi.T @ xi
+        acc[n][1] += len(xi)
 
-    run_hooked(model, x, [(model.get_submodule(n), hook(n)) for n in names])
+    if hasattr(x, "batches"):
+        _token_rows(model, x, [(model.get_submodule(n), lambda r, n=n: add(n, r)) for n in names])
+    else:
+        run_hooked(model, x, [(model.get_submodule(n), lambda _m, i, _o, n=n: add(n, i[0].detach())) for n in names])
     return {n: hs / max(cnt, 1) for n, (hs, cnt) in acc.items()}
 
 

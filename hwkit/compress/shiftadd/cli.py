@@ -20,10 +20,20 @@ from hwkit.errors import InputError
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("shiftadd", help="reparameterise Linear/Conv2d layers as shifts/adds (DeepShift, ShiftAddLLM)")
-    p.add_argument("model", help="state dict (with --arch), hwkit checkpoint or trusted pickle (.pt) of a float model")
+    p.add_argument("model", help="state dict (with --arch), hwkit checkpoint or trusted pickle (.pt) of a float model, "
+                   "or a Hugging Face model directory (written back as a directory)")
     p.add_argument("--mode", choices=["ps", "q", "bcq", "moe"], default="ps",
                    help="ps/q: DeepShift shift weights; bcq: binary-coded PTQ; moe: mult+shift experts (default ps)")
-    p.add_argument("--calib", required=True, help="'digits' (scikit-learn's bundled digits) or a .npy of inputs")
+    p.add_argument("--calib", required=True, help="'digits' (scikit-learn's bundled digits), a .npy of inputs, or a "
+                   "token set: .txt (one sample per line) or .npz (input_ids, attention_mask, ...)")
+    p.add_argument("--tokenizer", help="Hugging Face directory whose tokenizer reads a .txt --calib (default: the "
+                   "model directory)")
+    p.add_argument("--max-length", type=int, help="tokens per sample at most (default: sentence-transformers "
+                   "max_seq_length, else 128)")
+    p.add_argument("--pool", choices=["auto", "mean", "cls", "max"], default="auto",
+                   help="token models: pooling of the embedding the report compares (auto: sentence-transformers "
+                   "config, else mean)")
+    p.add_argument("--force", action="store_true", help="write into an existing non-hwkit --out directory (HF models)")
     p.add_argument("--labels", help=".npy of integer labels for --calib (accuracy, fine-tuning)")
     p.add_argument("--out", required=True, help="output model path (.pt); reports are written next to it")
     p.add_argument("--weight-bits", type=int, default=5, help="q/ps/moe: bits per shift weight (5)")
@@ -54,7 +64,6 @@ def run(args: argparse.Namespace) -> int:
     from hwkit.compress.amp.run import load_data
     from hwkit.compress.shiftadd.run import reparameterise, save_outputs, write_report
     from hwkit.config import CompileSettings
-    from hwkit.load import load_model
 
     if args.threads < 1 or args.epochs < 0 or args.lr <= 0:
         raise InputError("--threads must be >= 1, --epochs >= 0 and --lr > 0")
@@ -62,27 +71,61 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from hwkit.data.tokens import is_token_file, st_pooling
+    from hwkit.load import is_hf_dir, load_any
+
     src = Path(args.model)
-    loaded = load_model(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle,
-                                             input_shape=args.input_shape))
-    data = load_data(args.calib, args.labels, args.seed)
+    hf = is_hf_dir(src)
+    loaded = load_any(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle,
+                                           input_shape=args.input_shape))
+    tok_dir = Path(args.tokenizer) if args.tokenizer else (src if hf else None)
+    tokens = is_token_file(args.calib)
+    if hf and not tokens:
+        raise InputError("a Hugging Face model needs a token calibration set (--calib sentences.txt or ids.npz)")
+    data = load_data(args.calib, args.labels, args.seed, tok_dir, args.max_length, loaded.module)
+    pool = (st_pooling(tok_dir) or "mean") if args.pool == "auto" else args.pool
     params = {"mode": args.mode, "weight_bits": args.weight_bits, "epochs": args.epochs, "lr": args.lr,
               "optimizer": args.optimizer, "bits": args.bits, "group_rows": args.group_rows, "rounds": args.rounds,
               "apot_terms": args.apot_terms, "float_scales": args.float_scales,
-              "no_compensate": args.no_compensate, "seed": args.seed, "route_share": args.route_share}
+              "no_compensate": args.no_compensate, "seed": args.seed, "route_share": args.route_share, "pool": pool}
     say = None if (args.json or args.quiet) else print
-    model, report = reparameterise(loaded.module, data, params, say)
     out = Path(args.out)
-    check = data.test_x if data.test_x is not None else data.val_x
-    files = save_outputs(model, report, out, src, loaded, loaded.input_shape or (1, int(check.shape[1])), check[:64])
-    files += write_report(report, out.parent)
+    if hf:
+        from hwkit.compress.shiftadd.run import save_hf
+        from hwkit.outdir import claim
+
+        od = claim(out, "shiftadd", force=args.force)
+        try:
+            model, report = reparameterise(loaded.module, data, params, say)
+            files = save_hf(model, report, od.path, src)
+            files += write_report(report, od.path)
+        except BaseException:
+            od.rollback()
+            raise
+    elif tokens:
+        from hwkit.compress.shiftadd.run import save_state
+
+        model, report = reparameterise(loaded.module, data, params, say)
+        files = save_state(model, report, out)
+        files += write_report(report, out.parent)
+    else:
+        model, report = reparameterise(loaded.module, data, params, say)
+        check = data.test_x if data.test_x is not None else data.val_x
+        files = save_outputs(model, report, out, src, loaded, loaded.input_shape or (1, int(check.shape[1])),
+                             check[:64])
+        files += write_report(report, out.parent)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif not args.quiet:
         a, e = report["accuracy"], report["energy"]
         if a["before"] is not None:
             print(f"accuracy {a['before'] * 100:.2f} % -> {a['after'] * 100:.2f} % ({args.mode})")
+        ort = f"; ORT max diff {report['onnx']['ort_max_abs_diff']:.2g}" if report.get("onnx") else ""
         print(f"output rel. error {report['output_rel_error']:.4f}; energy saving {e['saving'] * 100:.1f} % "
-              f"({e['kind']}); ORT max diff {report['onnx']['ort_max_abs_diff']:.2g}")
+              f"({e['kind']}){ort}")
+        if report.get("agreement"):
+            g = report["agreement"]
+            print(f"held-out agreement: cosine {g['cosine_mean']:.4f} (min {g['cosine_min']:.4f}), top-10 overlap "
+                  f"{g.get('top10_overlap', float('nan')):.3f}")
         print("wrote " + ", ".join(str(x) for x in files))
     return 0

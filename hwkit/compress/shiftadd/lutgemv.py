@@ -241,7 +241,14 @@ def _numba_kernels() -> dict[str, Any]:
                             acc[r] += a * (lo[k & 15] + hi[k >> 4])
             out[v * rows:(v + 1) * rows] = acc
 
-    _JIT.update(tables=tables, scalar_block=scalar_block)
+    @numba.njit(boundscheck=False, cache=False, nogil=True)
+    def scalar_rows(x: Any, tabs: Any, codes: Any, alpha: Any, out: Any) -> None:  # pragma: no cover - jitted
+        # one batch-1 product per row of x [T, 8C]: tables, then every 32-row block
+        for t in range(x.shape[0]):
+            tables(x[t], tabs)
+            scalar_block(codes, tabs, alpha, out[t], 0, codes.shape[0])
+
+    _JIT.update(tables=tables, scalar_block=scalar_block, scalar_rows=scalar_rows)
     return _JIT
 
 
@@ -331,6 +338,22 @@ class LUTGemv:
         for t in range(x2.shape[0]):
             out[t] = self(x2[t])
         return out if np.ndim(x) == 2 else out[0]
+
+    def rows(self, x: Any) -> Any:
+        """``x @ W_hat^T`` for x [T, in_features] float32: one batch-1 product per row, the whole loop in compiled
+        code for the scalar kernel (no Python call per row); returns a new [T, out_features] array."""
+        import numpy as np
+
+        p = self.p
+        n_c = p.codes.shape[1]
+        x2 = np.asarray(x, dtype=np.float32)
+        if not self.vector and self.threads == 1:
+            xp = np.zeros((x2.shape[0], n_c * 8), dtype=np.float32)
+            xp[:, : p.in_features] = x2
+            out = np.empty((x2.shape[0], p.codes.shape[0] * ROWS), dtype=np.float32)
+            _numba_kernels()["scalar_rows"](xp, self._tabs, p.codes, p.alpha, out)
+            return np.ascontiguousarray(out[:, : p.out_features])
+        return self.matmul(x2)
 
     def close(self) -> None:
         """Stop the helper threads."""

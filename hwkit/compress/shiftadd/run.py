@@ -65,6 +65,9 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
     model = copy.deepcopy(base)
     test_x = data.test_x if data.test_x is not None else data.val_x
     report: dict[str, Any] = {"mode": mode, "data": data.source}
+    tokens = hasattr(data.calib_x, "batches")
+    if tokens and mode == "moe":
+        raise InputError("--mode moe needs a classifier and labels; token sets go with --mode bcq, q or ps")
     t0 = time.perf_counter()
     if mode in ("q", "ps"):
         from hwkit.compress.shiftadd import shift
@@ -98,7 +101,10 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
                             rounds=int(params.get("rounds", 20)),
                             apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
                             compensate=not params.get("no_compensate", False))
-        model, rep = bcq.quantise_model(model, data.calib_x, cfg)
+        skip = tuple(n for n, _m in model.named_modules() if tokens and "pooler" in n.split("."))
+        if skip:
+            say(f"left dense (a pooler: not part of the token embedding): {', '.join(skip)}")
+        model, rep = bcq.quantise_model(model, data.calib_x, cfg, skip)
         report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"], memory=rep["memory"])
     else:
         from hwkit.compress.shiftadd import moe as shift_moe
@@ -108,6 +114,16 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
         report.update(rep)
     report["time_s"] = time.perf_counter() - t0
     model.eval()
+    if tokens:
+        from hwkit.compress.amp import search as amp
+
+        pool = str(params.get("pool") or "mean")
+        e0, e1 = amp.embed_tokens(base, test_x, pool), amp.embed_tokens(model, test_x, pool)
+        report["accuracy"] = {"before": None, "after": None}
+        report["output_rel_error"] = _rel(e1, e0)
+        report["agreement"] = {**amp.agreement(e0, e1), "embedding": f"{pool}-pooled last hidden state"}
+        report["energy"] = opcost.energy_report(opcost.model_ops(base, None), opcost.model_ops(model, None))
+        return model, report
     with torch.no_grad():
         y0, y1 = base(test_x), model(test_x)
     report["accuracy"] = {"before": _acc(base, data.test_x, data.test_y),
@@ -129,6 +145,35 @@ def codes_of(model: Any) -> dict[str, Any]:
         elif bcq.is_bcq(m):
             out[n] = {"codes": m.codes, "alpha": m.alpha}
     return out
+
+
+def save_hf(model: Any, report: dict[str, Any], out: Path, source: Path) -> list[Path]:
+    """A reparameterised Hugging Face model as a directory that ``AutoModel.from_pretrained`` reloads (weights
+    materialised in the original architecture), the integer codes in ``shiftadd.codes.pt``, and the tokenizer /
+    sentence-transformers files of ``source``. No ONNX export for token models (use ``hwkit compile``)."""
+    import torch
+
+    from hwkit.compress.amp.run import copy_side_files
+    from hwkit.compress.shiftadd import export as shift_export
+
+    shift_export.dense_copy(model).save_pretrained(str(out), safe_serialization=True)
+    torch.save(codes_of(model), out / "shiftadd.codes.pt")
+    report["onnx"] = None
+    return [out / "config.json", out / "model.safetensors", out / "shiftadd.codes.pt", *copy_side_files(source, out)]
+
+
+def save_state(model: Any, report: dict[str, Any], out: Path) -> list[Path]:
+    """A token model built with --arch: its materialised state dict (original architecture) and the codes; no
+    ONNX export (the model takes several integer inputs)."""
+    import torch
+
+    from hwkit.compress.shiftadd import export as shift_export
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(codes_of(model), out.with_suffix(".codes.pt"))
+    torch.save(shift_export.dense_copy(model).state_dict(), out)
+    report["onnx"] = None
+    return [out, out.with_suffix(".codes.pt")]
 
 
 def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any,
@@ -209,7 +254,11 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         m = report["memory"]
         lines += ["", f"Weight memory of the quantised layers: {m['weight_bytes']:,.0f} B (codes + fp32 scales) vs "
                   f"{m['fp32_bytes']:,} B fp32: **{m['reduction_vs_fp32'] * 100:.1f} % less** ({m['note']})."]
-    if "onnx" in report:
+    if report.get("agreement"):
+        g = report["agreement"]
+        lines += ["", f"Held-out agreement ({g['embedding']}, {g['samples']} test samples): cosine {g['cosine_mean']:.4f} "
+                  f"(min {g['cosine_min']:.4f}), top-10 neighbour overlap {g.get('top10_overlap', float('nan')):.3f}."]
+    if report.get("onnx"):
         o = report["onnx"]
         lines += ["", f"ONNX Runtime check: max |PyTorch - ORT| = {o['ort_max_abs_diff']:.3g} on {o['samples']} "
                   f"samples ({o['note']})."]

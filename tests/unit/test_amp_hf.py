@@ -1,0 +1,222 @@
+"""AMP pruning and ShiftAdd BCQ on a small real Hugging Face encoder (BertConfig, no download): token sets with
+masks and integer inputs, Hugging Face directories and --arch builders through the CLI, the traced block finder
+against the per-candidate reference, --remove, embedding choice, LUT forward of BCQ layers, pruned reload."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers", reason="transformers is a dev dependency (requirements-dev.txt)")
+
+from hwkit.cli import main  # noqa: E402
+from hwkit.compress.amp import search as amp  # noqa: E402
+from hwkit.compress.amp.blocks import find_mlp_blocks, find_mlp_blocks_reference, masked  # noqa: E402
+from hwkit.data import tokens as tok  # noqa: E402
+from hwkit.load import load_hf_dir  # noqa: E402
+from tests.unit import tiny_bert  # noqa: E402
+
+ARCH = "tests.unit.tiny_bert:build"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    return tiny_bert.save_dir(tmp_path_factory.mktemp("hf") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def calib_txt(tmp_path_factory):
+    p = tmp_path_factory.mktemp("calib") / "sentences.txt"
+    p.write_text("\n".join(tiny_bert.sentences(80)) + "\n")
+    return p
+
+
+def _npz(path, hf_dir, n=60):
+    t = tok.load_text(_write(path.with_suffix(".txt"), tiny_bert.sentences(n, seed=1)), hf_dir, 32)
+    np.savez(path, **t.arrays)
+    return path
+
+
+def _write(path, lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_token_sets_pad_dynamically_and_keep_only_model_inputs(tmp_path, hf_dir):
+    npz = _npz(tmp_path / "ids.npz", hf_dir)
+    t, labels = tok.load_tokens(str(npz))
+    assert labels is None and {"input_ids", "attention_mask", "token_type_ids"} <= set(t.names)
+    short = np.argsort(t.lengths)[:4]
+    b = t[short].batch()
+    assert b["input_ids"].dtype == torch.int64 and b["input_ids"].shape == (4, int(t.lengths[short].max()))
+    assert b["input_ids"].shape[1] < t.arrays["input_ids"].shape[1]  # padded to the subset, not the file
+    assert b["attention_mask"].sum(1).tolist() == t.lengths[short].tolist()
+    # a model without token_type_ids gets only what its forward takes
+    class IdsOnly(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201
+            return input_ids
+
+    assert set(tok.fit_to_model(t, IdsOnly()).names) == {"input_ids", "attention_mask"}
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input_ids=np.zeros((3, 4), dtype=np.float32))
+    with pytest.raises(Exception, match="integers"):
+        tok.load_tokens(str(bad))
+
+
+def test_traced_block_finder_equals_the_reference_on_bert(hf_dir):
+    m = load_hf_dir(hf_dir).module
+    t = tok.load_text(_write(hf_dir.parent / "s.txt", tiny_bert.sentences(4)), hf_dir, 32)
+    x = t.batch()
+    fast, ref = find_mlp_blocks(m, x), find_mlp_blocks_reference(m, x)
+    assert fast == ref
+    assert [(b.fc1, b.fc2) for b in fast] == [((f"encoder.layer.{i}.intermediate.dense",),
+                                               f"encoder.layer.{i}.output.dense") for i in range(2)]
+
+
+def test_default_head_embedding_warns_on_pooler_and_on_pruned_block(hf_dir):
+    x = tok.load_text(_write(hf_dir.parent / "w.txt", tiny_bert.sentences(4)), hf_dir, 32).batch()
+    for model, expect in ((tiny_bert.build(), "pooler"),
+                          (transformers.BertModel(tiny_bert.config(), add_pooling_layer=False).eval(), "being pruned")):
+        blocks = find_mlp_blocks(model, x)
+        said: list[str] = []
+        emb = amp.make_embedding(model, x, amp.AmpConfig(embed="head"), blocks, said.append)
+        emb.close()
+        assert len(said) == 1 and expect in said[0]
+        said.clear()
+        emb = amp.make_embedding(model, x, amp.AmpConfig(), blocks, said.append)  # auto: pooled last hidden state
+        assert said == [] and "mean-pooled last hidden state" in emb.describe
+        emb.close()
+
+
+def test_prune_hf_dir_removes_the_target_share_and_reloads(tmp_path, hf_dir, calib_txt):
+    out = tmp_path / "pruned"
+    rc = main(["prune", str(hf_dir), "--calib", str(calib_txt), "--remove", "40%", "--batch-size", "16",
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads((out / "prune_report.json").read_text())
+    assert 0.40 <= rep["mlp_params_removed"] <= 0.45
+    assert rep["remove"]["target"] == 0.40 and "mean-pooled" in rep["embedding"]
+    assert rep["agreement"]["after_prune"]["samples"] == 16
+    widths = [b["width_after"] for b in rep["blocks"]]
+    # hwkit reloads it; its outputs equal the original model with the pruned neurons masked
+    back = load_hf_dir(out).module
+    assert [back.encoder.layer[i].intermediate.dense.out_features for i in range(2)] == widths
+    orig = load_hf_dir(hf_dir).module
+    x = tok.load_text(calib_txt, hf_dir, 32)[:8].batch()
+    blocks = find_mlp_blocks(orig, x)
+    with torch.no_grad(), masked(orig, blocks, [torch.tensor(b["kept"]) for b in rep["blocks"]]):
+        ref = orig(**x).last_hidden_state
+    with torch.no_grad():
+        got = back(**x).last_hidden_state
+    assert torch.allclose(got, ref, atol=1e-5)
+    # the documented snippet (docs/amp.md) rebuilds it with transformers alone
+    from safetensors.torch import load_file
+
+    cfg = transformers.AutoConfig.from_pretrained(str(out))
+    model = transformers.AutoModel.from_config(cfg)
+    for name, (n_out, n_in) in cfg.hwkit_pruned["linear_shapes"].items():
+        parent, _, child = name.rpartition(".")
+        old = model.get_submodule(name)
+        setattr(model.get_submodule(parent), child, torch.nn.Linear(n_in, n_out, bias=old.bias is not None))
+    model.load_state_dict(load_file(str(out / "model.safetensors")), strict=False)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(**x).last_hidden_state, got, atol=1e-6)
+    assert (out / "vocab.txt").is_file() and (out / "tokenizer_config.json").is_file()
+
+
+def test_prune_arch_builder_with_npz_and_relative_delta_e(tmp_path, hf_dir):
+    sd = tmp_path / "bert.pt"
+    torch.save(tiny_bert.build().state_dict(), sd)
+    npz = _npz(tmp_path / "ids.npz", hf_dir)
+    out = tmp_path / "out" / "pruned.pt"
+    rc = main(["prune", str(sd), "--arch", ARCH, "--calib", str(npz), "--delta-e-rel", "0.05", "--batch-size", "12",
+               "--distill-epochs", "2", "--distill-batch", "8", "--out", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads((out.parent / "prune_report.json").read_text())
+    e0 = rep["loss"]["before"]
+    assert rep["delta_e_used"] == pytest.approx(0.05 * e0)
+    assert all(s["rise"] <= 0.05 * e0 + 1e-12 for s in rep["trace"] if s["accepted"])
+    d = rep["distill"]
+    assert d["history"][0]["val_1_minus_cos"] > d["best_val_1_minus_cos"]  # recovery lowered the held-out loss
+    assert set(rep["agreement"]) == {"after_prune", "after_distill"}
+    widths = json.loads(out.with_suffix(".widths.json").read_text())["widths"]
+    assert sorted(widths) == ["encoder.layer.0", "encoder.layer.1"]
+
+
+def test_prune_npy_of_token_ids_feeds_integer_input_ids(tmp_path):
+    ids = tmp_path / "ids.npy"
+    np.save(ids, np.random.default_rng(0).integers(5, 40, size=(30, 7)))
+    sd = tmp_path / "bert.pt"
+    torch.save(tiny_bert.build().state_dict(), sd)
+    rc = main(["prune", str(sd), "--arch", ARCH, "--calib", str(ids), "--batch-size", "6", "--out",
+               str(tmp_path / "p.pt"), "--quiet"])
+    assert rc == 0
+    rep = json.loads((tmp_path / "prune_report.json").read_text())
+    assert "token ids" in rep["data"] and "mean-pooled" in rep["embedding"]
+
+
+def _bcq_model(hf_dir, tmp_path):
+    from hwkit.compress.shiftadd import bcq
+
+    m = load_hf_dir(hf_dir).module
+    t = tok.load_text(_write(tmp_path / "c.txt", tiny_bert.sentences(24, seed=3)), hf_dir, 32)
+    bcq.quantise_model(m, t, bcq.BCQConfig(bits=3, rounds=2), ("pooler.dense",))
+    return m, t
+
+
+def test_bcq_layers_run_the_lut_kernel_and_match_dense(tmp_path, hf_dir):
+    from hwkit.compress.shiftadd import bcq
+
+    m, t = _bcq_model(hf_dir, tmp_path)
+    layers = [x for x in m.modules() if bcq.is_bcq(x)]
+    assert len(layers) == 12
+    x = t[:3].batch()
+    old = bcq.set_lut_mode("off")
+    try:
+        with torch.no_grad():
+            dense = m(**x).last_hidden_state
+        assert sum(x.lut_calls for x in layers) == 0
+        bcq.set_lut_mode("on")
+        with torch.no_grad():
+            lut = m(**x).last_hidden_state
+        assert all(x.lut_calls == 1 for x in layers)  # every BCQ layer ran the kernel once
+        assert torch.allclose(lut, dense, atol=1e-4)
+        m(**x).last_hidden_state.sum().backward()  # with autograd: the dense fallback, gradients flow
+        assert all(x.lut_calls == 1 for x in layers)
+        big = {k: v.repeat(30, 1) for k, v in x.items()}  # more rows than LUT_MAX_ROWS: dense
+        with torch.no_grad():
+            m(**big)
+        assert all(x.lut_calls == 1 for x in layers)
+    finally:
+        bcq.set_lut_mode(old)
+
+
+def test_shiftadd_bcq_hf_dir_and_arch(tmp_path, hf_dir, calib_txt):
+    out = tmp_path / "bcq"
+    rc = main(["shiftadd", str(hf_dir), "--mode", "bcq", "--rounds", "2", "--calib", str(calib_txt),
+               "--out", str(out), "--quiet"])
+    assert rc == 0
+    rep = json.loads((out / "shiftadd_report.json").read_text())
+    assert rep["agreement"]["cosine_mean"] > 0.9 and len(rep["layers"]) == 12  # pooler left dense
+    back = transformers.AutoModel.from_pretrained(str(out), local_files_only=True)
+    assert back.encoder.layer[0].intermediate.dense.weight.shape == (64, 32)
+    codes = torch.load(out / "shiftadd.codes.pt", weights_only=True)
+    assert "encoder.layer.1.output.dense" in codes and "pooler.dense" not in codes
+    sd = tmp_path / "bert.pt"
+    torch.save(tiny_bert.build().state_dict(), sd)
+    npz = _npz(tmp_path / "ids.npz", hf_dir)
+    rc = main(["shiftadd", str(sd), "--arch", ARCH, "--mode", "bcq", "--rounds", "2", "--calib", str(npz),
+               "--out", str(tmp_path / "arch" / "bcq.pt"), "--quiet"])
+    assert rc == 0
+    assert (tmp_path / "arch" / "bcq.codes.pt").is_file()
