@@ -226,7 +226,7 @@ def load_hf_dir(path: Path) -> LoadedModel:
             _apply_state(model, state, path)
     except ModelLoadError:
         raise
-    except (OSError, ValueError, KeyError, RuntimeError, EnvironmentError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise _hf_error(path, exc) from None
     model.eval()
     return LoadedModel(model, "hf-dir", None, None, None, {"hf_dir": str(path), "pruned": pruned is not None})

@@ -111,9 +111,9 @@ def load_npz(path: Path) -> tuple[Tokens, Any]:
     else:
         lengths = np.full(len(ids), ids.shape[1], dtype=np.int64)
         arrays[MASK] = np.ones_like(ids)
-    if labels is not None:
-        if labels.ndim != 1 or len(labels) != len(ids) or not np.issubdtype(labels.dtype, np.integer):
-            raise InputError(f"{path}: 'labels' must be 1-D integers, one per sample")
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(ids)
+                               or not np.issubdtype(labels.dtype, np.integer)):
+        raise InputError(f"{path}: 'labels' must be 1-D integers, one per sample")
     return Tokens({k: np.ascontiguousarray(v.astype(np.int64)) for k, v in arrays.items()}, lengths), labels
 
 
@@ -147,7 +147,7 @@ def tokenize(lines: list[str], tokenizer: Any, max_length: int) -> Tokens:
     import numpy as np
 
     enc = tokenizer(lines, truncation=True, max_length=max_length, padding=False)
-    names = [k for k in enc.keys() if k != "special_tokens_mask"]
+    names = [k for k in enc if k != "special_tokens_mask"]
     lengths = np.array([len(t) for t in enc["input_ids"]], dtype=np.int64)
     width = int(lengths.max())
     pad = tokenizer.pad_token_id if getattr(tokenizer, "pad_token_id", None) is not None else 0

@@ -213,6 +213,22 @@ def test_shiftadd_bcq_hf_dir_and_arch(tmp_path, hf_dir, calib_txt):
     assert back.encoder.layer[0].intermediate.dense.weight.shape == (64, 32)
     codes = torch.load(out / "shiftadd.codes.pt", weights_only=True)
     assert "encoder.layer.1.output.dense" in codes and "pooler.dense" not in codes
+    # the saved dense model and its codes give back BCQ layers that run the kernel with the same outputs
+    from hwkit.compress.shiftadd import bcq
+
+    x = tok.load_text(calib_txt, hf_dir, 32)[:2].batch()
+    with torch.no_grad():
+        dense = back(**x).last_hidden_state
+    bcq.attach_codes(back, codes)
+    old = bcq.set_lut_mode("on")
+    try:
+        with torch.no_grad():
+            lut = back(**x).last_hidden_state
+    finally:
+        bcq.set_lut_mode(old)
+    layers = [m for m in back.modules() if bcq.is_bcq(m)]
+    assert len(layers) == 12 and all(m.lut_calls == 1 for m in layers)
+    assert torch.allclose(lut, dense, atol=1e-4)
     sd = tmp_path / "bert.pt"
     torch.save(tiny_bert.build().state_dict(), sd)
     npz = _npz(tmp_path / "ids.npz", hf_dir)

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-WORDS = ("the a an of to in and is was for on with as by at from this that it be are were model layer input output "
-         "weight bias token mask sentence word number small large fast slow data set test train value sum mean "
-         "cat dog bird fish tree house car road river city").split()
+WORDS = ["the", "a", "an", "of", "to", "in", "and", "is", "was", "for", "on", "with", "as", "by", "at", "from", "this",
+         "that", "it", "be", "are", "were", "model", "layer", "input", "output", "weight", "bias", "token", "mask",
+         "sentence", "word", "number", "small", "large", "fast", "slow", "data", "set", "test", "train", "value", "sum",
+         "mean", "cat", "dog", "bird", "fish", "tree", "house", "car", "road", "river", "city"]
 
 
 def config(**kw: Any) -> Any:

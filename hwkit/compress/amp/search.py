@@ -435,10 +435,11 @@ class _PrefixCache:
         if not names or self.ok.get(li) is False:
             return val_loss(self.model, emb, val, cfg)
         if li not in self.ok:
-            full = self._record(li, val, emb, cfg)
+            losses = self._record(li, val, emb, cfg)
+            full = sum(losses) / len(losses)
             with torch.no_grad():
                 cached = float(self._cached_loss(li, 0, val[0], emb, cfg))
-                plain = float(_loss(self.model, emb, val[0][0], val[0][1], cfg))
+            plain = losses[0]
             self.ok[li] = abs(cached - plain) <= 1e-5 * max(1.0, abs(plain))
             if not self.ok[li]:
                 for bi in range(len(val)):
@@ -447,22 +448,22 @@ class _PrefixCache:
         with torch.no_grad():
             return float(sum(float(self._cached_loss(li, bi, xy, emb, cfg)) for bi, xy in enumerate(val)) / len(val))
 
-    def _record(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
+    def _record(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> list[float]:
         import torch
 
-        total = 0.0
+        losses = []
         for bi, (x, y) in enumerate(val):
             got: list[Any] = [None] * len(self.prefix[li])
-            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k: got.__setitem__(k, o))
+            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k, got=got: got.__setitem__(k, o))
                   for k, n in enumerate(self.prefix[li])]
             try:
                 with torch.no_grad():
-                    total += float(_loss(self.model, emb, x, y, cfg))
+                    losses.append(float(_loss(self.model, emb, x, y, cfg)))
             finally:
                 for h in hs:
                     h.remove()
             self.store[(li, bi)] = got
-        return total / len(val)
+        return losses
 
     def _cached_loss(self, li: int, bi: int, xy: tuple[Any, Any], emb: Any, cfg: AmpConfig) -> Any:
         outs = self.store[(li, bi)]
@@ -571,7 +572,7 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
             th = cfg.delta_e if cfg.delta_e_rel is None else cfg.delta_e_rel * abs(e0)
             widths, orders, trace, e_last = search(th, True)
         else:
-            th, target = 1e-3 * max(abs(e0), 1e-6), cfg.remove
+            th, target = 1e-2 * max(abs(e0), 1e-6), cfg.remove
             below: tuple[float, float] | None = None
             above: tuple[float, float] | None = None
             tried = []
@@ -588,15 +589,15 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 if above is not None and above[1] - target <= 0.02:
                     break
                 if above is not None and below is not None:
-                    if above[0] / max(below[0], 1e-30) < 1.02:
-                        break
+                    if above[0] / max(below[0], 1e-30) < 1.2:
+                        break  # close enough: the widths are interpolated below
                     th = (above[0] * below[0]) ** 0.5
                 elif above is not None:
-                    th = above[0] / 4
+                    th = above[0] / 8
                     if th < 1e-9 * max(abs(e0), 1e-6):
                         break
                 else:
-                    th = below[0] * 4 if below is not None else th * 4
+                    th = below[0] * 8 if below is not None else th * 8
             th = above[0] if above is not None else below[0]  # type: ignore[index]
             widths, orders, trace, e_last = search(th, True)
             got = removed_fraction(blocks, widths, costs)

@@ -361,9 +361,8 @@ def lut_applies(m: Any, x: Any) -> bool:
         return False
     if x.numel() // max(m.in_features, 1) > LUT_MAX_ROWS or x.shape[-1] != m.in_features:
         return False
-    if mode == "auto":
-        if m.group_rows % 8 or not _has_avx512():
-            return False
+    if mode == "auto" and (m.group_rows % 8 or not _has_avx512()):
+        return False
     return _plain_eager()
 
 
@@ -532,6 +531,34 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
     memory = {"weight_bytes": total, "fp32_bytes": fp32, "reduction_vs_fp32": 1 - total / fp32,
               "note": "binary codes + fp32 scales of the quantised Linear layers; bias and other layers not counted"}
     return model, {"config": asdict(cfg), "layers": layers, "avg_bits": nbits, "memory": memory}
+
+
+def attach_codes(model: Any, codes: dict[str, Any]) -> Any:
+    """Put BCQ layers back into a model saved with materialised weights (``hwkit shiftadd`` output) from its
+    ``*.codes.pt`` (``torch.load(path, weights_only=True)``), so the forward runs the LUT kernel again. The bias
+    comes from the model's Linear; returns the model (changed in place)."""
+    from torch import nn
+
+    from hwkit.compress.shiftadd.shift import set_module
+
+    cls = _bcq_linear_cls()
+    for name, c in codes.items():
+        if "alpha" not in c:
+            continue
+        try:
+            lin = model.get_submodule(name)
+        except AttributeError:
+            raise InputError(f"BCQ codes for '{name}', which is not in the model") from None
+        if not isinstance(lin, nn.Linear):
+            raise InputError(f"BCQ codes for '{name}', which is not an nn.Linear")
+        k = int(c.get("in_features", lin.in_features))
+        g = int(c.get("group_rows", -(-lin.out_features // c["alpha"].shape[1])))
+        if (k, c["codes"].shape[1]) != (lin.in_features, lin.out_features):
+            raise InputError(f"BCQ codes for '{name}' do not fit its shape {list(lin.weight.shape)}")
+        ap = c.get("apot_terms")
+        set_module(model, name, cls(QuantisedLinear(c["codes"], c["alpha"], k, g), lin.bias,
+                                    None if ap is None else int(ap)))
+    return model
 
 
 def weight_memory(out_features: int, in_features: int, bits: int, group_rows: int = 8,

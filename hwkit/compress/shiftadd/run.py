@@ -143,7 +143,8 @@ def codes_of(model: Any) -> dict[str, Any]:
             sign, p = m.codes()
             out[n] = {"sign": sign, "p": p}
         elif bcq.is_bcq(m):
-            out[n] = {"codes": m.codes, "alpha": m.alpha}
+            out[n] = {"codes": m.codes, "alpha": m.alpha, "in_features": m.in_features, "group_rows": m.group_rows,
+                      "apot_terms": m.apot_terms}
     return out
 
 
@@ -256,8 +257,9 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
                   f"{m['fp32_bytes']:,} B fp32: **{m['reduction_vs_fp32'] * 100:.1f} % less** ({m['note']})."]
     if report.get("agreement"):
         g = report["agreement"]
-        lines += ["", f"Held-out agreement ({g['embedding']}, {g['samples']} test samples): cosine {g['cosine_mean']:.4f} "
-                  f"(min {g['cosine_min']:.4f}), top-10 neighbour overlap {g.get('top10_overlap', float('nan')):.3f}."]
+        lines += ["", f"Held-out agreement ({g['embedding']}, {g['samples']} test samples): cosine "
+                  f"{g['cosine_mean']:.4f} (min {g['cosine_min']:.4f}), top-10 neighbour overlap "
+                  f"{g.get('top10_overlap', float('nan')):.3f}."]
     if report.get("onnx"):
         o = report["onnx"]
         lines += ["", f"ONNX Runtime check: max |PyTorch - ORT| = {o['ort_max_abs_diff']:.3g} on {o['samples']} "

