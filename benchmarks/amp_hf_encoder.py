@@ -58,13 +58,22 @@ def heldout_sentences(n: int, exclude: set[str]) -> list[str]:
     return out[:n]
 
 
+CPU: dict[str, float] = {}
+
+
 def hwkit(args: list[str], log: Path) -> float:
-    """Run ``hwkit ARGS`` as a subprocess; wall seconds (raises with the log tail on failure)."""
+    """Run ``hwkit ARGS`` as a subprocess; wall seconds (raises with the log tail on failure). Its CPU seconds (user +
+    system) are left in ``CPU["last"]``: on a shared machine they say what the run costs without the waiting."""
+    import resource
+
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     with log.open("w") as f:
         rc = subprocess.call([sys.executable, "-m", "hwkit.cli", *args], stdout=f, stderr=subprocess.STDOUT, env=env)
     wall = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU["last"] = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
     if rc != 0:
         raise SystemExit(f"hwkit {' '.join(args)} failed (rc {rc}):\n" + log.read_text()[-2000:])
     return wall
@@ -138,6 +147,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=4, help="recovery epochs (0: skip the recovery run)")
     ap.add_argument("--latency-sentences", type=int, default=64)
     ap.add_argument("--skip", default="", help="comma list of steps to skip: prune, distill, bcq")
+    ap.add_argument("--prune-args", default="", help="extra arguments for hwkit prune (e.g. '--temp-inv 5')")
     ap.add_argument("--json")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,13 +181,14 @@ def main() -> None:
     res: dict[str, Any] = {"calib_sentences": len(calib), "heldout_sentences": len(held),
                            "heldout_source": "pydoc_data.topics", "cpu": os.cpu_count(),
                            "loadavg_start": os.getloadavg()}
-    common = ["--calib", str(tmp / "calib.txt"), "--remove", a.remove, "--batch-size", str(a.batch_size), "--quiet"]
+    common = ["--calib", str(tmp / "calib.txt"), "--remove", a.remove, "--batch-size", str(a.batch_size), "--quiet",
+              *a.prune_args.split()]
     if "prune" not in skip:
         wall = hwkit(["prune", str(model_dir), *common, "--out", str(tmp / "amp")], tmp / "amp.log")
         rep = json.loads((tmp / "amp" / "prune_report.json").read_text())
         pruned = load_hf_dir(tmp / "amp").module
         mag = magnitude_prune(fp32, rep["blocks"])
-        res["amp"] = {"wall_s": wall, "mlp_params_removed": rep["mlp_params_removed"],
+        res["amp"] = {"wall_s": wall, "cpu_s": CPU["last"], "mlp_params_removed": rep["mlp_params_removed"],
                       "widths": [b["width_after"] for b in rep["blocks"]], "timing_s": rep["timing_s"],
                       "delta_e": rep["delta_e_used"], "remove": {k: v for k, v in rep["remove"].items()
                                                                   if k != "searches"},
@@ -187,14 +198,15 @@ def main() -> None:
         res["magnitude_same_widths"] = {"heldout": agreement(ref, embed(mag, tok, held))}
         print(f"AMP --remove {a.remove}: {rep['mlp_params_removed'] * 100:.1f} % of MLP params removed, widths "
               f"{res['amp']['widths']}, hwkit prune wall {wall:.1f} s (score {rep['timing_s']['score']:.1f} s, search "
-              f"{rep['timing_s']['search']:.1f} s); held-out {res['amp']['heldout']}")
+              f"{rep['timing_s']['search']:.1f} s; {CPU['last']:.0f} CPU s); held-out {res['amp']['heldout']}")
         print(f"magnitude, same widths: held-out {res['magnitude_same_widths']['heldout']}")
     if "distill" not in skip and a.epochs > 0:
         wall = hwkit(["prune", str(model_dir), *common, "--distill-epochs", str(a.epochs), "--out", str(tmp / "ampd")],
                      tmp / "ampd.log")
         rep = json.loads((tmp / "ampd" / "prune_report.json").read_text())
         pruned = load_hf_dir(tmp / "ampd").module
-        res["amp_distilled"] = {"wall_s": wall, "epochs": a.epochs, "mlp_params_removed": rep["mlp_params_removed"],
+        res["amp_distilled"] = {"wall_s": wall, "cpu_s": CPU["last"], "epochs": a.epochs,
+                                "mlp_params_removed": rep["mlp_params_removed"],
                                 "distill_s": rep["distill"]["train_s"], "best_epoch": rep["distill"]["best_epoch"],
                                 "heldout": agreement(ref, embed(pruned, tok, held))}
         print(f"AMP + recovery ({a.epochs} epochs, {rep['distill']['train_s']:.0f} s): held-out "
@@ -212,7 +224,7 @@ def main() -> None:
         lat = latency({"fp32": (fp32, "off"), "bcq_lut": (model, "on"), "bcq_dense": (model, "off")}, tok,
                       held[: a.latency_sentences])
         calls = sum(m.lut_calls for m in model.modules() if bcq.is_bcq(m))
-        res["bcq3"] = {"wall_s": wall, "heldout": agreement(ref, e_bcq), "memory": rep["memory"],
+        res["bcq3"] = {"wall_s": wall, "cpu_s": CPU["last"], "heldout": agreement(ref, e_bcq), "memory": rep["memory"],
                        "latency_median_s": lat, "speedup_lut_vs_fp32": lat["fp32"] / lat["bcq_lut"],
                        "lut_calls": calls, "kernel": "avx512-vpermps" if lutgemv.has_avx512() else "numba-scalar"}
         mem = rep["memory"]
