@@ -142,7 +142,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calib", type=int, default=480, help="calibration sentences (split 60/20/20 by hwkit)")
     ap.add_argument("--heldout", type=int, default=256)
-    ap.add_argument("--remove", default="40%")
+    ap.add_argument("--remove", default="40%", help="share of MLP parameters (none: give ΔE in --prune-args)")
     ap.add_argument("--batch-size", type=int, default=64, help="AMP entropy batch")
     ap.add_argument("--epochs", type=int, default=4, help="recovery epochs (0: skip the recovery run)")
     ap.add_argument("--latency-sentences", type=int, default=64)
@@ -181,8 +181,8 @@ def main() -> None:
     res: dict[str, Any] = {"calib_sentences": len(calib), "heldout_sentences": len(held),
                            "heldout_source": "pydoc_data.topics", "cpu": os.cpu_count(),
                            "loadavg_start": os.getloadavg()}
-    common = ["--calib", str(tmp / "calib.txt"), "--remove", a.remove, "--batch-size", str(a.batch_size), "--quiet",
-              *a.prune_args.split()]
+    common = ["--calib", str(tmp / "calib.txt"), *(["--remove", a.remove] if a.remove != "none" else []),
+              "--batch-size", str(a.batch_size), "--quiet", *a.prune_args.split()]
     if "prune" not in skip:
         wall = hwkit(["prune", str(model_dir), *common, "--out", str(tmp / "amp")], tmp / "amp.log")
         rep = json.loads((tmp / "amp" / "prune_report.json").read_text())
@@ -190,9 +190,9 @@ def main() -> None:
         mag = magnitude_prune(fp32, rep["blocks"])
         res["amp"] = {"wall_s": wall, "cpu_s": CPU["last"], "mlp_params_removed": rep["mlp_params_removed"],
                       "widths": [b["width_after"] for b in rep["blocks"]], "timing_s": rep["timing_s"],
-                      "delta_e": rep["delta_e_used"], "remove": {k: v for k, v in rep["remove"].items()
+                      "delta_e": rep["delta_e_used"], "remove": {k: v for k, v in (rep["remove"] or {}).items()
                                                                   if k != "searches"},
-                      "searches": len(rep["remove"]["searches"]),
+                      "searches": len((rep["remove"] or {}).get("searches", [None])),
                       "heldout": agreement(ref, embed(pruned, tok, held)),
                       "params": rep["params"]}
         res["magnitude_same_widths"] = {"heldout": agreement(ref, embed(mag, tok, held))}

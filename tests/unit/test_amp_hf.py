@@ -42,6 +42,13 @@ def calib_txt(tmp_path_factory):
     return p
 
 
+class IdsOnly(torch.nn.Module):
+    """A model whose forward takes input_ids and attention_mask only."""
+
+    def forward(self, input_ids, attention_mask):
+        return input_ids
+
+
 def _npz(path, hf_dir, n=60):
     t = tok.load_text(_write(path.with_suffix(".txt"), tiny_bert.sentences(n, seed=1)), hf_dir, 32)
     np.savez(path, **t.arrays)
@@ -63,10 +70,6 @@ def test_token_sets_pad_dynamically_and_keep_only_model_inputs(tmp_path, hf_dir)
     assert b["input_ids"].shape[1] < t.arrays["input_ids"].shape[1]  # padded to the subset, not the file
     assert b["attention_mask"].sum(1).tolist() == t.lengths[short].tolist()
     # a model without token_type_ids gets only what its forward takes
-    class IdsOnly(torch.nn.Module):
-        def forward(self, input_ids, attention_mask):  # noqa: ANN001, ANN201
-            return input_ids
-
     assert set(tok.fit_to_model(t, IdsOnly()).names) == {"input_ids", "attention_mask"}
     bad = tmp_path / "bad.npz"
     np.savez(bad, input_ids=np.zeros((3, 4), dtype=np.float32))

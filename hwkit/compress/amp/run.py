@@ -359,6 +359,11 @@ def prune_amp(art: Artifact, ctx: Context) -> Artifact:
         raise InputError("prune_amp needs a 'calib' parameter in the flow ('digits' or a .npy of inputs)")
     labels = params.pop("labels", None)
     seed = int(params.pop("seed", ctx.settings.seed))
+    from hwkit.data.tokens import is_token_file
+
+    if is_token_file(str(calib)):
+        raise InputError("prune_amp in a flow takes 'digits' or a .npy; token sets (.txt/.npz) go through "
+                         "`hwkit prune MODEL_DIR --calib ...`")
     loaded = load_model(art.path, ctx.settings)
     if loaded.format != "hwkit-checkpoint":
         raise InputError("prune_amp in a flow needs a hwkit checkpoint (its arch_kwargs describe the pruned "

@@ -290,6 +290,11 @@ def shiftadd_pass(art: Artifact, ctx: Context) -> Artifact:
     calib = params.pop("calib", None)
     if not calib:
         raise InputError("shiftadd needs a 'calib' parameter in the flow ('digits' or a .npy of inputs)")
+    from hwkit.data.tokens import is_token_file
+
+    if is_token_file(str(calib)):
+        raise InputError("the shiftadd pass takes 'digits' or a .npy; token sets (.txt/.npz) go through "
+                         "`hwkit shiftadd MODEL_DIR --calib ...`")
     loaded = load_model(art.path, ctx.settings)
     data = load_data(str(calib), params.pop("labels", None), int(params.get("seed", ctx.settings.seed)))
     model, report = reparameterise(loaded.module, data, params, ctx.log.info)
