@@ -239,3 +239,22 @@ def test_shiftadd_bcq_hf_dir_and_arch(tmp_path, hf_dir, calib_txt):
                "--out", str(tmp_path / "arch" / "bcq.pt"), "--quiet"])
     assert rc == 0
     assert (tmp_path / "arch" / "bcq.codes.pt").is_file()
+
+
+def test_prefix_cache_replays_the_unchanged_layers_exactly(hf_dir, calib_txt):
+    from hwkit.compress.amp.blocks import Slicer
+
+    m = load_hf_dir(hf_dir).module
+    t = tok.load_text(calib_txt, hf_dir, 32)
+    val = amp.batches(t[:24], None, 8)
+    cfg = amp.AmpConfig(batch_size=8)
+    blocks = find_mlp_blocks(m, val[0][0])
+    emb = amp.make_embedding(m, val[0][0], cfg, blocks, print)
+    cache = amp._PrefixCache(m, val[0][0], blocks)
+    assert cache.prefix[0][0] == "embeddings" and "encoder.layer.0" in cache.prefix[1]
+    sl = Slicer(m, blocks)
+    for li, width in ((1, 20), (1, 7), (0, 30)):  # later block pruned while an earlier one is probed: as the search
+        sl.set(li, torch.arange(width))
+        assert cache.loss(li, val, emb, cfg) == pytest.approx(amp.val_loss(m, emb, val, cfg), rel=1e-6, abs=1e-9)
+    assert cache.ok == {1: True, 0: True}
+    emb.close()
