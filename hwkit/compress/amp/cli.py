@@ -47,7 +47,8 @@ def add_parser(sub: Any) -> None:
                         "ΔE is searched for it")
     p.add_argument("--rise", choices=["signed", "abs"], default="signed",
                    help="signed: E-E_prev <= dE (paper); abs: |E-E_prev| <= dE (stricter)")
-    p.add_argument("--temp-inv", type=float, default=15.0, help="1/temperature of the similarity softmax (15)")
+    p.add_argument("--temp-inv", type=float, help="1/temperature of the similarity softmax (15; token sets: 5, "
+                   "where 15 saturates a sentence encoder's in-batch softmax)")
     p.add_argument("--steps", type=int, default=6, help="binary-search halvings per block (6)")
     p.add_argument("--batch-size", type=int, default=128, help="scoring/validation batch (the softmax size; 128)")
     p.add_argument("--layer-wise", action="store_true", help="re-score each block after the later ones are pruned")
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
     for flag, v in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--threads", args.threads)):
         if v < 1:
             raise InputError(f"{flag} must be >= 1, got {v}")
-    if args.delta_e < 0 or args.temp_inv <= 0 or args.distill_epochs < 0:
+    if args.delta_e < 0 or (args.temp_inv is not None and args.temp_inv <= 0) or args.distill_epochs < 0:
         raise InputError("--delta-e must be >= 0, --temp-inv > 0 and --distill-epochs >= 0")
     kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
     import sys
@@ -113,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     pool = args.pool
     if pool == "auto" and tokens:
         pool = st_pooling(tok_dir) or "auto"
-    params = {"criterion": args.criterion, "temp_inv": args.temp_inv, "delta_e": args.delta_e,
+    params = {"criterion": args.criterion, "temp_inv": args.temp_inv or (5.0 if tokens else 15.0),
+              "delta_e": args.delta_e,
               "delta_e_rel": args.delta_e_rel, "remove": args.remove,
               "steps": args.steps, "batch_size": args.batch_size, "layer_wise": args.layer_wise,
               "pool": pool, "embed_module": args.embed_module, "embed": args.embed, "rise": args.rise,

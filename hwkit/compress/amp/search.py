@@ -898,7 +898,7 @@ def distill_tokens(student: Any, teacher: Any, x_train: Any, x_val: Any, pool: s
                 loss.backward()
                 opt.step()
                 sched.step()
-                run += float(loss)
+                run += float(loss.detach())
             v = held_out()
             history.append({"epoch": epoch, "train_loss": run / len(idx_batches), "val_1_minus_cos": v,
                             "elapsed_s": time.perf_counter() - t0})
