@@ -23,6 +23,7 @@ import logging
 import shutil
 import time
 import tomllib
+import uuid
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -191,6 +192,51 @@ def hwkit_source_digest() -> str:
     return h.hexdigest()
 
 
+_ARCH_TREE_LIMIT = 2000
+"""Most files hashed for one ``--arch`` package; a larger tree is not hashed (no caching)."""
+
+
+def arch_source_digest(ref: str) -> str | None:
+    """Hash of the source that ``--arch module:callable`` builds from, or None when it cannot be hashed.
+
+    A top-level module is one file; a module inside a package brings the whole tree of its package
+    (its siblings and data files, e.g. brevitas_examples/bnn_pynq with its cfg/*.ini). Code imported
+    from elsewhere is not covered; an installed package's version is part of every key already when it
+    is one of the tool distributions.
+    """
+    from importlib.util import find_spec
+
+    from hwkit.models import ensure_cwd_importable
+
+    ensure_cwd_importable()
+    mod_name = ref.partition(":")[0]
+    try:
+        spec = find_spec(mod_name)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or not Path(spec.origin).is_file():
+        return None
+    origin = Path(spec.origin)
+    package = bool(spec.submodule_search_locations)
+    if "." not in mod_name and not package:
+        root, files = origin.parent, [origin]
+    else:
+        # a top-level package or a module inside one: that package's directory; a subpackage: the
+        # package that holds it (siblings and data files, e.g. bnn_pynq/cfg/*.ini)
+        root = origin.parent.parent if package and "." in mod_name else origin.parent
+        files = []
+        for f in sorted(root.rglob("*")):
+            if f.is_file() and "__pycache__" not in f.parts and f.suffix not in (".pyc", ".pyo"):
+                files.append(f)
+                if len(files) > _ARCH_TREE_LIMIT:
+                    return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()
+
+
 def _digest(*parts: Any) -> str:
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()
@@ -267,6 +313,10 @@ class Runner:
                      "finn_board": self.board.finn_board, "shell_flow": self.board.shell_flow,
                      "clock_ns": self.board.clock_ns, "extra": self.board.extra,
                      "vitis_platform": self.board.vitis_platform, "board_part": self.board.board_part}
+        arch = used.get("arch") if "arch" in used else None
+        if arch:
+            # the code --arch names is part of the model: editing it must invalidate the export
+            used = {**used, "arch_source": arch_source_digest(str(arch)) or f"uncacheable-{uuid.uuid4()}"}
         return _digest(prev, step.spec.name, step.label, dict(step.params), used, board, versions)
 
     def step_keys(self, initial_key: str) -> list[str]:

@@ -79,9 +79,9 @@ def verify(art: Artifact, ctx: Context) -> Artifact:
     inputs = np.load(root / golden["inputs"])
     ref = np.load(root / golden["outputs"])
     assert art.path is not None
-    from hwkit.backends.finn.execute import execute_finn_graph
+    from hwkit.backends.finn.execute import execute_with_host
 
-    out, ints = execute_finn_graph(art.path, inputs, ctx.work_dir)
+    out, ints = execute_with_host(art.path, inputs, ctx.work_dir, thaw(art.meta.get("host")), root)
     stats = compare(ref, out, rtol)
     ref_int_path = golden.get("int_outputs")
     if ints is not None and ref_int_path:

@@ -40,14 +40,78 @@ def add_parser(sub: Any) -> None:
                    help="with --quantize: ptq or qat (PTQ then distillation epochs; the default with --qat-epochs)")
     c.add_argument("--qat-epochs", type=int, help="with --quantize-method qat: epochs (default 3)")
     c.add_argument("--layer-bits", help="with --quantize: per-layer weight widths NAME=BITS[,NAME=BITS...]")
+    c.add_argument("--finn-option", action="append", default=[], metavar="KEY=VALUE",
+                   help="set a finn-plus DataflowBuildConfig field for every finn.* pass (repeatable; VALUE is "
+                   "JSON or a plain string), e.g. --finn-option mvau_wwidth_max=1024 (see docs/finn-models.md)")
+    c.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"),
+                   help="PyTorch ONNX exporter for the QONNX export (default auto: Brevitas's default, then the "
+                   "TorchScript exporter if that fails)")
+    c.add_argument("--runs", type=int, metavar="N",
+                   help="timed runs of each measurement on measuring targets (--target cpu; default 500); "
+                   "warm-up and batch runs shrink with it")
     c.add_argument("--require-fit", action="store_true", help="exit with 6 when the design does not fit the part")
     out = c.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
     out.add_argument("--quiet", action="store_true", help="print nothing but errors")
 
 
+def _value(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def finn_options(items: list[str]) -> dict[str, Any]:
+    """``--finn-option KEY=VALUE`` items as DataflowBuildConfig fields (checked against finn-plus)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError(f"--finn-option '{item}': expected KEY=VALUE, e.g. mvau_wwidth_max=1024")
+        out[key.strip()] = _value(value)
+    if out:
+        import dataclasses
+
+        from finn.builder.build_dataflow_config import DataflowBuildConfig
+
+        fields = {f.name for f in dataclasses.fields(DataflowBuildConfig)}
+        hwkit_owned = {"output_dir", "synth_clk_period_ns", "board", "fpga_part", "shell_flow_type"}
+        bad = sorted(set(out) - fields)
+        if bad:
+            raise InputError(f"--finn-option: finn-plus DataflowBuildConfig has no field(s) {', '.join(bad)}")
+        owned = sorted(set(out) & hwkit_owned)
+        if owned:
+            raise InputError(f"--finn-option: {', '.join(owned)} come from the board and --clock-ns; "
+                             "use --target/--clock-ns")
+    return out
+
+
+def with_overrides(flow: Any, finn: dict[str, Any], exporter: str | None, runs: int | None) -> Any:
+    """``flow`` with command-line parameters merged into its passes (they win over the flow file's)."""
+    import dataclasses
+
+    if runs is not None and runs < 1:
+        raise InputError(f"--runs must be >= 1, got {runs}")
+    steps = []
+    for step in flow.steps:
+        params = dict(step.params)
+        name = step.spec.name
+        if finn and name.startswith("finn."):
+            params.update(finn)
+        if exporter and name == "export_qonnx":
+            params["exporter"] = exporter
+        if runs is not None and name == "ort.measure":
+            params.update(runs=runs, warmup=min(int(params.get("warmup", 50)), runs),
+                          batch_runs=min(int(params.get("batch_runs", 30)), runs),
+                          energy_runs=min(int(params.get("energy_runs", 200)), runs))
+        steps.append(dataclasses.replace(step, params=params))
+    return dataclasses.replace(flow, steps=tuple(steps))
+
+
 def run(args: argparse.Namespace) -> int:
-    from hwkit.api import compile_model
+    from hwkit.api import compile_model, flow_for
+    from hwkit.board import load_board
 
     progress = None
     if not (args.json or args.quiet):
@@ -59,6 +123,9 @@ def run(args: argparse.Namespace) -> int:
     flow: Any = "finn-bitstream" if args.bitstream else args.flow
     if args.quantize or args.calib:
         flow = _quantized_flow(args, flow)
+    finn = finn_options(args.finn_option)
+    if finn or args.exporter or args.runs is not None:
+        flow = with_overrides(flow_for(load_board(args.target), flow), finn, args.exporter, args.runs)
     report = compile_model(
         args.model, args.target, args.out, flow=flow,
         from_step=args.from_step, to_step=args.to_step,

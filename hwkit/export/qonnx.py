@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -39,22 +40,59 @@ def _check_dtype(name: str) -> str:
     return name
 
 
-def _export(loaded: Any, shape: tuple[int, ...], out: Path) -> None:
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def root_cause(exc: BaseException) -> str:
+    """``Type: message`` of the innermost exception behind ``exc`` (first line, colour escapes removed)."""
+    seen = {id(exc)}
+    inner = exc
+    while True:
+        nxt = inner.__cause__ or inner.__context__
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        inner = nxt
+    lines = [ln.strip() for ln in _ANSI.sub("", str(inner)).splitlines() if ln.strip()]
+    if inner is exc:
+        # torch's exporters put the cause in an "Exception summary" section: take the line after it
+        for i, ln in enumerate(lines[:-1]):
+            if ln.startswith("## Exception summary"):
+                return lines[i + 1]
+    return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
+
+
+def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "auto") -> str:
+    """Export to QONNX with the chosen exporter; returns the exporter that succeeded.
+
+    ``auto`` tries Brevitas's default (the dynamo exporter on torch >= 2.9) and falls back to the
+    TorchScript exporter, which handles what dynamo cannot (e.g. residual adds of QuantTensors).
+    """
     import torch
     from brevitas.export import export_qonnx
 
     from hwkit.compress.shiftadd.pow2 import project
 
-    try:
-        with torch.no_grad():
-            # power-of-two weights: the exported Quant node rounds ordinarily, so hand it the quantised values
-            project(loaded.module)
-            export_qonnx(loaded.module, torch.zeros(shape), str(out))
-    except Exception as exc:  # the torch exporter raises many types; all mean "cannot export this model"
-        text = str(exc).strip().splitlines()
-        raise UnsupportedLayerError(
-            f"cannot export the model to QONNX: {type(exc).__name__}: {text[0] if text else ''}"
-        ) from exc
+    if exporter not in EXPORTERS:
+        raise InputError(f"exporter '{exporter}': choose one of {', '.join(EXPORTERS)}")
+    tries = {"auto": [None, False], "torchscript": [False], "dynamo": [True]}[exporter]
+    failures = []
+    for dynamo in tries:
+        name = {None: "default", False: "torchscript", True: "dynamo"}[dynamo]
+        kwargs = {} if dynamo is None else {"dynamo": dynamo}
+        try:
+            with torch.no_grad():
+                # power-of-two weights: the exported Quant node rounds ordinarily, so hand it the quantised values
+                project(loaded.module)
+                export_qonnx(loaded.module, torch.zeros(shape), str(out), **kwargs)
+            return name
+        except Exception as exc:  # the torch exporters raise many types; all mean "cannot export this model"
+            failures.append(f"{name} exporter: {root_cause(exc)}")
+            for f in out.parent.iterdir():  # drop what a failed try left behind
+                if f.is_file():
+                    f.unlink()
+    raise UnsupportedLayerError("cannot export the model to QONNX (" + "; ".join(failures) + ")")
 
 
 def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[int, ...], str, np.ndarray | None]:
@@ -107,7 +145,8 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         model_info.update(format=loaded.format, params=int(n_params), checkpoint_meta=loaded.meta)
         raw_dir = ctx.work_dir / "torch_export"
         raw_dir.mkdir()
-        _export(loaded, shape, raw_dir / "raw.onnx")
+        used = _export(loaded, shape, raw_dir / "raw.onnx", str(ctx.params.get("exporter", "auto")))
+        model_info.update(exporter=used)
         model = ModelWrapper(str(raw_dir / "raw.onnx"))
         shutil.rmtree(raw_dir)  # the exporter may write weights beside the graph; model.onnx holds them
     tag_torch_names(model)

@@ -7,6 +7,8 @@ module:callable`` (an explicit choice to run that code).
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -20,6 +22,14 @@ ARCHS: dict[str, str] = {
     "rescnn": "hwkit.models.floatnets:build_rescnn",
     "quantized": "hwkit.compress.quantize.recipe:rebuild",
 }
+
+
+def ensure_cwd_importable() -> None:
+    """Put the current directory first on ``sys.path``, as ``python -m`` does, so ``--arch mymodule:fn``
+    finds ``./mymodule.py``."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def _import(ref: str, what: str) -> Callable[..., Any]:
@@ -44,5 +54,9 @@ def builder(name: str) -> Callable[..., Any]:
 
 
 def user_builder(ref: str) -> Callable[..., Any]:
-    """A builder the user named on the command line (``--arch module:callable``)."""
+    """A builder the user named on the command line (``--arch module:callable``).
+
+    The module is looked up on ``sys.path`` with the current directory first (as ``python -m`` does).
+    """
+    ensure_cwd_importable()
     return _import(ref, "--arch")

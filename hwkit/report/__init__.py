@@ -294,12 +294,17 @@ def _layers(finn: dict[str, Any]) -> list[LayerRow]:
     for layer in finn["layers"]:
         name = layer["name"]
         r = res.get(name, {})
+        floating = "FLOAT32" in (layer.get("input_dtype"), layer.get("output_dtype"))
+        if floating and not any(r.get(k) for k in LAYER_RESOURCES):
+            # a FLOAT32 layer finn-plus has no resource model for: its 0 is "unknown", not "free"
+            r = {k: None for k in r}
         rows.append(LayerRow(
             name=name, op=layer["op"], torch_layer=layer.get("torch_layer"), pe=layer.get("pe"),
             simd=layer.get("simd"), input_dtype=layer.get("input_dtype"), weight_dtype=layer.get("weight_dtype"),
             output_dtype=layer.get("output_dtype"),
             cycles=Quantity(cyc.get(name), "cycles", "finn-estimate"),
-            resources={k: Quantity(r[k], "count", "finn-estimate") for k in LAYER_RESOURCES if k in r},
+            resources={k: Quantity(r[k], "count", "finn-estimate" if r[k] is not None else "not-estimated")
+                       for k in LAYER_RESOURCES if k in r},
         ))
     return rows
 

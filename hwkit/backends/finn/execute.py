@@ -26,6 +26,25 @@ def _integer_tensor(model: Any) -> str | None:
     return None
 
 
+def execute_with_host(path: Path, inputs: np.ndarray, work_dir: Path, host: dict[str, Any] | None,
+                      root: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run the host-side input part (if any), the graph at ``path``, then the host-side output part.
+
+    ``host`` is the artifact's ``host`` metadata (paths relative to ``root``), written when finn-plus's
+    dataflow partition leaves nodes at the graph's start/end to software. The integer-domain tensor is
+    the last one found along the way.
+    """
+    host = host or {}
+    x = inputs
+    ints = None
+    for p in (host.get("input"), path, host.get("output")):
+        if p is None:
+            continue
+        x, found = execute_finn_graph(root / p, x, work_dir)
+        ints = found if found is not None else ints
+    return x, ints
+
+
 def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[np.ndarray, np.ndarray | None]:
     """Run a FINN/QONNX graph sample by sample in Python; specialised nodes run as their generic op.
 
@@ -62,15 +81,26 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
     return got[0], (got[1] if int_name else None)
 
 
-# Ops whose Python execution is batch-agnostic: standard ONNX (run by onnxruntime node by node) and
-# the qonnx/finn general ops (Quant, MultiThreshold, ...). FINN HW layers size their I/O from
-# attributes, so graphs with them run sample by sample.
-_BATCHABLE_DOMAINS = ("", "ai.onnx", "qonnx.custom_op.general", "finn.custom_op.general")
+# Ops whose Python execution is proven batch-agnostic (tests/unit/test_execute_batch.py runs each
+# batched and sample by sample): standard ONNX ops (run by onnxruntime) and the elementwise qonnx/finn
+# general ops. Everything else runs sample by sample: qonnx's Im2Col, for one, handles batch 1 only
+# and interleaves the samples of a batch, and FINN HW layers size their I/O from attributes.
+_BATCHABLE_DOMAINS = ("", "ai.onnx")
+_BATCHABLE_GENERAL = frozenset({"Quant", "IntQuant", "BipolarQuant", "FloatQuant", "Trunc", "MultiThreshold",
+                                "MaxPoolNHWC"})
+_GENERAL_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")
+
+
+def batchable_node(node: Any) -> bool:
+    """True when ``node`` computes each sample of a batch independently in Python execution."""
+    if node.domain in _BATCHABLE_DOMAINS:
+        return True
+    return node.domain in _GENERAL_DOMAINS and node.op_type in _BATCHABLE_GENERAL
 
 
 def _batchable(model: Any) -> bool:
     shape = model.get_tensor_shape(model.graph.input[0].name)
-    return bool(shape) and shape[0] == 1 and all(n.domain in _BATCHABLE_DOMAINS for n in model.graph.node)
+    return bool(shape) and shape[0] == 1 and all(batchable_node(n) for n in model.graph.node)
 
 
 def _with_batch(model: Any, n: int) -> Any:
@@ -91,12 +121,14 @@ def _with_batch(model: Any, n: int) -> Any:
         dims = vi.type.tensor_type.shape.dim
         if dims and dims[0].HasField("dim_value") and dims[0].dim_value == 1:
             dims[0].dim_value = n
-    # Reshape nodes carry their target shape as a constant: a leading 1 becomes -1 (keep the batch).
+    # Reshape nodes carry their target shape as a constant: a leading 1 of a reshape of a batched
+    # tensor is the batch. It becomes n, not -1: ``x.view(x.shape[0], -1)`` exports as [1, -1], and
+    # ONNX allows at most one -1.
     for node in g.node:
-        if node.op_type == "Reshape" and len(node.input) > 1:
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[0] in dynamic:
             target = batched.get_initializer(node.input[1])
             if target is not None and len(target) and target[0] == 1:
                 fixed = target.copy()
-                fixed[0] = -1
+                fixed[0] = n
                 batched.set_initializer(node.input[1], fixed)
     return batched

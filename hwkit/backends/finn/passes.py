@@ -152,13 +152,47 @@ def weight_node_layers(model: Any, weight_layers: Sequence[str | None]) -> dict[
     return dict(zip(nodes, weight_layers)) if len(nodes) == len(weight_layers) else {}
 
 
-def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> None:
-    """Every node must be a FINN HW layer; otherwise name the culprit and its PyTorch layer."""
+def host_nodes(model: Any) -> tuple[list[Any], list[Any], list[Any]]:
+    """The nodes that are not FINN HW layers, split as finn-plus does: (at the start, in the middle, at the end).
+
+    A node is at the start when no HW layer feeds it (directly or through other nodes), at the end
+    when it feeds no HW layer; finn-plus leaves those to software (e.g. the NCHW->NHWC input
+    Transpose, ``infer_shuffle_skip_first``) and refuses the others.
+    """
+    nodes = list(model.graph.node)
+    is_hw = [n.domain.startswith(HW_DOMAIN) for n in nodes]
+    producer = {t: i for i, n in enumerate(nodes) for t in n.output}
+    consumers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            consumers.setdefault(t, []).append(i)
+    hw_above = [False] * len(nodes)
+    for i, n in enumerate(nodes):  # graphs are topologically sorted
+        hw_above[i] = any(is_hw[j] or hw_above[j] for j in (producer.get(t) for t in n.input) if j is not None)
+    hw_below = [False] * len(nodes)
+    for i in range(len(nodes) - 1, -1, -1):
+        hw_below[i] = any(is_hw[j] or hw_below[j] for t in nodes[i].output for j in consumers.get(t, ()))
+    start = [n for i, n in enumerate(nodes) if not is_hw[i] and not hw_above[i]]
+    end = [n for i, n in enumerate(nodes) if not is_hw[i] and hw_above[i] and not hw_below[i]]
+    middle = [n for i, n in enumerate(nodes) if not is_hw[i] and hw_above[i] and hw_below[i]]
+    return start, middle, end
+
+
+def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> list[dict[str, str]]:
+    """Every node between the first and last HW layer must be a HW layer (finn-plus's rule).
+
+    Returns the nodes left on the host (at the graph's start or end); raises naming the culprit
+    and its PyTorch layer for a node in the middle.
+    """
     from hwkit.export.provenance import torch_layer_of
 
-    bad = [n for n in model.graph.node if not n.domain.startswith(HW_DOMAIN)]
-    if not bad:
-        return
+    start, middle, end = host_nodes(model)
+    if not any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
+        middle = start  # nothing maps to hardware: every node is the problem
+    if not middle:
+        return [{"name": n.name, "op": n.op_type, "where": where} for where, group in (("input", start), ("output", end))
+                for n in group]
+    bad = middle
     labels = weight_node_layers(model, weight_layers)
     # A MatMul/Mul/Add left over is often a symptom (its input is float because of an op before it);
     # name an op FINN has no layer for at all first.
@@ -169,11 +203,117 @@ def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> None:
     in_dt = model.get_tensor_datatype(node.input[0]).name if node.input else "?"
     rest = [f"{n.name} ({n.op_type})" for n in bad if n is not node]
     others = f"; also unmapped: {', '.join(rest[:4])}{' ...' if len(rest) > 4 else ''}" if rest else ""
+    advice = ("FINN maps layers whose inputs and weights are quantised integers: quantise them with Brevitas, "
+              "or move the layer out of the model") if in_dt.startswith("FLOAT") else (
+              "finn-plus's default steps have no HW layer for it; a hwkit recipe flow may (see `hwkit flows`)")
     raise UnsupportedLayerError(
-        f"{where}: op {node.op_type} (input {in_dt}) has no FINN hardware layer{others}. FINN maps layers "
-        "whose inputs and weights are quantised integers: quantise them with Brevitas, or move the layer "
-        "out of the model"
+        f"{where}: op {node.op_type} (input {in_dt}) between hardware layers has no FINN hardware layer{others}. "
+        f"{advice}"
     )
+
+
+def float_layers(model: Any) -> list[tuple[str, str, bool]]:
+    """HW layers with a FLOAT32 input or output, as (name, op, fed by the graph input) (finn-plus's check)."""
+    from qonnx.core.datatype import DataType
+    from qonnx.custom_op.registry import getCustomOp
+
+    first = {n.name for n in model.find_consumers(model.graph.input[0].name) or ()}
+    found = []
+    for node in model.graph.node:
+        if not node.domain.startswith(HW_DOMAIN):
+            continue
+        inst = getCustomOp(node)
+        dts = []
+        for read, count in ((inst.get_input_datatype, len(node.input)), (inst.get_output_datatype, len(node.output))):
+            for i in range(count):
+                try:
+                    dts.append(read(i))
+                except Exception:  # some ports carry no data type
+                    break
+        if DataType["FLOAT32"] in dts:
+            found.append((node.name, node.op_type, node.name in first))
+    return found
+
+
+def float_warnings(model: Any, host: dict[str, Any] | None) -> list[str]:
+    """finn-plus's "floating point operations" warning, said where the user sees it, with the remedy."""
+    floats = float_layers(model)
+    out = []
+    at_input = [f"{n} ({op})" for n, op, first in floats if first]
+    rest = [f"{n} ({op})" for n, op, first in floats if not first]
+    if at_input:
+        out.append(
+            f"the model's input is FLOAT32, so the hardware takes floating-point input ({', '.join(at_input)}): "
+            "this costs LUTs and needs a float interface. Give an integer input: --input-dtype UINT8 (or INT8, ...) "
+            "when the input is integer-valued (e.g. 0..255 pixels), or put a Brevitas QuantIdentity first")
+    if rest:
+        out.append(
+            f"layers {', '.join(rest)} compute in floating point (FLOAT32); finn-plus has no resource model for "
+            "them, so their resources are reported as not estimated (e.g. a TensorNorm output scale: drop it, or "
+            "end the model with an integer label select such as FINN's InsertTopK)")
+    if host and host.get("nodes"):
+        nodes = ", ".join(f"{n['name']} ({n['op']}, {n['where']})" for n in host["nodes"])
+        out.append(f"nodes left on the host (software, outside the accelerator, as finn-plus does): {nodes}")
+    return out
+
+
+def _sub_model(model: Any, keep: Sequence[Any], inputs: Sequence[str], outputs: Sequence[str]) -> Any:
+    """A copy of ``model`` with only the nodes ``keep``, reading ``inputs`` and writing ``outputs``."""
+    from onnx import helper
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    sub = ModelWrapper(model.model.__deepcopy__())
+    g = sub.graph
+    names = {n.name for n in keep}
+    for n in [n for n in g.node if n.name not in names]:
+        g.node.remove(n)
+
+    def vinfo(t: str) -> Any:
+        return helper.make_tensor_value_info(t, 1, model.get_tensor_shape(t))  # 1 = FLOAT
+
+    while len(g.input):
+        g.input.pop()
+    while len(g.output):
+        g.output.pop()
+    new_io = [vinfo(t) for t in inputs], [vinfo(t) for t in outputs]
+    for vi in [vi for vi in g.value_info if vi.name in {*inputs, *outputs}]:
+        g.value_info.remove(vi)
+    g.input.extend(new_io[0])
+    g.output.extend(new_io[1])
+    for t in [*inputs, *outputs]:
+        sub.set_tensor_datatype(t, model.get_tensor_datatype(t))
+    used = {t for n in g.node for t in n.input}
+    for init in [i for i in g.initializer if i.name not in used]:
+        g.initializer.remove(init)
+    return sub
+
+
+def split_host(model: Any, work_dir: Path) -> dict[str, Any]:
+    """Save the host-side parts of ``model`` (before the dataflow partition drops them) for verification.
+
+    Returns ``{"input": path | None, "output": path | None, "nodes": [...]}`` (paths relative to
+    ``work_dir``'s build root are made by the caller).
+    """
+    start, middle, end = host_nodes(model)
+    if middle:
+        return {"input": None, "output": None, "nodes": []}
+    out: dict[str, Any] = {"input": None, "output": None,
+                           "nodes": [{"name": n.name, "op": n.op_type, "where": w}
+                                     for w, grp in (("input", start), ("output", end)) for n in grp]}
+    g = model.graph
+    if start:
+        made = {t for n in start for t in n.output}
+        to_hw = sorted({t for n in g.node if n.domain.startswith(HW_DOMAIN) for t in n.input if t in made})
+        sub = _sub_model(model, start, [g.input[0].name], to_hw)
+        sub.save(str(work_dir / "host_input.onnx"))
+        out["input"] = work_dir / "host_input.onnx"
+    if end:
+        made = {t for n in g.node if n.domain.startswith(HW_DOMAIN) for t in n.output}
+        from_hw = sorted({t for n in end for t in n.input if t in made})
+        sub = _sub_model(model, end, from_hw, [g.output[0].name])
+        sub.save(str(work_dir / "host_output.onnx"))
+        out["output"] = work_dir / "host_output.onnx"
+    return out
 
 
 def layer_table(model: Any, weight_layers: Sequence[str | None] = ()) -> list[dict[str, Any]]:
@@ -292,6 +432,7 @@ def _make_step_pass(step: str) -> Any:
         assert art.path is not None
         model = ModelWrapper(str(art.path))
         cfg = dataflow_config(ctx)
+        host: dict[str, Any] | None = None
         if needs_vivado:
             _ensure_xsi()
             try:
@@ -299,13 +440,23 @@ def _make_step_pass(step: str) -> Any:
             except Exception as exc:
                 raise vivado_failure(step, exc, ctx.work_dir, ctx.out_dir, ctx.work_dir.name) from exc
         else:
+            if step == "step_create_dataflow_partition":
+                host = split_host(model, ctx.work_dir)
             model = fn(model, cfg)
         torch_layers = art.meta.get("model", {}).get("weight_layers", ())
+        meta: dict[str, Any] = {}
         if step == "step_convert_to_hw":
             check_all_hw(model, torch_layers)
+        if step == "step_create_dataflow_partition" and host is not None:
+            # finn-plus keeps only the HW partition; the verification runs the host-side parts around it
+            meta["host"] = {"nodes": host["nodes"], **{k: None if host[k] is None else str(host[k].relative_to(
+                ctx.out_dir)) for k in ("input", "output")}}
+            meta["warnings"] = [*art.meta.get("warnings", ()), *float_warnings(model, host)]
+            model_meta = dict(art.meta.get("model", {}))
+            model_meta["host_nodes"] = host["nodes"]
+            meta["model"] = model_meta
         out = ctx.work_dir / "model.onnx"
         model.save(str(out))
-        meta: dict[str, Any] = {}
         if step == "step_generate_estimate_reports":
             meta["finn"] = {"estimates": estimates(ctx.work_dir / "report"), "layers": layer_table(model, torch_layers),
                             "report_dir": str((ctx.work_dir / "report").relative_to(ctx.out_dir))}
