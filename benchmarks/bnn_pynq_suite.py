@@ -1,0 +1,104 @@
+"""FINN's own model suite (Brevitas's BNN-PYNQ models) through hwkit and through raw finn-plus, side by side.
+
+For each model (random init, BatchNorm statistics from training-mode passes on random UINT8 inputs,
+see tests/handoff/bnn.py), in one process, one after the other:
+
+1. **hwkit**: ``compile_model`` of the saved state dict with ``--arch brevitas_examples.bnn_pynq.models:<name>``
+   (``pretrained=False``), UINT8 input, default flow finn-estimate for the target, into a fresh
+   directory: QONNX export, the finn-plus steps, hw_codegen and the two hand-off verifications on
+   the 32-sample golden batch.
+2. **raw finn-plus**: Brevitas ``export_qonnx`` + qonnx cleanup, then ``build_dataflow_cfg`` with
+   finn-plus's ``estimate_only_dataflow_steps`` (hwkit.backends.finn.raw), into a fresh directory.
+
+The ratio is (1) / (2) wall time. (1) does more than (2): it verifies every hand-off and generates
+HLS code; (2) has no verification. Both sides' estimate files (layer resources, layer cycles, network
+performance) must be identical, else the row is marked MISMATCH. Imports are paid before timing
+(one throw-away build of the first model on each side). Models outside finn-plus's defaults
+(resnet18_4w4a) are attempted through hwkit and the error is recorded.
+
+    .venv/bin/python benchmarks/bnn_pynq_suite.py [--models tfc_1w1a,cnv_1w1a] [--target zcu104] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+DEFAULT = ("tfc_1w1a", "tfc_2w2a", "sfc_1w2a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a")
+BEYOND = ("resnet18_4w4a",)
+
+
+def run_model(name: str, target: str, work: Path, raw_side: bool = True) -> dict[str, Any]:
+    import torch
+
+    from hwkit.api import compile_model
+    from hwkit.backends.finn.raw import export_like_finn, hwkit_estimates, raw_estimate
+    from hwkit.board import load_board
+    from hwkit.errors import HwkitError
+    from tests.handoff.bnn import bnn_pynq, calibrate, compile_args, input_shape, save_state
+
+    torch.manual_seed(0)
+    model = calibrate(bnn_pynq(name), input_shape(name))
+    pt = save_state(model, work / f"{name}.pt")
+    row: dict[str, Any] = {"model": name, "target": target}
+    t0 = time.perf_counter()
+    try:
+        rep = compile_model(pt, target, work / f"hw-{name}", **compile_args(name))
+    except HwkitError as exc:
+        row.update(hwkit_s=round(time.perf_counter() - t0, 2), error=str(exc).splitlines()[0][:400])
+        return row
+    row["hwkit_s"] = round(time.perf_counter() - t0, 2)
+    row["verified"] = [(v["stage"], v["samples"], v["ok"]) for v in rep.verification]
+    row["LUT"] = rep.resources["LUT"].used.value
+    row["fps"] = rep.performance["throughput_fps"].value
+    if raw_side:
+        t0 = time.perf_counter()
+        q = export_like_finn(model, input_shape(name), "UINT8", work / f"raw-{name}.onnx")
+        secs, raw = raw_estimate(q, work / f"raw-{name}", load_board(target))
+        row["raw_s"] = round(time.perf_counter() - t0, 2)
+        row["raw_build_s"] = round(secs, 2)
+        row["ratio"] = round(row["hwkit_s"] / row["raw_s"], 3)
+        row["estimates_identical"] = raw == hwkit_estimates(work / f"hw-{name}")
+    return row
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(DEFAULT + BEYOND))
+    ap.add_argument("--target", default="zcu104")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", action="store_true")
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)
+    work = Path(tempfile.mkdtemp(prefix="bnn-suite-"))
+    rows = []
+    try:
+        warm = work / "warm"
+        warm.mkdir()
+        run_model("tfc_1w1a", args.target, warm)  # pays every import on both sides
+        for name in args.models.split(","):
+            rows.append(run_model(name, args.target, work, raw_side=name not in BEYOND))
+            if not args.json:
+                print(json.dumps(rows[-1]), flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    bad = [r for r in rows if r["model"] not in BEYOND and ("error" in r or not r.get("estimates_identical"))]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
