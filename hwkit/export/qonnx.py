@@ -63,8 +63,8 @@ def root_cause(exc: BaseException) -> str:
     return f"{type(inner).__name__}: {lines[0]}" if lines else type(inner).__name__
 
 
-def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "auto") -> str:
-    """Export to QONNX with the chosen exporter; returns the exporter that succeeded.
+def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "auto") -> tuple[str, list[str]]:
+    """Export to QONNX with the chosen exporter; returns the exporter that succeeded and why earlier ones failed.
 
     ``auto`` tries Brevitas's default (the dynamo exporter on torch >= 2.9) and falls back to the
     TorchScript exporter, which handles what dynamo cannot (e.g. residual adds of QuantTensors).
@@ -86,7 +86,7 @@ def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "aut
                 # power-of-two weights: the exported Quant node rounds ordinarily, so hand it the quantised values
                 project(loaded.module)
                 export_qonnx(loaded.module, torch.zeros(shape), str(out), **kwargs)
-            return name
+            return name, failures
         except Exception as exc:  # the torch exporters raise many types; all mean "cannot export this model"
             failures.append(f"{name} exporter: {root_cause(exc)}")
             for f in out.parent.iterdir():  # drop what a failed try left behind
@@ -145,8 +145,10 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         model_info.update(format=loaded.format, params=int(n_params), checkpoint_meta=loaded.meta)
         raw_dir = ctx.work_dir / "torch_export"
         raw_dir.mkdir()
-        used = _export(loaded, shape, raw_dir / "raw.onnx", str(ctx.params.get("exporter", "auto")))
+        used, failed = _export(loaded, shape, raw_dir / "raw.onnx", str(ctx.params.get("exporter", "auto")))
         model_info.update(exporter=used)
+        if failed:
+            model_info["exporter_fallback"] = failed
         model = ModelWrapper(str(raw_dir / "raw.onnx"))
         shutil.rmtree(raw_dir)  # the exporter may write weights beside the graph; model.onnx holds them
     tag_torch_names(model)

@@ -96,3 +96,4 @@ def compile_args(name: str) -> dict[str, Any]:
     """compile_model settings for a BNN-PYNQ model saved with :func:`save_state`."""
     return {"arch": f"brevitas_examples.bnn_pynq.models:{name}", "arch_kwargs": (("pretrained", False),),
             "input_shape": input_shape(name), "input_dtype": "UINT8"}
+
