@@ -190,8 +190,8 @@ def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> list[d
     if not any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
         middle = start  # nothing maps to hardware: every node is the problem
     if not middle:
-        return [{"name": n.name, "op": n.op_type, "where": where} for where, group in (("input", start), ("output", end))
-                for n in group]
+        return [{"name": n.name, "op": n.op_type, "where": where}
+                for where, group in (("input", start), ("output", end)) for n in group]
     bad = middle
     labels = weight_node_layers(model, weight_layers)
     # A MatMul/Mul/Add left over is often a symptom (its input is float because of an op before it);
