@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 import shutil
 from pathlib import Path
@@ -81,11 +82,13 @@ def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "aut
     for dynamo in tries:
         name = {None: "default", False: "torchscript", True: "dynamo"}[dynamo]
         kwargs = {} if dynamo is None else {"dynamo": dynamo}
+        # a failed export can leave Brevitas's export mode switched on in the modules: every try gets a copy
+        module = copy.deepcopy(loaded.module)
         try:
             with torch.no_grad():
                 # power-of-two weights: the exported Quant node rounds ordinarily, so hand it the quantised values
-                project(loaded.module)
-                export_qonnx(loaded.module, torch.zeros(shape), str(out), **kwargs)
+                project(module)
+                export_qonnx(module, torch.zeros(shape), str(out), **kwargs)
             return name, failures
         except Exception as exc:  # the torch exporters raise many types; all mean "cannot export this model"
             failures.append(f"{name} exporter: {root_cause(exc)}")

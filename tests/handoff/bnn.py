@@ -97,3 +97,68 @@ def compile_args(name: str) -> dict[str, Any]:
     return {"arch": f"brevitas_examples.bnn_pynq.models:{name}", "arch_kwargs": (("pretrained", False),),
             "input_shape": input_shape(name), "input_dtype": "UINT8"}
 
+
+
+class MiniResNet(nn.Module):
+    """resnet18_4w4a in miniature, from brevitas_examples' own QuantBasicBlock: a 3x3 stem (16 channels,
+    shared QuantReLU), an identity block, a downsampling block (32 channels, stride 2), the 8-bit
+    truncating average pool and a QuantLinear head; 4-bit weights and activations, 3x8x8 inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import brevitas.nn as qnn
+        from brevitas.quant import Int8WeightPerChannelFloat, Int32Bias, TruncTo8bit
+        from brevitas_examples.bnn_pynq.models.resnet import QuantBasicBlock, make_quant_conv2d
+
+        self.conv1 = make_quant_conv2d(3, 16, 3, 8, Int8WeightPerChannelFloat, padding=1)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.relu = qnn.QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.block1 = QuantBasicBlock(16, 16, 1, shared_quant_act=self.relu, act_bit_width=4, weight_bit_width=4)
+        self.block2 = QuantBasicBlock(16, 32, 2, shared_quant_act=self.block1.relu_out, act_bit_width=4,
+                                      weight_bit_width=4)
+        self.pool = qnn.TruncAvgPool2d(kernel_size=4, trunc_quant=TruncTo8bit, float_to_int_impl_type="FLOOR")
+        self.linear = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=8, bias_quant=Int32Bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.pool(self.block2(self.block1(out)))
+        return self.linear(out.view(out.size(0), -1))
+
+
+def mini_resnet() -> nn.Module:
+    """A :class:`MiniResNet` (the ``--arch`` entry point)."""
+    return MiniResNet()
+
+
+class MiniDepthwise(nn.Module):
+    """A depthwise-separable block as in brevitas_examples' MobileNet v1 (DwsConvBlock): a 3x3 stem,
+    then a 3x3 depthwise QuantConv2d (groups = channels) and a 1x1 pointwise QuantConv2d, each with
+    BatchNorm and a 4-bit QuantReLU; average pool and a QuantLinear head; 3x8x8 inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from brevitas.nn import QuantReLU
+
+        self.inp = QuantIdentity(bit_width=8, return_quant_tensor=True)
+        self.stem = QuantConv2d(3, 16, 3, padding=1, bias=False, weight_bit_width=4)
+        self.bn0 = nn.BatchNorm2d(16)
+        self.act0 = QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.dw = QuantConv2d(16, 16, 3, padding=1, groups=16, bias=False, weight_bit_width=4)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.act1 = QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.pw = QuantConv2d(16, 32, 1, bias=False, weight_bit_width=4)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.act2 = QuantReLU(bit_width=4, return_quant_tensor=True)
+        self.pool = nn.MaxPool2d(8)
+        self.fc = QuantLinear(32, 10, bias=False, weight_bit_width=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act0(self.bn0(self.stem(self.inp(x))))
+        x = self.act1(self.bn1(self.dw(x)))
+        x = self.pool(self.act2(self.bn2(self.pw(x))))
+        return self.fc(x.view(x.shape[0], -1))
+
+
+def mini_depthwise() -> nn.Module:
+    """A :class:`MiniDepthwise` (the ``--arch`` entry point)."""
+    return MiniDepthwise()

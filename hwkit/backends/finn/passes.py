@@ -410,7 +410,9 @@ def _ensure_xsi() -> None:
         raise ToolError(f"finn-plus could not build its Vivado XSI simulation module: {exc}") from None
 
 
-def _make_step_pass(step: str) -> Any:
+def _make_step_pass(step: str, step_fn: Any = None) -> Any:
+    """A pass running finn-plus's ``step`` (or ``step_fn``, a step function of the same signature)."""
+
     def run(art: Artifact, ctx: Context) -> Artifact:
         import shutil
 
@@ -428,7 +430,7 @@ def _make_step_pass(step: str) -> Any:
                 raise ToolError(f"{step} needs the '{name}' output of an earlier finn-plus step, which this "
                                 "flow did not produce")
             shutil.copytree(ctx.out_dir / outputs[name], ctx.work_dir / name, dirs_exist_ok=True)
-        fn = _step_function(step)
+        fn = step_fn or _step_function(step)
         assert art.path is not None
         model = ModelWrapper(str(art.path))
         cfg = dataflow_config(ctx)
