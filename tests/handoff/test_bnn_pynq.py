@@ -10,6 +10,7 @@ code paths (convolutions, the host-side input Transpose) are covered by the mini
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,57 @@ def test_float_input_is_warned(tmp_path):
                            input_dtype="FLOAT32", to_step="finn.create_dataflow_partition")
     (w,) = [w for w in report.warnings if "input is FLOAT32" in w]
     assert "--input-dtype UINT8" in w
+
+
+RECIPES = Path(__file__).resolve().parents[2] / "flows" / "finn-recipes.toml"
+
+
+def _mini(tmp_path, arch: str, flow=None, **kw):
+    from tests.handoff import bnn
+
+    torch.manual_seed(0)
+    model = calibrate(getattr(bnn, arch)(), (1, 3, 8, 8))
+    pt = save_state(model, tmp_path / f"{arch}.pt")
+    return compile_model(pt, "zcu104", tmp_path / f"{arch}-{'recipes' if flow else 'default'}",
+                         arch=f"tests.handoff.bnn:{arch}", input_shape=(1, 3, 8, 8), input_dtype="UINT8",
+                         flow=flow, **kw)
+
+
+@pytest.mark.slow
+def test_residual_cnn_needs_and_gets_the_recipe(tmp_path):
+    """resnet18_4w4a's blocks (brevitas_examples' QuantBasicBlock) in miniature: finn-plus's default
+    streamlining leaves float Im2Col/MatMul between HW layers; the residual recipe maps every node,
+    with every hand-off verified (integer outputs exact)."""
+    with pytest.raises(UnsupportedLayerError, match="Im2Col.*--flow finn-recipes"):
+        _mini(tmp_path, "mini_resnet", to_step="finn.convert_to_hw")
+    report = _mini(tmp_path, "mini_resnet", flow=str(RECIPES), to_step="finn.generate_estimate_reports")
+    _check_verified(report)
+    ops = {row.op.split("_")[0] for row in report.layers}
+    assert {"DuplicateStreams", "ElementwiseAdd", "MVAU"} <= ops
+    assert report.model["exporter"] == "torchscript"  # the dynamo exporter fails on the residual add
+
+
+@pytest.mark.slow
+def test_depthwise_separable_cnn_gets_the_recipe(tmp_path):
+    """A MobileNet-style depthwise + pointwise block: finn-plus's default steps fail; the depthwise recipe
+    maps the depthwise convolution to a VVAU, verified at every hand-off."""
+    from hwkit.errors import HwkitError
+
+    with pytest.raises(HwkitError):
+        _mini(tmp_path, "mini_depthwise", to_step="finn.minimize_bit_width_initial")
+    report = _mini(tmp_path, "mini_depthwise", flow=str(RECIPES), to_step="finn.generate_estimate_reports")
+    _check_verified(report)
+    assert any(row.op.startswith("VVAU") for row in report.layers)
+
+
+def test_recipe_detection_on_real_graphs(tmp_path):
+    """recipe.streamline changes nothing for plain models: it finds no residual join or depthwise conv
+    in tfc's QONNX graph (so finn-recipes runs finn-plus's own step_streamline there)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    from hwkit.backends.finn.recipes import graph_features
+
+    torch.manual_seed(0)
+    q = export_like_finn(calibrate(bnn_pynq("tfc_1w1a"), (1, 1, 28, 28)), (1, 1, 28, 28), "UINT8",
+                         tmp_path / "tfc.onnx")
+    assert graph_features(ModelWrapper(str(q))) == set()

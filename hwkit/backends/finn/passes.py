@@ -205,7 +205,12 @@ def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> list[d
     others = f"; also unmapped: {', '.join(rest[:4])}{' ...' if len(rest) > 4 else ''}" if rest else ""
     advice = ("FINN maps layers whose inputs and weights are quantised integers: quantise them with Brevitas, "
               "or move the layer out of the model") if in_dt.startswith("FLOAT") else (
-              "finn-plus's default steps have no HW layer for it; a hwkit recipe flow may (see `hwkit flows`)")
+              "finn-plus's default steps have no HW layer for it")
+    if any(n.op_type in ("Im2Col", "MatMul", "Mul", "Add") for n in bad):
+        # float scales left in front of convolutions: what residual / depthwise-separable graphs give
+        # finn-plus's default streamlining
+        advice += ("; if the model is a residual or depthwise-separable CNN, hwkit's streamlining recipes may map "
+                   "it: --flow finn-recipes")
     raise UnsupportedLayerError(
         f"{where}: op {node.op_type} (input {in_dt}) between hardware layers has no FINN hardware layer{others}. "
         f"{advice}"

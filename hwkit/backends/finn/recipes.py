@@ -63,12 +63,11 @@ def _reorder_round(model: Any) -> Any:
     import finn.transformation.streamline.absorb as absorb
     import finn.transformation.streamline.collapse_repeated as collapse
     import finn.transformation.streamline.reorder as reorder
+    from finn.transformation.streamline import ConvertDivToMul, ConvertSubToAdd
     from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from finn.transformation.streamline.sign_to_thres import ConvertSignToThres
     from qonnx.transformation.batchnorm_to_affine import BatchNormToAffine
     from qonnx.transformation.remove import RemoveIdentityOps
-
-    from finn.transformation.streamline import ConvertDivToMul, ConvertSubToAdd
 
     return _each(model, [
         absorb.AbsorbScalarMulAddIntoTopK(), ConvertSubToAdd(), ConvertDivToMul(), RemoveIdentityOps(),
@@ -89,9 +88,9 @@ def _reorder_round(model: Any) -> Any:
 def _lower(model: Any) -> Any:
     """finn-plus's own tail of step_streamline: lower convolutions, NHWC max-pools, final streamline."""
     import finn.transformation.streamline.absorb as absorb
-    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
     from finn.transformation.streamline import Streamline
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC
+    from qonnx.transformation.bipolar_to_xnor import ConvertBipolarMatMulToXnorPopcount
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
