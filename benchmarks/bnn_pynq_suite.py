@@ -17,7 +17,8 @@ graphs in Python; convolutions sample by sample) and checks the export against P
 nothing. Both sides' estimate files (layer resources, layer cycles, network
 performance) must be identical, else the row is marked MISMATCH. Imports are paid before timing
 (one throw-away build of the first model on each side). Models outside finn-plus's defaults
-(resnet18_4w4a) are attempted through hwkit and the error is recorded.
+(resnet18_4w4a) go through hwkit's finn-recipes flow only (raw finn-plus's default steps cannot map
+them), with ``--recipe-golden-batch`` samples; an error is recorded in the row.
 
     .venv/bin/python benchmarks/bnn_pynq_suite.py [--models tfc_1w1a,cnv_1w1a] [--target zcu104] [--json]
 """
@@ -41,7 +42,7 @@ BEYOND = ("resnet18_4w4a",)
 ORDER = ("tfc_1w1a", "tfc_2w2a", "sfc_1w2a", "lfc_1w1a", "resnet18_4w4a", "cnv_1w1a", "cnv_2w2a")
 
 
-def run_model(name: str, target: str, work: Path, raw_side: bool = True) -> dict[str, Any]:
+def run_model(name: str, target: str, work: Path, raw_side: bool = True, golden_batch: int = 32) -> dict[str, Any]:
     import torch
 
     from hwkit.api import compile_model
@@ -56,8 +57,9 @@ def run_model(name: str, target: str, work: Path, raw_side: bool = True) -> dict
     row: dict[str, Any] = {"model": name, "target": target}
     t0 = time.perf_counter()
     try:
-        rep = compile_model(pt, target, work / f"hw-{name}", to_step="finn.generate_estimate_reports",
-                            **compile_args(name))
+        flow = None if raw_side else str(REPO / "flows" / "finn-recipes.toml")
+        rep = compile_model(pt, target, work / f"hw-{name}", to_step="finn.generate_estimate_reports", flow=flow,
+                            golden_batch=golden_batch, **compile_args(name))
     except HwkitError as exc:
         row.update(hwkit_s=round(time.perf_counter() - t0, 2), error=str(exc).splitlines()[0][:400])
         return row
@@ -82,6 +84,8 @@ def main() -> int:
     ap.add_argument("--target", default="zcu104")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--recipe-golden-batch", type=int, default=32,
+                    help="golden samples for the models built with recipes (their Python verification is slow)")
     args = ap.parse_args()
     import torch
 
@@ -93,7 +97,9 @@ def main() -> int:
         warm.mkdir()
         run_model("tfc_1w1a", args.target, warm)  # pays every import on both sides
         for name in args.models.split(","):
-            rows.append(run_model(name, args.target, work, raw_side=name not in BEYOND))
+            beyond = name in BEYOND
+            rows.append(run_model(name, args.target, work, raw_side=not beyond,
+                                  golden_batch=args.recipe_golden_batch if beyond else 32))
             if not args.json:
                 print(json.dumps(rows[-1]), flush=True)
     finally:
