@@ -89,7 +89,7 @@ def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str]) -> list[np.
     iname = model.graph.input[0].name
     shape = tuple(model.get_tensor_shape(iname))
     batched = _with_batch(model, n)
-    dynamic = _dynamic_tensors(model)
+    dynamic = dynamic_tensors(model)
     ctx = batched.make_empty_exec_context()
     ctx[iname] = inputs.reshape((n, *shape[1:]))
     one_ctx = model.make_empty_exec_context()
@@ -116,7 +116,7 @@ def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str]) -> list[np.
     return [np.asarray(ctx[t]) for t in names]
 
 
-def _dynamic_tensors(model: Any) -> set[str]:
+def dynamic_tensors(model: Any) -> set[str]:
     """Tensors computed from the graph input (the ones that carry the batch)."""
     dynamic = {i.name for i in model.graph.input}
     for node in model.graph.node:  # graphs are topologically sorted
@@ -155,7 +155,7 @@ def _with_batch(model: Any, n: int) -> Any:
     g = batched.graph
     # Only tensors computed from the graph input carry the batch: a (1, C) per-channel scale or the
     # quantised weights of a 1-neuron layer also start with 1 but are constants.
-    dynamic = _dynamic_tensors(batched)
+    dynamic = dynamic_tensors(batched)
     for vi in [*g.input, *g.output, *g.value_info]:
         if vi.name not in dynamic:
             continue

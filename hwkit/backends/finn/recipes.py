@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hwkit.backends.finn.passes import _FPS_INDEPENDENT, _make_step_pass
+from hwkit.backends.finn.passes import _make_step_pass
 from hwkit.registry import PassSpec, register_factory
 
 _ROUNDS = 6
@@ -30,21 +30,17 @@ _ROUNDS = 6
 
 
 def graph_features(model: Any) -> set[str]:
-    """What in ``model`` needs a recipe: ``residual`` and/or ``depthwise``."""
+    """What in ``model`` needs a recipe: ``residual`` (an ``Add`` of two tensors computed from the input,
+    not a bias) and/or ``depthwise`` (a ``Conv`` with ``group`` > 1)."""
+    from hwkit.backends.finn.execute import dynamic_tensors
+
+    dynamic = dynamic_tensors(model)
     found = set()
-    inits = {i.name for i in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Add" and len(node.input) == 2 and not any(
-                t in inits or model.find_producer(t) is None and t not in {i.name for i in model.graph.input}
-                for t in node.input):
-            producers = [model.find_producer(t) for t in node.input]
-            # an add of two computed tensors (not a bias): a residual join
-            if all(p is None or p.op_type not in ("Constant",) for p in producers):
-                found.add("residual")
-        if node.op_type == "Conv":
-            group = next((a.i for a in node.attribute if a.name == "group"), 1)
-            if group > 1:
-                found.add("depthwise")
+        if node.op_type == "Add" and len(node.input) == 2 and all(t in dynamic for t in node.input):
+            found.add("residual")
+        if node.op_type == "Conv" and next((a.i for a in node.attribute if a.name == "group"), 1) > 1:
+            found.add("depthwise")
     return found
 
 
@@ -172,5 +168,4 @@ def _factory(name: str) -> PassSpec | None:
     return PassSpec(name, _make_step_pass(f"recipe_{key}", fn), ("clock_ns", "board"), (fn.__doc__ or "").strip())
 
 
-assert "step_streamline" in _FPS_INDEPENDENT
 register_factory("recipe.", _factory)
