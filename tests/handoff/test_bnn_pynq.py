@@ -173,8 +173,11 @@ def test_flatten_reshape_keeps_one_minus_one(tmp_path):
 def test_arch_source_in_cache_key(tmp_path, monkeypatch):
     """Bug 4 (and --arch from the current directory): editing the builder --arch names invalidates the
     cached export, although the weights file (same keys for tfc_1w1a and tfc_2w2a) did not change."""
+    import sys
+
     monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))  # removed again after the test
+    monkeypatch.setattr(sys, "path", list(sys.path))  # hwkit puts the current directory on it; undone after
+    assert str(tmp_path) not in sys.path  # found only because hwkit imports from the current directory
     src = tmp_path / "my_bnn.py"
     builder = ("from brevitas_examples.bnn_pynq.models import model_with_cfg\n\n\n"
                "def build():\n    return model_with_cfg('{}', pretrained=False)[0]\n")
@@ -186,9 +189,7 @@ def test_arch_source_in_cache_key(tmp_path, monkeypatch):
     again = compile_model(pt, "zcu104", tmp_path / "b", **kw)
     assert [p.cached for p in again.passes] == [True]
     src.write_text(builder.format("tfc_2w2a"))
-    import sys
-
-    sys.modules.pop("my_bnn", None)
+    monkeypatch.delitem(sys.modules, "my_bnn", raising=False)
     edited = compile_model(pt, "zcu104", tmp_path / "b", **kw)
     assert [p.cached for p in edited.passes] == [False]
     assert edited.model["params"] == first.model["params"]  # same weights file, same shapes
