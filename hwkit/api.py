@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,13 +25,20 @@ def resolve_settings(board: Board, **overrides: object) -> CompileSettings:
     clean = {k: v for k, v in overrides.items() if v is not None}
     if "clock_ns" not in clean and board.clock_ns is not None:
         clean["clock_ns"] = board.clock_ns
-    for key, flag in (("clock_ns", "--clock-ns"), ("target_fps", "--target-fps")):
+    for key, flag, lo, hi in (("clock_ns", "--clock-ns", 0.0, 1e6), ("target_fps", "--target-fps", 1.0, 1e12)):
         value = clean.get(key)
         if value is None:
             continue
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise InputError(f"{flag} must be a positive number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+                or not lo <= value <= hi or value == 0:
+            where = f"{board.source}: clock_ns" if key == "clock_ns" and overrides.get(key) is None else flag
+            rng = f"0 < x <= {hi:g}" if key == "clock_ns" else f"{lo:g} <= x <= {hi:g}"
+            raise InputError(f"{where} must be a finite number with {rng}, got {value!r}")
         clean[key] = float(value)  # 5 and 5.0 are the same setting (and the same cache key)
+    for key, flag, lo, hi in (("golden_batch", "--golden-batch", 1, 65536), ("seed", "--seed", 0, 2**32 - 1)):
+        value = clean.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi):
+            raise InputError(f"{flag} must be an integer in [{lo}, {hi}], got {value!r}")
     shape = clean.get("input_shape")
     if shape is not None:
         if not isinstance(shape, list | tuple) or not all(isinstance(d, int) and d > 0 for d in shape):

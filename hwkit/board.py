@@ -6,6 +6,7 @@ file is accepted as a target too, so a user can describe a board hwkit does not 
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -85,9 +86,31 @@ def _require(data: dict[str, Any], key: str, typ: type | tuple[type, ...], where
     return value
 
 
+def non_finite_field(obj: Any, prefix: str = "") -> str | None:
+    """Dotted path of the first number in ``obj`` (nested tables and arrays) that is NaN or infinite, or None."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return prefix or "value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    for k, v in items:
+        found = non_finite_field(v, f"{prefix}[{k}]" if isinstance(k, int) else f"{prefix}.{k}" if prefix else str(k))
+        if found:
+            return found
+    return None
+
+
+def _positive_int(data: dict[str, Any], key: str, where: str) -> int:
+    value: int = _require(data, key, int, where)
+    if value <= 0:
+        raise BoardError(f"{where}: field '{key}' must be > 0, got {value}")
+    return value
+
+
 def parse_board(data: dict[str, Any], name: str, source: str) -> Board:
     """Validate the table read from a board file and build a :class:`Board`."""
     where = source
+    bad = non_finite_field(data)
+    if bad:
+        raise BoardError(f"{where}: field '{bad}' must be a finite number (TOML nan/inf are not accepted)")
     kind = _require(data, "kind", str, where)
     if kind not in KINDS:
         raise BoardError(f"{where}: field 'kind' must be one of {', '.join(KINDS)}, got {kind!r}")
@@ -106,8 +129,8 @@ def parse_board(data: dict[str, Any], name: str, source: str) -> Board:
     if kind != "fpga":
         return Board(**common)
     clock = _require(data, "clock_ns", (int, float), where)
-    if clock <= 0:
-        raise BoardError(f"{where}: field 'clock_ns' must be > 0, got {clock}")
+    if not math.isfinite(clock) or not 0 < clock <= 1e6:
+        raise BoardError(f"{where}: field 'clock_ns' must be a finite number with 0 < clock_ns <= 1e6, got {clock}")
     shell = _require(data, "shell_flow", str, where)
     if shell not in SHELL_FLOWS:
         raise BoardError(f"{where}: field 'shell_flow' must be one of {', '.join(SHELL_FLOWS)}, got {shell!r}")
@@ -128,7 +151,7 @@ def parse_board(data: dict[str, Any], name: str, source: str) -> Board:
         board_part=data.get("board_part"),
         finn_board=_require(data, "finn_board", str, where),
         shell_flow=shell,
-        axi_width_bits=_require(data, "axi_width_bits", int, where),
+        axi_width_bits=_positive_int(data, "axi_width_bits", where),
         vitis_platform=data.get("vitis_platform"),
         family=_require(data, "family", str, where),
         resources=totals,
@@ -141,6 +164,8 @@ def load_board_file(path: Path, name: str | None = None) -> Board:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise BoardError(f"{path}: cannot read board file ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise BoardError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

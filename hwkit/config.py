@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hwkit.board import Board
+
+_FINN_DTYPE = re.compile(r"^(FLOAT32|FLOAT16|BFLOAT16|BINARY|BIPOLAR|TERNARY|U?INT([1-9]|[1-5]\d|6[0-4])|"
+                         r"FIXED<\d{1,2},\d{1,2}>|SCALEDINT<\d{1,2}>)$")
+
+
+def is_finn_dtype(name: object) -> bool:
+    """True when ``name`` is a FINN/QONNX data type name (UINT8, INT4, BIPOLAR, FLOAT32, FIXED<8,4> ...)."""
+    return isinstance(name, str) and _FINN_DTYPE.match(name) is not None
 
 
 @dataclass(frozen=True)

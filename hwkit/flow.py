@@ -16,6 +16,7 @@ matches its checkpoint. Passes do none of that themselves.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -33,9 +34,9 @@ from typing import Any, Protocol, TextIO
 
 from hwkit import __version__
 from hwkit.artifact import ARTIFACT_FILE, Artifact, write_json_atomic
-from hwkit.board import Board
+from hwkit.board import Board, non_finite_field
 from hwkit.config import CompileSettings, Context
-from hwkit.errors import FlowError, HwkitError, ToolError
+from hwkit.errors import FlowError, HwkitError, InputError, ToolError
 from hwkit.registry import PassFn, PassSpec, from_function, resolve
 
 PASSES_DIR = "passes"
@@ -107,6 +108,9 @@ def flow_names() -> list[str]:
 
 def parse_flow(data: Mapping[str, Any], name: str, source: str) -> Flow:
     """Validate a flow table and resolve its passes through the registry."""
+    bad = non_finite_field(dict(data))
+    if bad:
+        raise FlowError(f"{source}: field '{bad}' must be a finite number (TOML nan/inf are not accepted)")
     raw = data.get("passes")
     if not isinstance(raw, list) or not raw:
         raise FlowError(f"{source}: 'passes' must be a non-empty list")
@@ -153,6 +157,10 @@ def load_flow(ref: str) -> Flow:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise FlowError(f"{path}: malformed TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise FlowError(f"{path}: not UTF-8 text (byte {exc.start}); TOML files are UTF-8") from None
+    except OSError as exc:
+        raise FlowError(f"{path}: cannot read flow file ({exc.strerror})") from None
     return parse_flow(data, path.stem, str(path))
 
 
@@ -406,6 +414,13 @@ class Runner:
         except HwkitError as exc:
             self.log.error("pass %s failed: %s", step.id, exc)
             raise type(exc)(f"pass {step.id}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EROFS, errno.EDQUOT):
+                raise ToolError(f"pass {step.id} failed: {type(exc).__name__}: {exc} "
+                                f"(tool output: {work / 'pass.log'}; --debug shows the traceback)") from exc
+            from hwkit.outdir import os_error_message
+
+            raise InputError(f"pass {step.id}: {os_error_message(exc.filename or work, exc)}") from exc
         except Exception as exc:
             self.log.exception("pass %s failed", step.id)
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""

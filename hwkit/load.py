@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import pickle
 import re
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hwkit.config import CompileSettings
+from hwkit.config import CompileSettings, is_finn_dtype
 from hwkit.errors import ModelLoadError
 from hwkit.models import builder, user_builder
 
@@ -68,8 +67,9 @@ def _torch_load(path: Path, weights_only: bool) -> Any:
                 "(docs/model-input.md)"
             ) from None
         raise ModelLoadError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        raise ModelLoadError(f"{path}: not a readable PyTorch file ({_first_line(exc)})") from None
+    except Exception as exc:  # a damaged archive surfaces as many types (BadZipFile, KeyError, EOFError, ...)
+        raise ModelLoadError(f"{path}: not a readable PyTorch file ({type(exc).__name__}: {_first_line(exc)})"
+                             ) from None
 
 
 def _first_line(exc: BaseException) -> str:
@@ -81,17 +81,75 @@ def _first_line(exc: BaseException) -> str:
 def _shape(value: Any, path: Path) -> tuple[int, ...] | None:
     if value is None:
         return None
-    if not isinstance(value, list | tuple) or not all(isinstance(v, int) and v > 0 for v in value):
-        raise ModelLoadError(f"{path}: 'input_shape' must be a list of positive integers, got {value!r}")
+    if not isinstance(value, list | tuple) or not value or \
+            not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 1 << 24 for v in value):
+        raise ModelLoadError(f"{path}: field 'input_shape' must be a list of positive integers, got {value!r:.80}")
     return tuple(value)
+
+
+def _dtype(value: Any, path: Path) -> str | None:
+    if value is None:
+        return None
+    if not is_finn_dtype(value):
+        raise ModelLoadError(f"{path}: field 'input_dtype' must be a FINN data type name like UINT8, got {value!r:.40}")
+    return str(value)
+
+
+def _golden(value: Any, path: Path, shape: tuple[int, ...] | None) -> Any:
+    """The checkpoint's ``golden_inputs`` as a float32 numpy array, checked: a finite tensor of samples."""
+    import numpy as np
+    import torch
+
+    if value is None:
+        return None
+    where = f"{path}: field 'golden_inputs'"
+    if not isinstance(value, torch.Tensor):
+        raise ModelLoadError(f"{where} must be a tensor of input samples, got {type(value).__name__}")
+    if value.dtype == torch.bool or value.is_complex() or value.dim() < 2 or len(value) == 0:
+        raise ModelLoadError(f"{where} must be a real tensor of shape (samples, ...), got {value.dtype} "
+                             f"{tuple(value.shape)}")
+    arr = value.detach().cpu().to(torch.float32).numpy()
+    if not np.isfinite(arr).all():
+        raise ModelLoadError(f"{where} holds {int((~np.isfinite(arr)).sum())} non-finite values (NaN/Inf)")
+    if shape is not None and tuple(arr.shape[1:]) != tuple(shape[1:]):
+        raise ModelLoadError(f"{where} has samples of shape {tuple(arr.shape[1:])}, the model input is "
+                             f"{tuple(shape[1:])}")
+    return arr
+
+
+def _check_finite(named: Any, path: Path) -> None:
+    """Refuse NaN/Inf weights up front, naming the tensor (they would surface as a verification mismatch)."""
+    import torch
+
+    for name, t in named:
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise ModelLoadError(f"{path}: tensor '{name}' holds {bad} non-finite value(s) (NaN/Inf); "
+                                 "the weights are unusable")
+
+
+def check_input_shape(loaded: LoadedModel, path: Path, settings: CompileSettings) -> None:
+    """One forward pass of zeros at the input shape: a shape that does not fit the model is bad input."""
+    import torch
+
+    shape = loaded.input_shape
+    if shape is None:
+        return
+    where = "--input-shape" if settings.input_shape else f"{path}: field 'input_shape'"
+    try:
+        with torch.no_grad():
+            loaded.module(torch.zeros(shape))
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        raise ModelLoadError(f"{where} {list(shape)} does not fit the model ({_first_line(exc)})") from None
 
 
 def _apply_state(module: Any, state: Any, path: Path) -> None:
     if not isinstance(state, dict):
         raise ModelLoadError(f"{path}: 'state_dict' must be a dict of tensors")
+    _check_finite(state.items(), path)
     try:
         result = module.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shape mismatches
+    except (RuntimeError, TypeError, AttributeError, ValueError) as exc:  # shape mismatches, non-tensor values
         detail = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         raise ModelLoadError(f"{path}: weights do not fit the architecture ({detail[-1] if detail else exc})") from None
     if result.missing_keys or result.unexpected_keys:
@@ -111,6 +169,7 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, torch.nn.Module):
             obj.eval()
+            _check_finite([*obj.named_parameters(), *obj.named_buffers()], path)
             return LoadedModel(obj, "pickle", settings.input_shape, settings.input_dtype)
     else:
         obj = _torch_load(path, weights_only=True)
@@ -129,21 +188,28 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
             raise ModelLoadError(
                 f"{path}: quantised from the architecture --arch {kwargs.get('float_arch')}; pass that --arch "
                 "to rebuild it (the checkpoint cannot choose code to run)")
+        if not all(isinstance(k, str) for k in kwargs):
+            raise ModelLoadError(f"{path}: 'arch_kwargs' keys must be strings")
+        if not isinstance(obj["arch"], str):
+            raise ModelLoadError(f"{path}: field 'arch' must be a name, got {type(obj['arch']).__name__}")
+        meta = obj.get("meta", {})
+        if not isinstance(meta, dict):
+            raise ModelLoadError(f"{path}: field 'meta' must be a dict, got {type(meta).__name__}")
+        shape = settings.input_shape or _shape(obj.get("input_shape"), path)
+        dtype = settings.input_dtype or _dtype(obj.get("input_dtype"), path)
+        golden = _golden(obj.get("golden_inputs"), path, shape)
         try:
-            module = builder(str(obj["arch"]))(**kwargs)
-        except TypeError as exc:
-            raise ModelLoadError(f"{path}: arch_kwargs do not fit architecture '{obj['arch']}' ({exc})") from None
+            build = builder(obj["arch"])
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"{path}: {exc}") from None
+        try:
+            module = build(**kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise ModelLoadError(f"{path}: arch_kwargs do not fit architecture '{obj['arch']}' "
+                                 f"({_first_line(exc)})") from None
         _apply_state(module, obj["state_dict"], path)
         module.eval()
-        golden = obj.get("golden_inputs")
-        return LoadedModel(
-            module,
-            "hwkit-checkpoint",
-            settings.input_shape or _shape(obj.get("input_shape"), path),
-            settings.input_dtype or obj.get("input_dtype"),
-            None if golden is None else golden.detach().cpu().numpy(),
-            dict(obj.get("meta", {})),
-        )
+        return LoadedModel(module, "hwkit-checkpoint", shape, dtype, golden, dict(meta))
 
     if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         if not settings.arch:
@@ -153,7 +219,7 @@ def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
             )
         try:
             module = user_builder(settings.arch)(**dict(settings.arch_kwargs))
-        except TypeError as exc:
+        except (TypeError, ValueError) as exc:
             raise ModelLoadError(f"--arch {settings.arch}: arguments do not fit ({exc})") from None
         _apply_state(module, obj, path)
         module.eval()

@@ -15,7 +15,9 @@ import errno
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,8 +73,12 @@ def claim(path: str | Path, kind: str, force: bool = False, legacy_markers: tupl
     always had); otherwise :class:`InputError` unless ``force``. Every OS failure (a parent that is
     a file, a read-only file system, a full disk) is one :class:`InputError` naming the path.
     """
-    out = Path(path).resolve()
-    if out.exists() or out.is_symlink():
+    try:
+        out = Path(path).resolve()
+        present = out.exists() or out.is_symlink()
+    except (OSError, RuntimeError) as exc:  # a name too long, a symlink loop
+        raise InputError(os_error_message(path, exc) if isinstance(exc, OSError) else f"{path}: {exc}") from None
+    if present:
         if not out.is_dir():
             raise InputError(f"{path}: exists and is not a directory")
         try:
@@ -117,11 +123,17 @@ def claim_file_parent(path: str | Path) -> OutDir | None:
     marked (a file is added to it, nothing else). Returns None when the parent existed.
     """
     out = Path(path).absolute()
-    if out.exists() and out.is_dir():
-        raise InputError(f"{path}: is a directory; give a file name")
-    parent = out.parent
-    if parent.is_dir():
-        return None
+    try:
+        if out.is_dir():
+            raise InputError(f"{path}: is a directory; give a file name")
+        parent = out.parent
+        if parent.is_dir():
+            if not os.access(parent, os.W_OK):
+                raise InputError(f"{path}: cannot write (the folder {parent} is not writable)")
+            return None
+        parent.exists()  # raises for a name too long
+    except OSError as exc:
+        raise InputError(os_error_message(path, exc)) from None
     created = parent
     for p in parent.parents:
         if p.exists():
@@ -145,3 +157,36 @@ def replace_all(pairs: list[tuple[Path, Path]]) -> None:
         for tmp, _ in pairs:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+
+
+@contextlib.contextmanager
+def staged_files(out_file: str | Path) -> Iterator[Path]:
+    """All-or-none outputs of a single-file command (a model ``--out m.pt`` and the reports beside it).
+
+    Yields a staging directory inside the output's folder; whatever the command writes there is moved
+    next to ``out_file`` when the block ends without an error. On any failure (bad input, a tool, an
+    interrupt) the staging directory and the parents this run created are removed, and nothing that
+    was in the folder before is touched.
+    """
+    created = claim_file_parent(out_file)
+    parent = Path(out_file).absolute().parent
+    try:
+        stage = Path(tempfile.mkdtemp(prefix=".hwkit-staging-", dir=parent))
+    except OSError as exc:
+        if created is not None:
+            created.rollback()
+        raise InputError(os_error_message(parent, exc)) from None
+    try:
+        yield stage
+        for entry in sorted(stage.iterdir()):
+            target = parent / entry.name
+            try:
+                os.replace(entry, target)  # a file of the same name is replaced; a directory is refused
+            except OSError as exc:
+                raise InputError(os_error_message(target, exc)) from None
+    except BaseException:
+        if created is not None:
+            created.rollback()
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)

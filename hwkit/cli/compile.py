@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from hwkit.cli.args import json_object, positive, shape
+from hwkit.cli.args import finn_dtype, integer, json_object, number, shape
 from hwkit.errors import InputError
 
 
@@ -21,15 +21,17 @@ def add_parser(sub: Any) -> None:
                    help="build into a non-empty directory hwkit did not create (what was there is never removed)")
     c.add_argument("--flow", help="flow name or .toml (default: the board's default_flow)")
     c.add_argument("--bitstream", action="store_true", help="build the bitstream with Vivado (flow finn-bitstream)")
-    c.add_argument("--clock-ns", type=positive, help="clock period in ns (default: the board's clock_ns)")
-    c.add_argument("--target-fps", type=positive, help="throughput to fold for, frames/s")
+    c.add_argument("--clock-ns", type=number(0, 1e6, lo_open=True),
+                   help="clock period in ns (default: the board's clock_ns)")
+    c.add_argument("--target-fps", type=number(1, 1e12), help="throughput to fold for, frames/s (1 .. 1e12)")
     c.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64")
-    c.add_argument("--input-dtype", help="FINN data type of the input, e.g. UINT8, INT8, FLOAT32")
+    c.add_argument("--input-dtype", type=finn_dtype, help="FINN data type of the input, e.g. UINT8, INT8, FLOAT32")
     c.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
     c.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
     c.add_argument("--trust-pickle", action="store_true",
                    help="allow loading a full pickle (runs code from the file: only for files you trust)")
-    c.add_argument("--golden-batch", type=int, help="samples in the verification batch (default 32)")
+    c.add_argument("--golden-batch", type=integer(1, 65536),
+                   help="samples in the verification batch (default 32; 1 .. 65536)")
     c.add_argument("--from", dest="from_step", help="re-run from this step (number, id or pass name)")
     c.add_argument("--to", dest="to_step", help="stop after this step")
     c.add_argument("--quantize", metavar="wNaM",

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hwkit.api import design_hash
+from hwkit.cli.args import number
 from hwkit.doctor import Probe, find_vivado
 
 
@@ -16,8 +17,8 @@ def add_parser(sub: Any) -> None:
     h.add_argument("model")
     h.add_argument("--target", required=True)
     h.add_argument("--flow", default="finn-bitstream", help="flow name or .toml (default: finn-bitstream)")
-    h.add_argument("--clock-ns", type=float)
-    h.add_argument("--target-fps", type=float)
+    h.add_argument("--clock-ns", type=number(0, 1e6, lo_open=True))
+    h.add_argument("--target-fps", type=number(1, 1e12))
     h.add_argument("--vivado-version", help="default: from `vivado -version` / XILINX_VIVADO ('none' if absent)")
 
 

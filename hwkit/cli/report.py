@@ -18,16 +18,19 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from hwkit.outdir import claim
     from hwkit.report import Report
     from hwkit.report.compare import load_build
 
     out = Path(args.build_dir)
-    doc = load_build(out)
-    try:
-        report = Report.from_json(doc)
-    except (KeyError, TypeError) as exc:
-        raise InputError(f"{out / 'report.json'}: not a complete hwkit report ({type(exc).__name__}: {exc})") from None
-    report.write(out)  # re-render report.md and report.html with this hwkit
+    if not out.is_dir():
+        raise InputError(f"{out}: not a build directory")
+    doc = load_build(out)  # checks the document: a report.json that is not a whole report is refused here
+    report = Report.from_json(doc)
+    # re-render report.md and report.html with this hwkit, in a directory an hwkit run wrote (its report.json
+    # is hwkit's); the three files are replaced together
+    owned = claim(out, "report", legacy_markers=("report.json",))
+    report.write(owned.path)
     if not args.quiet:
         from hwkit.cli.console import print_report
 

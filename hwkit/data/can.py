@@ -21,6 +21,7 @@ raises :class:`CanDataError` naming ``file:line``. A line is never guessed into 
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +174,8 @@ def _parse_head(t_text: str, id_text: str, dlc_text: str) -> tuple[float, int, i
         t = float(t_text)
     except ValueError:
         return f"timestamp {t_text[:20]!r} is not a number"
+    if not math.isfinite(t):
+        return f"timestamp {t_text[:20]!r} is not a finite number"
     try:
         can_id = int(id_text, 16)
     except ValueError:
@@ -309,7 +312,10 @@ def _message_row(msg: Any) -> tuple[float, int, int, bytes] | str | None:
         return f"extended ID 0x{msg.arbitration_id:X} (CQMLP encodes 11-bit standard IDs)"
     dlc = min(int(msg.dlc), 8)
     payload = bytes(msg.data or b"")[:8]
-    return float(msg.timestamp), int(msg.arbitration_id), dlc, payload + bytes(8 - len(payload))
+    t = float(msg.timestamp)
+    if not math.isfinite(t):
+        return f"timestamp {msg.timestamp!r} is not a finite number"
+    return t, int(msg.arbitration_id), dlc, payload + bytes(8 - len(payload))
 
 
 def _log_format(path: Path) -> str:

@@ -18,15 +18,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hwkit.cli.args import integer, number
 from hwkit.errors import InputError, ToolError
 
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     m = sub.add_parser("measure-power", help="measure board power from hwmon rail monitors (run on the board)")
-    m.add_argument("--seconds", type=float, default=10.0, help="length of the measured window (default 10)")
-    m.add_argument("--idle-seconds", type=float, default=0.0, help="idle window measured first (default none)")
-    m.add_argument("--inferences", type=int, help="inferences the workload ran during the measured window")
+    m.add_argument("--seconds", type=number(0, 86400, lo_open=True), default=10.0,
+                   help="length of the measured window (default 10)")
+    m.add_argument("--idle-seconds", type=number(0, 86400), default=0.0,
+                   help="idle window measured first (default none)")
+    m.add_argument("--inferences", type=integer(1), help="inferences the workload ran during the measured window")
     m.add_argument("--into", help="build directory whose report gets the measured rows")
     m.add_argument("--hwmon", default="/sys/class/hwmon", help="hwmon root (default /sys/class/hwmon)")
     m.add_argument("--json", action="store_true")
@@ -58,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if args.inferences is not None and args.inferences <= 0:
         raise InputError(f"--inferences must be > 0, got {args.inferences}")
     into = Path(args.into) if args.into else None
-    if into is not None and not (into / "report.json").is_file():
-        raise InputError(f"{into}: no report.json (is it a finished hwkit build directory?)")
+    if into is not None:
+        from hwkit.report.compare import load_build
+
+        load_build(into)  # a missing, non-UTF-8 or incomplete report.json fails before measuring
     meter = RailMeter(Path(args.hwmon))
     if not meter.available:
         raise ToolError(f"{args.hwmon}: no readable INA2xx power monitors (run this on a board whose rail "
@@ -69,9 +74,12 @@ def run(args: argparse.Namespace) -> int:
     new = rows(busy.mean_power_w, idle.mean_power_w if idle else None, busy.energy_j, args.inferences,
                list(busy.rails))
     if into is not None:
+        from hwkit.outdir import claim
         from hwkit.report import Report
+        from hwkit.report.compare import load_build
 
-        doc = json.loads((into / "report.json").read_text(encoding="utf-8"))
+        doc = load_build(into)
+        claim(into, "report", legacy_markers=("report.json",))
         doc["energy"] = [e for e in doc.get("energy", []) if e.get("source") != "measured"] + new
         doc["schema_version"] = max(doc.get("schema_version", "1.2"), "1.2")
         Report.from_json(doc).write(into)

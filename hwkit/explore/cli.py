@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from hwkit.cli.args import integer
 from hwkit.errors import InputError
 
 
@@ -21,14 +22,16 @@ def add_parser(sub: Any) -> None:
     e.add_argument("--storage", help="shared study storage, e.g. postgresql://user@host:5432/db "
                                      "(default: SQLite OUT/explore.db)")
     e.add_argument("--study-name", help="study name in the storage (default: the config's study.name or file stem)")
-    e.add_argument("--trials", type=int, help="budget: finished trials in the study, all workers together "
-                                              "(default: the config's trials)")
-    e.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
-    e.add_argument("--worker-index", type=int, default=0, help="offsets the sampler seed of this worker")
+    e.add_argument("--trials", type=integer(1, 10**7),
+                   help="budget: finished trials in the study, all workers together (default: the config's trials)")
+    e.add_argument("--workers", type=integer(1, 256), default=1, help="worker processes on this machine (default 1)")
+    e.add_argument("--worker-index", type=integer(0, 10**6), default=0, help="offsets the sampler seed of this worker")
+    e.add_argument("--force", action="store_true", help="write into a non-empty --out that hwkit did not create "
+                                                        "(what was there is never removed)")
     e.add_argument("--no-summary", action="store_true", help="run trials only; write no summary")
     e.add_argument("--best", action="store_true", help="run no trials: export the best design to OUT/best/ and "
                                                        "compile it (the most accurate feasible design on the front)")
-    e.add_argument("--pick", type=int, help="with --best: export this trial number instead")
+    e.add_argument("--pick", type=integer(0), help="with --best: export this trial number instead")
     out = e.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="print the summary JSON (with --best: the choice) to "
                                                          "stdout, nothing else")
@@ -45,6 +48,18 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.pick is not None and not args.best:
         raise InputError("--pick needs --best")
+    from hwkit.outdir import claim
+
+    owned = claim(out, "explore", force=args.force, legacy_markers=("explore.db", "summary.json"))
+    try:
+        return _run(args, cfg, out)
+    except InputError:
+        if owned.created is not None or not owned.before:
+            owned.rollback()  # a new or empty directory: leave nothing of a run that failed on bad input
+        raise
+
+
+def _run(args: argparse.Namespace, cfg: Any, out: Path) -> int:
     quiet = args.quiet or args.json
 
     def log(text: str) -> None:

@@ -277,6 +277,11 @@ def load_config(path: str | Path) -> ExploreConfig:
 
 def parse_config(doc: dict[str, Any], src: str = "<config>") -> ExploreConfig:
     """Check a parsed TOML document (see :func:`load_config`)."""
+    from hwkit.board import non_finite_field
+
+    bad = non_finite_field(doc)
+    if bad:
+        raise _err(src, bad, "must be a finite number (TOML nan/inf are not accepted)")
     top = {"model", "target", "hardware", "trials", "objectives", "space", "data", "train", "constraints",
            "pruning", "study"}
     for k in doc:

@@ -88,6 +88,8 @@ def check_onnx_file(path: Path) -> Any:
     except onnx.checker.ValidationError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else "invalid"
         raise InputError(f"{path}: fails the ONNX checker: {first}") from None
+    except (UnicodeDecodeError, ValueError) as exc:  # a damaged string field: the checker cannot even read it
+        raise InputError(f"{path}: fails the ONNX checker: {type(exc).__name__}: {str(exc)[:120]}") from None
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     limit = max_ort_opset()
     if opset is not None and opset > limit:
@@ -95,8 +97,11 @@ def check_onnx_file(path: Path) -> Any:
 
         raise InputError(f"{path}: ONNX opset {opset} is newer than onnxruntime {ort.__version__} runs "
                          f"(at most opset {limit}); export with opset <= {limit}")
-    if not model.graph.input:
+    init = {i.name for i in model.graph.initializer}
+    if not [i for i in model.graph.input if i.name not in init]:
         raise InputError(f"{path}: graph has no inputs")
+    if not model.graph.node:
+        raise InputError(f"{path}: graph has no nodes (an empty model)")
     return model
 
 
@@ -167,11 +172,12 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
     else:
         import torch
 
-        from hwkit.load import load_model
+        from hwkit.load import check_input_shape, load_model
 
         loaded = load_model(art.path, settings)
         if loaded.input_shape is None:
             raise InputError(f"{art.path}: input shape unknown; pass --input-shape (e.g. 1,64)")
+        check_input_shape(loaded, art.path, settings)
         shape, dtype = loaded.input_shape, loaded.input_dtype or "FLOAT32"
         quantised = is_brevitas_quantised(loaded.module)
         raw = ctx.work_dir / "raw.onnx"

@@ -98,13 +98,55 @@ def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "aut
     raise UnsupportedLayerError("cannot export the model to QONNX (" + "; ".join(failures) + ")")
 
 
+RECURRENT = ("LSTM", "GRU", "RNN")
+"""torch.nn recurrent layers (and the ONNX ops they export to): no FINN hardware layer implements them."""
+
+
+def refuse_recurrent(module: Any) -> None:
+    """A recurrent layer cannot be mapped to the dataflow target: say which layer and which op, exit 3."""
+    for name, m in module.named_modules():
+        if type(m).__name__ in RECURRENT and type(m).__module__.startswith(("torch.nn", "brevitas")):
+            raise UnsupportedLayerError(
+                f"layer '{name}' ({type(m).__name__}) exports to the ONNX op {type(m).__name__}, which finn-plus "
+                "cannot map to FPGA hardware (no recurrent HW layer); use a feed-forward model or an ONNX Runtime "
+                "target (--target cpu)")
+
+
+def fixed_input_shape(model: Any, path: Path) -> tuple[int, ...]:
+    """The first graph input's shape; every dimension must be a fixed positive number (FINN builds batch 1)."""
+    init = {i.name for i in model.graph.initializer}
+    inputs = [i for i in model.graph.input if i.name not in init]
+    if not inputs:
+        raise InputError(f"{path}: graph has no inputs")
+    if not model.graph.node:
+        raise InputError(f"{path}: graph has no nodes (an empty model)")
+    if len(inputs) > 1:
+        raise InputError(f"{path}: graph has {len(inputs)} inputs; FINN builds take one")
+    inp = inputs[0]
+    if not inp.type.HasField("tensor_type"):
+        raise InputError(f"{path}: input '{inp.name}' is not a tensor")
+    dims = inp.type.tensor_type.shape.dim
+    for i, d in enumerate(dims):
+        if not (d.HasField("dim_value") and d.dim_value > 0):
+            what = f"symbolic dimension '{d.dim_param}'" if d.dim_param else "an unknown dimension"
+            raise InputError(f"{path}: input '{inp.name}' has {what} at axis {i}; FINN builds need fixed sizes "
+                             "(export with batch 1 and no dynamic axes)")
+    for node in model.graph.node:
+        if node.op_type in RECURRENT or node.op_type in ("Loop", "Scan"):
+            raise UnsupportedLayerError(f"{path}: node '{node.name or node.output[0]}' is an ONNX {node.op_type}, "
+                                        "which finn-plus cannot map to FPGA hardware")
+    return tuple(int(d.dim_value) for d in dims)
+
+
 def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[int, ...], str, np.ndarray | None]:
-    from hwkit.load import load_model
+    from hwkit.load import check_input_shape, load_model
 
     assert art.path is not None
     loaded = load_model(art.path, settings)
     if loaded.input_shape is None:
         raise InputError(f"{art.path}: input shape unknown; pass --input-shape (e.g. 1,64)")
+    check_input_shape(loaded, art.path, settings)
+    refuse_recurrent(loaded.module)
     return loaded, loaded.input_shape, _check_dtype(loaded.input_dtype or "FLOAT32"), loaded.golden_inputs
 
 
@@ -128,7 +170,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
             model = ModelWrapper(str(art.path))
         except Exception as exc:  # onnx raises DecodeError and others for a corrupt file
             raise InputError(f"{art.path}: not a readable ONNX model ({type(exc).__name__})") from None
-        shape = tuple(model.get_tensor_shape(model.graph.input[0].name))
+        shape = fixed_input_shape(model, art.path)
         dtype = _check_dtype(settings.input_dtype or model.get_tensor_datatype(model.graph.input[0].name).name)
         inputs = golden_inputs(shape, dtype, n, settings.seed)
         model_info.update(format="qonnx")

@@ -30,12 +30,62 @@ def load_build(path: Path) -> dict[str, Any]:
     if not f.is_file():
         raise InputError(f"{path}: no report.json (is it a finished hwkit build directory?)")
     try:
-        doc: dict[str, Any] = json.loads(f.read_text(encoding="utf-8"))
+        doc: Any = json.loads(f.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise InputError(f"{f}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
-    if doc.get("schema") != "hwkit-report":
-        raise InputError(f"{f}: not a hwkit report")
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{f}: not UTF-8 text (byte {exc.start}); report.json is UTF-8 JSON") from None
+    except RecursionError:
+        raise InputError(f"{f}: JSON nested too deeply") from None
+    except OSError as exc:
+        raise InputError(f"{f}: cannot read ({exc.strerror})") from None
+    if not isinstance(doc, dict) or doc.get("schema") != "hwkit-report":
+        raise InputError(f"{f}: not a hwkit report (a JSON object with \"schema\": \"hwkit-report\")")
+    problem = report_problem(doc)
+    if problem:
+        raise InputError(f"{f}: not a complete hwkit report ({problem})")
     return doc
+
+
+def _check(cond: bool, what: str) -> None:
+    if not cond:
+        raise ValueError(what)
+
+
+def report_problem(doc: dict[str, Any]) -> str | None:
+    """What makes ``doc`` unusable as a report (a missing field, a wrong type), or None when it is whole."""
+    from hwkit.report import Report, strict_json
+    from hwkit.report.html import render_html
+
+    try:
+        _check(isinstance(doc.get("target"), dict), "'target' must be an object")
+        for key in ("performance", "resources"):
+            _check(isinstance(doc.get(key), dict), f"'{key}' must be an object")
+        for key in ("passes", "layers"):
+            _check(isinstance(doc.get(key), list), f"'{key}' must be a list")
+        for key in ("energy", "verification", "warnings", "fit_notes"):
+            _check(isinstance(doc.get(key, []), list), f"'{key}' must be a list")
+        _check(isinstance(doc.get("tools", {}), dict), "'tools' must be an object")
+        for name, q in doc["performance"].items():
+            _check(isinstance(q, dict) and {"value", "unit", "source"} <= set(q), f"performance.{name} is not a "
+                   "quantity (value, unit, source)")
+        for name, r in doc["resources"].items():
+            _check(isinstance(r, dict) and all(isinstance(r.get(k), dict) and "value" in r[k]
+                                               for k in ("used", "available", "utilisation_pct")),
+                   f"resources.{name} lacks used/available/utilisation_pct")
+        for i, p in enumerate(doc["passes"]):
+            _check(isinstance(p, dict) and isinstance(p.get("seconds"), int | float)
+                   and not isinstance(p.get("seconds"), bool), f"passes[{i}] lacks a number 'seconds'")
+        for i, e in enumerate(doc.get("energy") or []):
+            _check(isinstance(e, dict) and isinstance(e.get("name"), str), f"energy[{i}] lacks 'name'")
+        rep = Report.from_json(doc)
+        rep.to_markdown()
+        render_html(strict_json(rep.to_json()))
+    except ValueError as exc:
+        return str(exc)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def _quantities(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -19,7 +19,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hwkit.cli.args import json_object
+from hwkit.cli.args import integer, json_object, number
 from hwkit.errors import InputError
 
 
@@ -33,24 +33,29 @@ def add_parser(sub: Any) -> None:
                    "token set: .txt (one sample per line) or .npz (input_ids, attention_mask, ...)")
     p.add_argument("--tokenizer", help="Hugging Face directory whose tokenizer reads a .txt --calib (default: the "
                    "model directory)")
-    p.add_argument("--max-length", type=int, help="tokens per sample at most (default: the model directory's "
+    p.add_argument("--max-length", type=integer(1, 1 << 20),
+                   help="tokens per sample at most (default: the model directory's "
                    "sentence-transformers max_seq_length, else 128)")
     p.add_argument("--labels", help=".npy of integer labels for --calib (accuracy, --criterion ce)")
     p.add_argument("--out", required=True, help="pruned model path (.pt); reports are written next to it")
     p.add_argument("--criterion", choices=["entropy", "ce"], default="entropy",
                    help="entropy: label-free in-batch similarity entropy (default); ce: cross-entropy")
     target = p.add_mutually_exclusive_group()
-    target.add_argument("--delta-e", type=float, default=1e-2, help="accepted loss rise per block, nats (default 0.01)")
-    target.add_argument("--delta-e-rel", type=float, help="accepted loss rise per block as a fraction of the entropy "
+    target.add_argument("--delta-e", type=number(0, 1e6), default=1e-2,
+                        help="accepted loss rise per block, nats (default 0.01)")
+    target.add_argument("--delta-e-rel", type=number(0, 1e6),
+                        help="accepted loss rise per block as a fraction of the entropy "
                         "before pruning (e.g. 0.001)")
     target.add_argument("--remove", type=percent, help="target share of MLP parameters to remove, e.g. 40%% or 0.4: "
                         "ΔE is searched for it")
     p.add_argument("--rise", choices=["signed", "abs"], default="signed",
                    help="signed: E-E_prev <= dE (paper); abs: |E-E_prev| <= dE (stricter)")
-    p.add_argument("--temp-inv", type=float, help="1/temperature of the similarity softmax (15; token sets: 5, "
+    p.add_argument("--temp-inv", type=number(0, 1e6, lo_open=True),
+                   help="1/temperature of the similarity softmax (15; token sets: 5, "
                    "where 15 saturates a sentence encoder's in-batch softmax)")
-    p.add_argument("--steps", type=int, default=6, help="binary-search halvings per block (6)")
-    p.add_argument("--batch-size", type=int, default=128, help="scoring/validation batch (the softmax size; 128)")
+    p.add_argument("--steps", type=integer(1, 64), default=6, help="binary-search halvings per block (6)")
+    p.add_argument("--batch-size", type=integer(1, 1 << 20), default=128,
+                   help="scoring/validation batch (the softmax size; 128)")
     p.add_argument("--layer-wise", action="store_true", help="re-score each block after the later ones are pruned")
     p.add_argument("--embed", choices=["auto", "output", "head"], default="auto",
                    help="embedding: output = pooled last hidden state (attention-masked), head = input of "
@@ -59,12 +64,15 @@ def add_parser(sub: Any) -> None:
                    help="token pooling (auto: the sentence-transformers config, else mean for the output, cls for "
                    "a head input)")
     p.add_argument("--embed-module", help="module whose input is the embedding (default: the last Linear called)")
-    p.add_argument("--distill-epochs", type=int, default=0, help="feature-distillation recovery epochs (0: none)")
-    p.add_argument("--distill-lr", type=float, help="distillation peak learning rate (1e-3; token encoders 2e-4)")
-    p.add_argument("--distill-patience", type=int, default=5, help="early-stop patience in epochs (5)")
-    p.add_argument("--distill-batch", type=int, help="distillation batch (64; token encoders 16)")
-    p.add_argument("--seed", type=int, default=0, help="data split / shuffling seed")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for small models)")
+    p.add_argument("--distill-epochs", type=integer(0, 10**6), default=0,
+                   help="feature-distillation recovery epochs (0: none)")
+    p.add_argument("--distill-lr", type=number(0, 10, lo_open=True),
+                   help="distillation peak learning rate (1e-3; token encoders 2e-4)")
+    p.add_argument("--distill-patience", type=integer(0, 10**6), default=5, help="early-stop patience in epochs (5)")
+    p.add_argument("--distill-batch", type=integer(1, 1 << 20), help="distillation batch (64; token encoders 16)")
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="data split / shuffling seed")
+    p.add_argument("--threads", type=integer(1, 1024), default=1,
+                   help="torch threads (default 1: fastest for small models)")
     p.add_argument("--arch", help="module:function that builds the architecture for a plain state dict")
     p.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")
     p.add_argument("--trust-pickle", action="store_true", help="allow a full pickle (runs code from the file)")
@@ -88,8 +96,19 @@ def percent(text: str) -> float:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``hwkit prune``."""
-    from hwkit.compress.amp.run import configs_from, load_data, prune_model, report_json, save_pruned, write_report
+    import contextlib
+
+    from hwkit.compress.amp.run import (
+        check_data_fits,
+        configs_from,
+        load_data,
+        prune_model,
+        report_json,
+        save_pruned,
+        write_report,
+    )
     from hwkit.config import CompileSettings
+    from hwkit.outdir import staged_files
 
     for flag, v in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--threads", args.threads)):
         if v < 1:
@@ -107,47 +126,52 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     src = Path(args.model)
     hf = is_hf_dir(src)
-    loaded = load_any(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle))
-    tok_dir = Path(args.tokenizer) if args.tokenizer else (src if hf else None)
-    tokens = is_token_file(args.calib)
-    data = load_data(args.calib, args.labels, args.seed, tok_dir, args.max_length, loaded.module)
-    pool = args.pool
-    if pool == "auto" and tokens:
-        pool = st_pooling(tok_dir) or "auto"
-    params = {"criterion": args.criterion, "temp_inv": args.temp_inv or (5.0 if tokens else 15.0),
-              "delta_e": args.delta_e,
-              "delta_e_rel": args.delta_e_rel, "remove": args.remove,
-              "steps": args.steps, "batch_size": args.batch_size, "layer_wise": args.layer_wise,
-              "pool": pool, "embed_module": args.embed_module, "embed": args.embed, "rise": args.rise,
-              "distill_epochs": args.distill_epochs, "distill_patience": args.distill_patience,
-              "distill_seed": args.seed,
-              "distill_lr": args.distill_lr or (2e-4 if tokens else 1e-3),
-              "distill_batch_size": args.distill_batch or (16 if tokens else 64)}
-    if tokens:
-        params["distill_warmup_epochs"] = 1
-    cfg, dcfg = configs_from(params)
-    say = None if (args.json or args.quiet) else print
+    with contextlib.ExitStack() as stack:  # non-HF outputs: staged next to --out, moved in together
+        stage = None if hf else stack.enter_context(staged_files(Path(args.out)))
+        loaded = load_any(src, CompileSettings(arch=args.arch, arch_kwargs=kwargs, trust_pickle=args.trust_pickle))
+        tok_dir = Path(args.tokenizer) if args.tokenizer else (src if hf else None)
+        tokens = is_token_file(args.calib)
+        data = load_data(args.calib, args.labels, args.seed, tok_dir, args.max_length, loaded.module)
+        check_data_fits(loaded.module, data, args.calib)
+        pool = args.pool
+        if pool == "auto" and tokens:
+            pool = st_pooling(tok_dir) or "auto"
+        params = {"criterion": args.criterion, "temp_inv": args.temp_inv or (5.0 if tokens else 15.0),
+                  "delta_e": args.delta_e,
+                  "delta_e_rel": args.delta_e_rel, "remove": args.remove,
+                  "steps": args.steps, "batch_size": args.batch_size, "layer_wise": args.layer_wise,
+                  "pool": pool, "embed_module": args.embed_module, "embed": args.embed, "rise": args.rise,
+                  "distill_epochs": args.distill_epochs, "distill_patience": args.distill_patience,
+                  "distill_seed": args.seed,
+                  "distill_lr": args.distill_lr or (2e-4 if tokens else 1e-3),
+                  "distill_batch_size": args.distill_batch or (16 if tokens else 64)}
+        if tokens:
+            params["distill_warmup_epochs"] = 1
+        cfg, dcfg = configs_from(params)
+        say = None if (args.json or args.quiet) else print
 
-    def warn(msg: str) -> None:
-        print(f"warning: {msg}", file=sys.stderr)
+        def warn(msg: str) -> None:
+            print(f"warning: {msg}", file=sys.stderr)
 
-    out = Path(args.out)
-    if hf:
-        from hwkit.compress.amp.run import save_pruned_hf
-        from hwkit.outdir import claim
+        out = Path(args.out)
+        if hf:
+            from hwkit.compress.amp.run import save_pruned_hf
+            from hwkit.outdir import claim
 
-        od = claim(out, "prune", force=args.force)
-        try:
+            od = claim(out, "prune", force=args.force)
+            try:
+                pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
+                files = save_pruned_hf(pruned, report, od.path, src)
+                files += write_report(report, od.path)
+            except BaseException:
+                od.rollback()
+                raise
+        else:
             pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
-            files = save_pruned_hf(pruned, report, od.path, src)
-            files += write_report(report, od.path)
-        except BaseException:
-            od.rollback()
-            raise
-    else:
-        pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
-        files = save_pruned(pruned, report, out, src, loaded)
-        files += write_report(report, out.parent)
+            files = save_pruned(pruned, report, stage / out.name, src, loaded)
+            files += write_report(report, stage)
+    if stage is not None:
+        files = [Path(args.out).parent / Path(f).name for f in files]
     if args.json:
         print(report_json(report))
     elif not args.quiet:

@@ -109,6 +109,24 @@ def load_data(spec: str, labels: str | None = None, seed: int = 0, tokenizer_dir
 
 
 
+def check_data_fits(module: Any, data: PruneData, spec: str) -> None:
+    """One forward of two calibration samples: data the model cannot take is bad input naming --calib."""
+    import torch
+
+    if not isinstance(data.calib_x, torch.Tensor) or not data.calib_x.is_floating_point():
+        return  # token sets are checked where they are read
+    try:
+        with torch.no_grad():
+            out = module(data.calib_x[:2])
+    except (RuntimeError, ValueError, IndexError, TypeError) as exc:
+        text = str(exc).strip().splitlines()
+        raise InputError(f"--calib {spec}: samples of shape {tuple(data.calib_x.shape[1:])} do not fit the model "
+                         f"({text[0][:160] if text else type(exc).__name__})") from None
+    if data.calib_y is not None and isinstance(out, torch.Tensor) and out.dim() == 2 \
+            and int(data.calib_y.max()) >= out.shape[1]:
+        raise InputError(f"--labels: class {int(data.calib_y.max())} but the model has {out.shape[1]} outputs")
+
+
 def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
                 log: Any = None, warn: Any = None) -> tuple[Any, dict[str, Any]]:
     """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from typing import Any
 
-from hwkit.cli.args import positive
+from hwkit.cli.args import integer, number
 from hwkit.errors import InputError
 
 
@@ -19,24 +20,26 @@ def add_parser(sub: Any) -> None:
                                     "RPM_dataset.csv, normal_run_data.txt; candump .log / .asc / .blf as normal)")
     src.add_argument("--synthetic", action="store_true",
                      help="generate Car-Hacking-style traffic (seeded) and train on it")
-    t.add_argument("--synthetic-seconds", type=positive, default=60.0,
+    t.add_argument("--synthetic-seconds", type=number(0, 86400, lo_open=True), default=60.0,
                    help="seconds of traffic per synthetic file (default 60)")
     t.add_argument("--synthetic-dir", help="keep the generated files in this directory")
     t.add_argument("--strict", action="store_true", help="stop at the first malformed line instead of skipping it")
-    t.add_argument("--bits", type=int, default=2, help="weight and activation bits (default 2, paper: 2)")
-    t.add_argument("--depth", type=int, default=4, help="hidden layers from 256-128-64-32 (default 4)")
-    t.add_argument("--window", type=int, default=4, help="frames per input block (default 4 -> 40 bytes)")
-    t.add_argument("--stride", type=int, default=1, help="window stride in frames (default 1)")
+    t.add_argument("--bits", type=integer(1, 8), default=2, help="weight and activation bits (default 2, paper: 2)")
+    t.add_argument("--depth", type=integer(1, 4), default=4, help="hidden layers from 256-128-64-32 (default 4)")
+    t.add_argument("--window", type=integer(1, 4096), default=4, help="frames per input block (default 4 -> 40 bytes)")
+    t.add_argument("--stride", type=integer(1, 4096), default=1, help="window stride in frames (default 1)")
     t.add_argument("--split", choices=["time", "random"], default="time",
                    help="time: consecutive stretches per file, no shared frames (default); random: shuffled windows")
     t.add_argument("--fractions", default="0.85,0.10,0.05", help="train,val,test fractions (default 0.85,0.10,0.05)")
-    t.add_argument("--epochs", type=int, default=10, help="maximum epochs (default 10; paper 1000)")
-    t.add_argument("--batch-size", type=int, default=256, help="mini-batch (default 256; paper 128)")
-    t.add_argument("--lr", type=positive, default=1e-3, help="Adam learning rate (default 1e-3; paper 1e-4)")
+    t.add_argument("--epochs", type=integer(1, 10**6), default=10, help="maximum epochs (default 10; paper 1000)")
+    t.add_argument("--batch-size", type=integer(1, 1 << 24), default=256, help="mini-batch (default 256; paper 128)")
+    t.add_argument("--lr", type=number(0, 10, lo_open=True), default=1e-3,
+                   help="Adam learning rate (default 1e-3; paper 1e-4)")
     t.add_argument("--schedule", choices=["onecycle", "constant"],
                    help="learning-rate schedule (default onecycle: warm-up then cosine; paper: constant)")
-    t.add_argument("--warmup", type=float, help="fraction of steps spent warming up (onecycle; default 0.15)")
-    t.add_argument("--weight-decay", type=float, help="Adam weight decay (default 0)")
+    t.add_argument("--warmup", type=number(0, 1, hi_open=True),
+                   help="fraction of steps spent warming up, 0 <= f < 1 (onecycle; default 0.15)")
+    t.add_argument("--weight-decay", type=number(0, 10), help="Adam weight decay, >= 0 (default 0)")
     t.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
                    help="per-output-channel weight scales (default on; paper: per-tensor)")
     t.add_argument("--weight-values", choices=["int", "full", "pow2"],
@@ -47,11 +50,14 @@ def add_parser(sub: Any) -> None:
                    help="progressive quantisation: train first at these bit widths, widest first (e.g. 8,3), each "
                         "stage starting from the last one's weights (docs/cqmlp.md)")
     t.add_argument("--pretrain-epochs", metavar="E[,E...]", help="epochs at each --pretrain-bits width (e.g. 14,8)")
-    t.add_argument("--patience", type=int, default=3, help="early stop after N epochs without better val loss "
+    t.add_argument("--patience", type=integer(0, 10**6), default=3,
+                   help="early stop after N epochs without better val loss "
                                                             "(default 3; 0 = off)")
-    t.add_argument("--max-train-windows", type=int, help="train on a seeded random subset of this many windows")
-    t.add_argument("--seed", type=int, default=0, help="data generation, initialisation and shuffling seed")
-    t.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for this small MLP)")
+    t.add_argument("--max-train-windows", type=integer(1), help="train on a seeded random subset of this many windows")
+    t.add_argument("--seed", type=integer(0, 2**32 - 1), default=0,
+                   help="data generation, initialisation and shuffling seed")
+    t.add_argument("--threads", type=integer(1, 1024), default=1,
+                   help="torch threads (default 1: fastest for this small MLP)")
     t.add_argument("--out", default="cqmlp.pt", help="checkpoint path (default cqmlp.pt); metrics.json, .png and "
                                                      ".state.pt are written next to it")
     t.add_argument("--resume", nargs="?", const="", default=None,
@@ -64,20 +70,16 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hwkit.compress.cqmlp.train import config_from, paths_for, prepare_data, stages_of, train_cqmlp
+    from hwkit.compress.cqmlp.train import config_from, paths_for, read_state, stages_of
+    from hwkit.outdir import claim, claim_file_parent
 
     try:
         fractions = tuple(float(f) for f in args.fractions.split(","))
     except ValueError:
         raise InputError(f"--fractions '{args.fractions}' is not three numbers like 0.85,0.10,0.05") from None
-    for flag, v in (("--bits", args.bits), ("--depth", args.depth), ("--window", args.window),
-                    ("--stride", args.stride), ("--epochs", args.epochs), ("--batch-size", args.batch_size),
-                    ("--threads", args.threads)):
-        if v < 1:
-            raise InputError(f"{flag} must be >= 1, got {v}")
-    if not 1 <= args.depth <= 4 or not 1 <= args.bits <= 8:
-        raise InputError(f"--depth must be 1..4 and --bits 1..8, got {args.depth} and {args.bits}")
-    if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+    # the integer flags are range-checked by argparse (hwkit.cli.args.integer)
+    if len(fractions) != 3 or not all(math.isfinite(f) and f > 0 for f in fractions) \
+            or abs(sum(fractions) - 1) > 1e-6:
         raise InputError(f"--fractions must be three positive numbers summing to 1, got {args.fractions}")
     stages: dict[str, tuple[int, ...]] = {}
     for flag, key in (("--pretrain-bits", "pretrain_bits"), ("--pretrain-epochs", "pretrain_epochs")):
@@ -88,13 +90,40 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{flag} '{text}' is not a comma-separated list of integers like 8,3") from None
     cfg = config_from({**vars(args), "fractions": fractions, **stages})
     stages_of(cfg)  # mismatched or impossible --pretrain-* values fail before any data is read
+    out = Path(args.out)
+    resume = None if args.resume is None else Path(args.resume or paths_for(out)[2])
+    if resume is not None:
+        read_state(resume)  # a missing, forged or corrupt state fails before any data is read
+    if args.data and not Path(args.data).is_dir():
+        raise InputError(f"--data {args.data}: data directory not found")
+    # --synthetic-dir is an output directory too (its CAN files are read back): new, empty or hwkit's
+    synth = claim(args.synthetic_dir, "synthetic-data", legacy_markers=("normal_run_data.txt",)) \
+        if args.synthetic and args.synthetic_dir else None
+    try:
+        created = claim_file_parent(out)  # missing parents are created now and removed again if the run fails
+    except InputError:
+        if synth is not None and (synth.created is not None or not synth.before):
+            synth.rollback()
+        raise
+    try:
+        return _train(args, cfg, fractions, out, resume)
+    except InputError:
+        for owned in (synth, created):
+            if owned is not None and (owned.created is not None or not owned.before):
+                owned.rollback()
+        raise
+
+
+def _train(args: argparse.Namespace, cfg: Any, fractions: tuple[float, ...], out: Any, resume: Any) -> int:
+    from pathlib import Path
+
+    from hwkit.compress.cqmlp.train import prepare_data, train_cqmlp
+
     progress = None
     if not (args.json or args.quiet):
         from hwkit.compress.cqmlp.train import RichTrainProgress
 
         progress = RichTrainProgress()
-    out = Path(args.out)
-    resume = None if args.resume is None else Path(args.resume or paths_for(out)[2])
     try:
         split, desc = prepare_data(Path(args.data) if args.data else None,
                                    args.synthetic_seconds if args.synthetic else None, cfg,

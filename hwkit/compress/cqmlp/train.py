@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -32,6 +34,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hwkit.artifact import write_text_atomic
 from hwkit.data.windows import CLASSES, DEFAULT_FRACTIONS, Split, Windows
 from hwkit.errors import InputError
 
@@ -294,19 +297,61 @@ def paths_for(out: Path) -> tuple[Path, Path, Path]:
     return Path(f"{stem}.metrics.json"), Path(f"{stem}.png"), Path(f"{stem}.state.pt")
 
 
-def _load_state(path: Path, cfg: TrainConfig, fp: str) -> dict[str, Any]:
-    import pickle
+def _state_problem(state: Any) -> str | None:
+    """What is wrong with a loaded training state (a field missing, of the wrong type or not finite), or None."""
+    import torch
 
+    if not isinstance(state, dict) or state.get(STATE_KEY) != 1:
+        return f"missing '{STATE_KEY}': 1"
+
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    checks: list[tuple[str, bool]] = [
+        ("config", isinstance(state.get("config"), dict)),
+        ("data_fingerprint", isinstance(state.get("data_fingerprint"), str)),
+        ("epoch", count(state.get("epoch"))), ("bad_epochs", count(state.get("bad_epochs"))),
+        ("samples", count(state.get("samples"))),
+        ("train_s", isinstance(state.get("train_s"), int | float) and not isinstance(state.get("train_s"), bool)
+         and math.isfinite(state["train_s"]) and state["train_s"] >= 0),
+        ("model", isinstance(state.get("model"), dict)
+         and all(isinstance(v, torch.Tensor) for v in state["model"].values())),
+        ("optimizer", isinstance(state.get("optimizer"), dict)),
+        ("rng", isinstance(state.get("rng"), torch.Tensor) and state["rng"].dtype == torch.uint8),
+        ("history", isinstance(state.get("history"), list) and all(isinstance(r, dict) for r in state["history"])),
+        ("best", isinstance(state.get("best"), dict) and isinstance(state["best"].get("val_loss"), float)
+         and not math.isnan(state["best"]["val_loss"]) and count(state["best"].get("epoch"))),
+        ("time_to_target", state.get("time_to_target") is None or isinstance(state.get("time_to_target"), dict)),
+    ]
+    for name, ok in checks:
+        if not ok:
+            return f"field '{name}' is missing, of the wrong type or not a finite number"
+    for name, t in state["model"].items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            return f"tensor 'model.{name}' holds non-finite values (NaN/Inf)"
+    return None
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """Load a training state for --resume and check every field it holds (before any work starts)."""
     import torch
 
     if not path.is_file():
         raise InputError(f"{path}: no training state to resume from")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable training state ({str(exc).splitlines()[0][:120]})") from None
-    if not isinstance(state, dict) or state.get(STATE_KEY) != 1:
-        raise InputError(f"{path}: not a hwkit training state (missing '{STATE_KEY}': 1)")
+    except Exception as exc:  # weights_only loading runs no code; a damaged file surfaces as many types
+        text = str(exc).strip().splitlines()
+        raise InputError(f"{path}: not a readable training state ({text[0][:120] if text else type(exc).__name__})"
+                         ) from None
+    problem = _state_problem(state)
+    if problem:
+        raise InputError(f"{path}: not a usable hwkit training state ({problem})")
+    return dict(state)
+
+
+def _load_state(path: Path, cfg: TrainConfig, fp: str) -> dict[str, Any]:
+    state = read_state(path)
     saved = state["config"]
     for name in RESUME_FIXED:
         now = getattr(cfg, name)
@@ -351,8 +396,10 @@ def _plot(path: Path, test: dict[str, Any], history: list[dict[str, Any]], title
     ax2.legend(loc="lower right")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
+    os.replace(tmp, path)
     return path
 
 
@@ -402,11 +449,16 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         if stages[stage][0] != stages[0][0]:
             model = build(stages[stage][0])
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+            text = str(exc).strip().splitlines()
+            raise InputError(f"{resume}: the saved model, optimiser or RNG state does not fit this run "
+                             f"({text[0][:120] if text else type(exc).__name__})") from None
         for group in opt.param_groups:
             group["lr"] = cfg.lr
-        gen.set_state(state["rng"])
         history, best = list(state["history"]), dict(state["best"])
         start_epoch, bad_epochs = int(state["epoch"]), int(state["bad_epochs"])
         train_s, samples = float(state["train_s"]), int(state["samples"])
@@ -479,10 +531,12 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
                                                                   "val_accuracy": val_acc})
         elif final:
             bad_epochs += 1
+        state_tmp = state_path.with_name(f".{state_path.name}.tmp")  # a reader never sees half a state
         torch.save({STATE_KEY: 1, "config": _plain(asdict(cfg)), "data_fingerprint": fp, "epoch": epoch,
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": gen.get_state(),
                     "best": best, "history": history, "bad_epochs": bad_epochs, "train_s": train_s,
-                    "samples": samples, "time_to_target": time_to_target}, state_path)
+                    "samples": samples, "time_to_target": time_to_target}, state_tmp)
+        os.replace(state_tmp, state_path)
         if progress:
             progress.epoch_done(row)
     else:
@@ -508,7 +562,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
                        "confusion_matrix": test_m["confusion"], "classes": test_m["classes"],
                        "benign_fpr": test_m["benign_fpr"], "val": val_m, "test": test_m}
     _save_checkpoint(out, cfg, best, split, meta)
-    metrics_path.write_text(json.dumps(_plain(summary), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(metrics_path, json.dumps(_plain(summary), indent=2) + "\n")
     title = f"CQMLP w{cfg.bits}a{cfg.bits} depth {cfg.depth}, {split.mode} split, {len(split.test):,} test windows"
     drawn = _plot(plot_path, test_m, history, title)
     return TrainResult(out, metrics_path, drawn, state_path, _plain(summary))
