@@ -54,6 +54,11 @@ def _split(x: Any, y: Any, seed: int, source: str) -> SplitData:
         raise InputError(f"{source}: {len(x)} samples; calibration needs at least 4")
     if y is not None and len(y) != len(x):
         raise InputError(f"{source}: {len(y)} labels for {len(x)} samples")
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{source}: samples must be numbers, got {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError(f"{source}: holds {int((~np.isfinite(arr)).sum())} non-finite values (NaN/Inf)")
     perm = np.random.default_rng(seed).permutation(len(x))
     xt = torch.as_tensor(np.asarray(x)[perm], dtype=torch.float32)
     yt = None if y is None else torch.as_tensor(np.asarray(y)[perm], dtype=torch.long)

@@ -451,7 +451,7 @@ def test_calibration_data_that_does_not_fit(cmd: str, calib: str, demo: Path) ->
     model = demo / "float.pt"
     torch.save(TinyMlp().state_dict(), model)
     if calib == "nan.npy":
-        x = np.zeros((40, 16), dtype=np.float32)
+        x = np.zeros((400, 16), dtype=np.float32)
         x[3, 2] = np.nan
         np.save(demo / calib, x)
     elif calib == "short.npy":
@@ -460,7 +460,7 @@ def test_calibration_data_that_does_not_fit(cmd: str, calib: str, demo: Path) ->
     spec = calib if calib == "digits" else str(demo / calib)
     res = run_inprocess([cmd, model, "--arch", "tests.fuzz.archs:tiny_mlp", "--calib", spec, "--out",
                          demo / "out.pt", "--quiet"])
-    check_failure(res, 2, "--calib", before, (demo,), (demo,))
+    check_failure(res, 2, ("--calib", calib), before, (demo,), (demo,))
 
 
 def test_hunt_finds(files: dict[str, Path], tmp_path: Path) -> None:
