@@ -50,6 +50,28 @@ def add_parser(sub: Any) -> None:
                    help="progressive quantisation: train first at these bit widths, widest first (e.g. 8,3), each "
                         "stage starting from the last one's weights (docs/cqmlp.md)")
     t.add_argument("--pretrain-epochs", metavar="E[,E...]", help="epochs at each --pretrain-bits width (e.g. 14,8)")
+    t.add_argument("--weight-scaling", choices=["max", "mean", "learned"],
+                   help="weight scales: max-abs statistic (default), mean-abs statistic, or learned parameters "
+                        "initialised from max-abs (LSQ-style; per output channel with --per-channel)")
+    d = t.add_argument_group("distillation from the float twin (docs/cqmlp.md)")
+    d.add_argument("--teacher", metavar="CKPT", help="distil from this trained CQMLP checkpoint (e.g. a float twin)")
+    d.add_argument("--distill", action="store_true",
+                   help="train the float twin first (OUT stem + .teacher.pt, reused if present for the same "
+                        "data and settings) and distil from it")
+    d.add_argument("--teacher-epochs", type=integer(1, 10**6),
+                   help="epochs of the float twin --distill trains (default 4)")
+    d.add_argument("--float-twin", action="store_true", help="train the unquantised twin itself (a teacher)")
+    d.add_argument("--ce-weight", type=number(0, 1e6),
+                   help="weight of the label cross-entropy when distilling (default 1)")
+    d.add_argument("--kd-weight", type=number(0, 1e6), help="weight of the T^2-scaled KL to the teacher (default 1)")
+    d.add_argument("--kd-temperature", type=number(0, 1e3, lo_open=True),
+                   help="distillation softmax temperature (default 2)")
+    d.add_argument("--feature-weight", type=number(0, 1e6),
+                   help="weight of hidden-feature matching (MSE of the BatchNorm outputs; default 0 = off)")
+    d.add_argument("--init-from-teacher", action="store_true",
+                   help="start from the teacher's weights, then anneal through --pretrain-bits to --bits")
+    t.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                   help="where to train (default cpu; auto = cuda when torch sees a GPU)")
     t.add_argument("--patience", type=integer(0, 10**6), default=3,
                    help="early stop after N epochs without better val loss "
                                                             "(default 3; 0 = off)")
@@ -77,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
         fractions = tuple(float(f) for f in args.fractions.split(","))
     except ValueError:
         raise InputError(f"--fractions '{args.fractions}' is not three numbers like 0.85,0.10,0.05") from None
+    if args.float_twin and (args.distill or args.teacher or args.init_from_teacher):
+        raise InputError("--float-twin trains the teacher itself; it takes no --teacher, --distill or "
+                         "--init-from-teacher")
+    if args.init_from_teacher and not (args.distill or args.teacher):
+        raise InputError("--init-from-teacher needs --teacher CKPT or --distill")
     # the integer flags are range-checked by argparse (hwkit.cli.args.integer)
     if len(fractions) != 3 or not all(math.isfinite(f) and f > 0 for f in fractions) \
             or abs(sum(fractions) - 1) > 1e-6:
@@ -88,7 +115,9 @@ def run(args: argparse.Namespace) -> int:
             stages[key] = tuple(int(v) for v in text.split(",")) if text else ()
         except ValueError:
             raise InputError(f"{flag} '{text}' is not a comma-separated list of integers like 8,3") from None
-    cfg = config_from({**vars(args), "fractions": fractions, **stages})
+    cfg = config_from({**vars(args), "fractions": fractions, **stages,
+                       "distill": args.distill or None, "float_twin": args.float_twin or None,
+                       "init_from_teacher": args.init_from_teacher or None})
     stages_of(cfg)  # mismatched or impossible --pretrain-* values fail before any data is read
     out = Path(args.out)
     resume = None if args.resume is None else Path(args.resume or paths_for(out)[2])

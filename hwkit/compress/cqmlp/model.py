@@ -25,6 +25,19 @@ ternary, {-1, 0, +1} x scale, and a weight becomes 0 below half the scale. With 
 80% of a Gaussian-initialised row starts at 0, with mean-abs scales about 30% (near the
 ternary-weight-network threshold, 0.7 x mean |w|). Statistics only: no learnable parameter is added,
 and the exported QONNX carries a constant scale as before.
+
+``weight_scaling="learned"`` makes every weight scale a parameter (Brevitas
+``ScalingImplType.PARAMETER_FROM_STATS``, LSQ-style): initialised from the max-abs statistic on the first
+forward pass, then trained by gradient descent with the weights (straight-through rounding). Per output
+channel with ``per_channel`` it adds one parameter per neuron (484 for the paper's topology). The
+activation scales of the QuantReLUs are already learned parameters initialised from runtime statistics
+(Brevitas' default ``ParamFromRuntimePercentileScaling``). The export still carries constant scales, so
+FINN streamlines a learned-scale model like a statistics one.
+
+``float_twin=True`` builds the unquantised twin of the same topology (``nn.Linear`` / BatchNorm /
+``nn.ReLU``, raw uint8 inputs): its state-dict keys are a subset of the quantised model's, so it can
+teach (distillation) and initialise the 2-bit model (``hwkit train cqmlp --distill``, docs/cqmlp.md). It
+cannot be compiled for FINN.
 """
 
 from __future__ import annotations
@@ -41,9 +54,10 @@ CQMLP_CLASSES: tuple[str, ...] = ("Benign", "DoS", "Fuzzing", "RPM")
 """Output classes, in logit order (gear spoofing is not one of the paper's classes)."""
 FRAME_BYTES = 10
 """Features per CAN frame: 2 ID bytes + 8 payload bytes."""
-WEIGHT_SCALINGS: tuple[str, ...] = ("max", "mean")
+WEIGHT_SCALINGS: tuple[str, ...] = ("max", "mean", "learned")
+"""Weight scales: the max |w| statistic (Brevitas default), the mean |w| statistic, or a learned parameter
+initialised from max |w| (per tensor or per output channel)."""
 WEIGHT_VALUES: tuple[str, ...] = ("int", "full", "pow2")
-"""Weight-scale statistics: max |w| (Brevitas default) or mean |w| (per tensor or per output channel)."""
 
 
 def build_cqmlp(
@@ -59,6 +73,7 @@ def build_cqmlp(
     layer_bits: Sequence[int] | None = None,
     layer_act_bits: Sequence[int] | None = None,
     weight_values: str = "int",
+    float_twin: bool = False,
 ) -> nn.Sequential:
     """The CQMLP: ``depth`` hidden layers taken from 256-128-64-32 (or ``hidden``), ``bits``-bit
     weights and activations (``act_bits`` overrides the activation width), input ``10 * window`` bytes.
@@ -79,6 +94,8 @@ def build_cqmlp(
         raise ValueError(f"weight_scaling must be one of {WEIGHT_SCALINGS}, got {weight_scaling!r}")
     if weight_values not in WEIGHT_VALUES:
         raise ValueError(f"weight_values must be one of {WEIGHT_VALUES}, got {weight_values!r}")
+    if float_twin:
+        return build_cqmlp_float(widths, window, n_classes, dropout)
     abits = bits if act_bits is None else act_bits
     wbits_list = _per_layer("layer_bits", layer_bits, bits, len(widths) + 1)
     abits_list = _per_layer("layer_act_bits", layer_act_bits, abits, len(widths))
@@ -89,7 +106,7 @@ def build_cqmlp(
         return build_qmlp(FRAME_BYTES * window, widths, n_classes, weight_bits=bits, act_bits=abits, bias=True,
                           batchnorm=True, dropout=dropout)
     import brevitas.nn as qnn
-    from brevitas.inject.enum import StatsOp
+    from brevitas.inject.enum import ScalingImplType, StatsOp
     from brevitas.quant import Int8WeightPerTensorFloat
 
     class WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
@@ -98,6 +115,9 @@ def build_cqmlp(
         # "full": all 2^b codes, -2^(b-1) .. 2^(b-1)-1 (at 2 bits {-2, -1, 0, 1} x scale, scale = max|w| / 2);
         # "int" keeps Brevitas' narrow range (at 2 bits ternary {-1, 0, 1} x max|w|)
         narrow_range = weight_values != "full"
+        # "learned": a parameter initialised from the max-abs statistic on the first forward (LSQ-style)
+        scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS if weight_scaling == "learned" else \
+            ScalingImplType.STATS
 
     if weight_values == "pow2":
         from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
@@ -120,6 +140,22 @@ def build_cqmlp(
         width = h
     layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=wbits_list[-1],
                                   weight_quant=WeightQuant))
+    return nn.Sequential(*layers)
+
+
+def build_cqmlp_float(hidden: Sequence[int], window: int = 4, n_classes: int = 4,
+                      dropout: float = 0.0) -> nn.Sequential:
+    """The float twin: the CQMLP's layers unquantised (Linear -> BatchNorm1d -> ReLU, a Linear head), raw uint8
+    inputs. Same module indices as :func:`build_cqmlp`, so its state dict loads into the quantised model."""
+    layers: list[nn.Module] = []
+    width = FRAME_BYTES * window
+    for h in hidden:
+        layers += [nn.Linear(width, h), nn.BatchNorm1d(h)]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
+        layers.append(nn.ReLU())
+        width = h
+    layers.append(nn.Linear(width, n_classes))
     return nn.Sequential(*layers)
 
 

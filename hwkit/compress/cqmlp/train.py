@@ -96,6 +96,29 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads. 1 is the fastest here for this small MLP, and 2 threads on a 2-core machine
     that is running anything else slow training down ~60x (measured: 26,000 vs 430 samples/s)."""
+    teacher: str | None = None
+    """Distillation: a trained CQMLP checkpoint (normally the float twin) whose logits teach this model."""
+    distill: bool = False
+    """Distillation from the float twin: train it first (``teacher_epochs``, written next to the output as
+    ``*.teacher.pt`` and reused when it is already there for the same data) unless ``teacher`` names one."""
+    teacher_epochs: int = 4
+    """Epochs of the float twin that ``distill`` trains (same batch, lr and schedule)."""
+    ce_weight: float = 1.0
+    """Weight of the cross-entropy on the labels when distilling."""
+    kd_weight: float = 1.0
+    """Weight of the KL divergence to the teacher's temperature-softened outputs (times T^2, Hinton et al.)."""
+    kd_temperature: float = 2.0
+    """Softmax temperature T of the distillation term."""
+    feature_weight: float = 0.0
+    """Weight of hidden-feature matching: the mean squared error between the student's and the teacher's
+    BatchNorm outputs (pre-activations) of every hidden layer, averaged over layers (0 = off)."""
+    init_from_teacher: bool = False
+    """Start from the teacher's weights (Linear and BatchNorm; the quantiser scales start from statistics of
+    them), then train at ``pretrain_bits`` (annealing) and ``bits``."""
+    float_twin: bool = False
+    """Train the unquantised twin of the topology instead (the teacher that ``distill`` trains)."""
+    device: str = "cpu"
+    """cpu | cuda | auto (cuda when torch sees a GPU)."""
 
     def arch_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`hwkit.compress.cqmlp.model.build_cqmlp`."""
@@ -107,15 +130,26 @@ class TrainConfig:
             kw["weight_scaling"] = self.weight_scaling
         if self.weight_values != "int":
             kw["weight_values"] = self.weight_values
+        if self.float_twin:
+            kw["float_twin"] = True
         return kw
+
+    @property
+    def distilling(self) -> bool:
+        """Whether the loss has a teacher term."""
+        return self.teacher is not None or self.distill
 
 
 # Settings that must match between a saved training state and a resumed run (others may change).
 RESUME_FIXED = ("bits", "depth", "window", "stride", "split", "fractions", "batch_size", "max_train_windows", "seed",
-                "per_channel", "weight_scaling", "weight_values", "pretrain_bits", "pretrain_epochs")
+                "per_channel", "weight_scaling", "weight_values", "pretrain_bits", "pretrain_epochs", "distill",
+                "ce_weight", "kd_weight", "kd_temperature", "feature_weight", "init_from_teacher", "float_twin")
 SCHEDULES = ("constant", "onecycle")
+DEVICES = ("cpu", "cuda", "auto")
 _FIELD_DEFAULTS: dict[str, Any] = {"weight_scaling": "max", "weight_values": "int", "pretrain_bits": [],
-                                   "pretrain_epochs": []}
+                                   "pretrain_epochs": [], "distill": False, "ce_weight": 1.0, "kd_weight": 1.0,
+                                   "kd_temperature": 2.0, "feature_weight": 0.0, "init_from_teacher": False,
+                                   "float_twin": False}
 STAGE_WARMUP = 0.02
 """Warm-up fraction of every progressive-quantisation stage after the first (it starts from trained weights)."""
 
@@ -245,7 +279,7 @@ def fingerprint(split: Split) -> str:
     return h.hexdigest()[:16]
 
 
-def _evaluate(model: Any, w: Windows) -> tuple[float, np.ndarray]:
+def _evaluate(model: Any, w: Windows, device: Any = "cpu") -> tuple[float, np.ndarray]:
     import torch
 
     model.eval()
@@ -253,12 +287,101 @@ def _evaluate(model: Any, w: Windows) -> tuple[float, np.ndarray]:
     loss = 0.0
     with torch.no_grad():
         for i in range(0, len(w), EVAL_BATCH):
-            xb = torch.from_numpy(w.x[i:i + EVAL_BATCH]).float()
-            yb = torch.from_numpy(w.y[i:i + EVAL_BATCH])
+            xb = torch.from_numpy(w.x[i:i + EVAL_BATCH]).float().to(device)
+            yb = torch.from_numpy(w.y[i:i + EVAL_BATCH]).to(device)
             logits = model(xb)
             loss += float(torch.nn.functional.cross_entropy(logits, yb, reduction="sum"))
-            preds.append(logits.argmax(1).numpy())
+            preds.append(logits.argmax(1).cpu().numpy())
     return loss / max(len(w), 1), np.concatenate(preds) if preds else np.zeros(0, np.int64)
+
+
+def resolve_device(name: str) -> Any:
+    """The torch device for ``--device cpu|cuda|auto`` (auto: cuda when torch sees a GPU, else cpu)."""
+    import torch
+
+    if name not in DEVICES:
+        raise InputError(f"device must be one of {DEVICES}, got {name!r}")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: torch sees no CUDA GPU here (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def load_teacher(path: Path, window: int) -> Any:
+    """A trained CQMLP checkpoint (float twin or quantised) as an eval-mode module; read with
+    ``weights_only=True`` (no pickled code)."""
+    import pickle
+
+    import torch
+
+    from hwkit.compress.cqmlp.model import build_cqmlp
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no teacher checkpoint there (train one with --distill or hwkit train cqmlp)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable checkpoint ({str(exc).splitlines()[0][:120]})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("arch") != "cqmlp" or "state_dict" not in ckpt:
+        raise InputError(f"{path}: not a hwkit CQMLP checkpoint (arch 'cqmlp' with a state_dict)")
+    kwargs = dict(ckpt.get("arch_kwargs") or {})
+    if int(kwargs.get("window", 4)) != window:
+        raise InputError(f"{path}: the teacher reads {kwargs.get('window', 4)}-frame windows, this run {window}")
+    try:
+        teacher = build_cqmlp(**kwargs)
+        teacher.load_state_dict(ckpt["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InputError(f"{path}: cannot rebuild the teacher ({str(exc).splitlines()[0][:160]})") from None
+    return teacher.eval()
+
+
+def teacher_outputs(teacher: Any, x: np.ndarray, device: Any = "cpu") -> Any:
+    """The teacher's logits for every window of ``x`` (uint8), computed once (float32 tensor, n x classes)."""
+    import torch
+
+    teacher.eval()
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(x), EVAL_BATCH):
+            out.append(teacher(torch.from_numpy(x[i:i + EVAL_BATCH]).float().to(device)).float())
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def distill_loss(logits: Any, labels: Any, teacher_logits: Any, ce_weight: float = 1.0, kd_weight: float = 1.0,
+                 temperature: float = 2.0) -> Any:
+    """``ce_weight`` x CE(labels) + ``kd_weight`` x T^2 x KL(teacher_T || student_T), the softened-softmax
+    distillation loss of Hinton et al. (T^2 keeps the gradient scale independent of T)."""
+    import torch.nn.functional as F  # noqa: N812
+
+    loss = ce_weight * F.cross_entropy(logits, labels) if ce_weight else logits.new_zeros(())
+    if kd_weight:
+        t = float(temperature)
+        kl = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(teacher_logits / t, 1), reduction="batchmean",
+                      log_target=True)
+        loss = loss + kd_weight * t * t * kl
+    return loss
+
+
+def feature_taps(model: Any) -> tuple[list[Any], list[Any]]:
+    """Forward hooks on every BatchNorm1d of ``model``: (list the outputs land in, hook handles)."""
+    from torch import nn
+
+    feats: list[Any] = []
+    handles = [m.register_forward_hook(lambda _m, _i, out: feats.append(out))
+               for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    return feats, handles
+
+
+def feature_loss(student: list[Any], teacher: list[Any]) -> Any:
+    """Mean over hidden layers of the MSE between student and teacher pre-activations."""
+    import torch.nn.functional as F  # noqa: N812
+
+    if len(student) != len(teacher) or not student:
+        raise InputError(f"feature matching needs the same hidden layers: student {len(student)}, "
+                         f"teacher {len(teacher)}")
+    return sum(F.mse_loss(s, t.detach()) for s, t in zip(student, teacher, strict=True)) / len(student)
 
 
 def golden_from(w: Windows, per_class: int = 64) -> np.ndarray:
@@ -420,6 +543,8 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         pick = np.random.default_rng(cfg.seed).choice(len(train_w), cfg.max_train_windows, replace=False)
         train_w = train_w.take(np.sort(pick))
     fp = fingerprint(split)
+    device = resolve_device(cfg.device)
+    teacher_path = _teacher_for(split, cfg, out, data_desc, progress, fp)
 
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -437,6 +562,14 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         model = build(stages[0][0])
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
+    teacher = None
+    if teacher_path is not None:
+        teacher = load_teacher(teacher_path, cfg.window)
+        if cfg.init_from_teacher:
+            init_from(model, teacher, teacher_path)
+    elif cfg.init_from_teacher:
+        raise InputError("--init-from-teacher needs a teacher (--teacher FILE or --distill)")
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, Any]] = []
@@ -447,7 +580,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         state = _load_state(resume, cfg, fp)
         stage = stage_at(stages, max(1, int(state["epoch"])))[0]
         if stages[stage][0] != stages[0][0]:
-            model = build(stages[stage][0])
+            model = build(stages[stage][0]).to(device)
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         try:
             model.load_state_dict(state["model"])
@@ -467,16 +600,35 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             progress.note(f"resuming after epoch {start_epoch} (best val loss {best['val_loss']:.5f} "
                           f"at epoch {best['epoch']})")
 
-    x_train = torch.from_numpy(train_w.x)
-    y_train = torch.from_numpy(train_w.y)
+    x_train = torch.from_numpy(train_w.x).to(device)
+    y_train = torch.from_numpy(train_w.y).to(device)
     n = len(train_w)
+    t_logits = None
+    t_feats: list[Any] = []
+    s_feats: list[Any] = []
+    if teacher is not None:
+        teacher.to(device)
+        t0 = time.perf_counter()
+        t_logits = teacher_outputs(teacher, train_w.x, device)  # once per window, reused every epoch
+        if progress:
+            t_acc = float((t_logits.argmax(1).cpu().numpy() == train_w.y).mean())
+            progress.note(f"teacher {teacher_path}: logits of {n:,} training windows cached in "
+                          f"{time.perf_counter() - t0:.1f} s (teacher training accuracy {t_acc * 100:.3f}%)")
+        if cfg.feature_weight:
+            t_feats, _ = feature_taps(teacher)
     batches = (n + cfg.batch_size - 1) // cfg.batch_size
     total_epochs = sum(e for _, e, _ in stages)  # a resumed run with more epochs stretches the last stage's schedule
     meta_base = {
         "dataset": data_desc.get("name", "CAN windows"), "data": data_desc, "split": split.describe(),
         "train_windows_used": n, "classes": list(CLASSES), "learnable_parameters": count_learnable(model),
-        "config": _plain(asdict(cfg)), "loss": "CrossEntropy (softmax head)", "data_fingerprint": fp,
+        "config": _plain(asdict(cfg)), "data_fingerprint": fp, "device": str(device),
+        "loss": (f"{cfg.ce_weight:g} x CrossEntropy + {cfg.kd_weight:g} x T^2 x KL(teacher || student) at T = "
+                 f"{cfg.kd_temperature:g}" + (f" + {cfg.feature_weight:g} x hidden-feature MSE"
+                                              if cfg.feature_weight else "")
+                 if teacher is not None else "CrossEntropy (softmax head)"),
     }
+    if teacher_path is not None:
+        meta_base["teacher"] = str(teacher_path)
     stopped = "max epochs"
     for epoch in range(start_epoch + 1, total_epochs + 1):
         if cfg.patience and bad_epochs >= cfg.patience:
@@ -484,7 +636,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             break
         now, before = stage_at(stages, epoch)
         if now != stage:  # next progressive-quantisation stage: the same weights at the next width, a fresh Adam
-            narrower = build(stages[now][0])
+            narrower = build(stages[now][0]).to(device)
             narrower.load_state_dict(model.state_dict())
             model, stage = narrower, now
             opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -494,6 +646,9 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         stage_steps = stages[stage][1] * batches
         final = stage == len(stages) - 1  # only the model at the target width is kept, stops early or is timed
         model.train()
+        taps: list[Any] = []
+        if cfg.feature_weight and teacher is not None:  # hooks only while training (not in evaluation)
+            s_feats, taps = feature_taps(model)
         if progress:
             progress.epoch_started(epoch, total_epochs, batches)
         perm = torch.randperm(n, generator=gen)
@@ -501,20 +656,35 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         loss_sum = 0.0
         for b in range(batches):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            if device.type != "cpu":
+                idx = idx.to(device)
             xb, yb = x_train[idx].float(), y_train[idx]
             for group in opt.param_groups:
                 group["lr"] = lr_at(stage_cfg, (epoch - 1 - before) * batches + b, stage_steps)
             opt.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            s_feats.clear()
+            logits = model(xb)
+            if t_logits is None:
+                loss = torch.nn.functional.cross_entropy(logits, yb)
+            else:
+                loss = distill_loss(logits, yb, t_logits[idx], cfg.ce_weight, cfg.kd_weight, cfg.kd_temperature)
+                if cfg.feature_weight:
+                    t_feats.clear()
+                    with torch.no_grad():
+                        teacher(xb)
+                    loss = loss + cfg.feature_weight * feature_loss(s_feats, t_feats)
             loss.backward()
             opt.step()
             loss_sum += float(loss.detach()) * len(idx)
             if progress and (b % 20 == 19 or b == batches - 1):
                 progress.batches_done(20 if b % 20 == 19 else (b % 20) + 1)
         dt = time.perf_counter() - t0
+        for h in taps:
+            h.remove()
+        s_feats.clear()
         train_s += dt
         samples += n
-        val_loss, val_pred = _evaluate(model, split.val)
+        val_loss, val_pred = _evaluate(model, split.val, device)
         val_acc = float((val_pred == split.val.y).mean())
         improved = final and val_loss < best["val_loss"]
         row = {"epoch": epoch, "train_loss": loss_sum / n, "val_loss": val_loss, "val_accuracy": val_acc,
@@ -525,7 +695,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             time_to_target = {"epoch": epoch, "train_s": train_s, "samples": samples}
         if improved:
             best = {"val_loss": val_loss, "epoch": epoch, "val_accuracy": val_acc,
-                    "state_dict": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
             bad_epochs = 0
             _save_checkpoint(out, cfg, best, split, meta_base | {"best_epoch": epoch, "val_loss": val_loss,
                                                                   "val_accuracy": val_acc})
@@ -546,8 +716,8 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     if best["state_dict"] is None:
         raise InputError(f"nothing to save: the run already finished {start_epoch} epochs (raise --epochs)")
     model.load_state_dict(best["state_dict"])
-    _, test_pred = _evaluate(model, split.test)
-    _, val_pred = _evaluate(model, split.val)
+    _, test_pred = _evaluate(model, split.test, device)
+    _, val_pred = _evaluate(model, split.val, device)
     test_m = classification_metrics(split.test.y, test_pred)
     val_m = classification_metrics(split.val.y, val_pred)
     summary = meta_base | {
@@ -563,9 +733,52 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
                        "benign_fpr": test_m["benign_fpr"], "val": val_m, "test": test_m}
     _save_checkpoint(out, cfg, best, split, meta)
     write_text_atomic(metrics_path, json.dumps(_plain(summary), indent=2) + "\n")
-    title = f"CQMLP w{cfg.bits}a{cfg.bits} depth {cfg.depth}, {split.mode} split, {len(split.test):,} test windows"
+    kind = "float twin" if cfg.float_twin else f"w{cfg.bits}a{cfg.bits}"
+    title = f"CQMLP {kind} depth {cfg.depth}, {split.mode} split, {len(split.test):,} test windows"
     drawn = _plot(plot_path, test_m, history, title)
     return TrainResult(out, metrics_path, drawn, state_path, _plain(summary))
+
+
+def init_from(model: Any, teacher: Any, where: Path | str = "teacher") -> None:
+    """Copy the teacher's Linear and BatchNorm tensors into ``model`` (same topology); the quantiser scales
+    are left out, so they start from statistics of the copied weights (and of the first batches)."""
+    src = teacher.state_dict()
+    dst = model.state_dict()
+    wrong = [k for k, v in src.items() if k not in dst or tuple(dst[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise InputError(f"{where}: the teacher's layers do not match this CQMLP's ({', '.join(wrong[:3])})")
+    model.load_state_dict({k: v for k, v in src.items()}, strict=False)
+
+
+def _teacher_for(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, Any],
+                 progress: TrainProgress | None, fp: str) -> Path | None:
+    """The teacher checkpoint of a distilling run: ``cfg.teacher``, or (``distill``) the float twin next to
+    ``out``, trained here unless one for the same data is already there."""
+    import torch
+
+    if cfg.teacher is not None:
+        return Path(cfg.teacher)
+    if not cfg.distill:
+        return None
+    if cfg.float_twin:
+        raise InputError("--distill trains a float twin as teacher; a float twin cannot distil from itself")
+    path = out.with_name(out.with_suffix("").name + ".teacher.pt")
+    if path.is_file():
+        try:
+            meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
+        except Exception:  # noqa: BLE001  # unreadable: retrain it
+            meta = {}
+        if meta.get("data_fingerprint") == fp and meta.get("epochs_run") == cfg.teacher_epochs:
+            if progress:
+                progress.note(f"float twin: reusing {path} (same data, {cfg.teacher_epochs} epochs)")
+            return path
+    if progress:
+        progress.note(f"float twin: training the teacher for {cfg.teacher_epochs} epochs -> {path}")
+    tcfg = replace(cfg, float_twin=True, distill=False, teacher=None, init_from_teacher=False,
+                   epochs=cfg.teacher_epochs, pretrain_bits=(), pretrain_epochs=(), patience=0,
+                   feature_weight=0.0, weight_scaling="max")
+    train_cqmlp(split, tcfg, path, data_desc, progress)
+    return path
 
 
 def _save_checkpoint(out: Path, cfg: TrainConfig, best: dict[str, Any], split: Split, meta: dict[str, Any]) -> None:
