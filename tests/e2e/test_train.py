@@ -104,6 +104,9 @@ def test_malformed_data_is_one_line_error_in_strict_mode(tmp_path):
     (["--synthetic-seconds", "4"], "synthetic data of 4 s per file: 1 intrusions of 3.0-5.0 s do not fit"),
     (["--synthetic-seconds", "8", "--bits", "1", "--weight-values", "pow2"],
      "cannot build the CQMLP: power-of-two weights need at least 2 bits"),
+    (["--synthetic-seconds", "8", "--init-from-teacher"], "--init-from-teacher needs --teacher CKPT or --distill"),
+    (["--synthetic-seconds", "8", "--teacher", "no-such-teacher.pt"], "no-such-teacher.pt: no teacher checkpoint"),
+    (["--synthetic-seconds", "8", "--kd-weight", "-1", "--distill"], "--kd-weight must be >= 0"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, args, words):
     out = tmp_path / "x.pt"
@@ -182,6 +185,36 @@ def test_full_range_weights_train_export_and_stay_bit_exact(tmp_path):
     assert all(v["ok"] for v in report["verification"]) and report["verification"][-1]["int_exact"] is True
     mvau = [la for la in report["layers"] if la["op"].startswith("MVAU")]
     assert len(mvau) == 5 and all(la["weight_dtype"] == "INT2" for la in mvau)
+    split, _ = prepare_data(None, 8.0, TrainConfig(split="random"))
+    test = split.test.take(np.linspace(0, len(split.test) - 1, 60).astype(int))
+    res = _bitexact_module().bitexact_check(loaded.module, build, test.x, tmp_path / "work", labels=test.y)
+    assert res["class_mismatches"] == 0 and res["int_mismatches"] == 0, res
+
+
+def test_distilled_learned_scale_model_trains_compiles_and_stays_bit_exact(tmp_path):
+    """--distill --init-from-teacher --weight-scaling learned: the float twin is trained and kept next to the
+    output, the 2-bit student starts from it with learned per-channel weight scales, and FINN streamlines the
+    result integer-exactly (the learned scales export as constants)."""
+    import numpy as np
+
+    from hwkit.compress.cqmlp.train import TrainConfig, prepare_data
+    from hwkit.load import load_model
+
+    out = tmp_path / "kd.pt"
+    proc = _hwkit("train", "cqmlp", *SMALL, "--epochs", "1", "--distill", "--teacher-epochs", "1",
+                  "--init-from-teacher", "--weight-scaling", "learned", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["teacher"] == str(tmp_path / "kd.teacher.pt") and (tmp_path / "kd.teacher.pt").is_file()
+    assert "KL" in summary["loss"] and summary["config"]["weight_scaling"] == "learned"
+    assert summary["learnable_parameters"] == 54_824 + 484  # + one learned scale per output neuron
+    loaded = load_model(out, CompileSettings())
+    assert any("weight_quant" in k for k in loaded.module.state_dict())
+    build = tmp_path / "build"
+    proc = _hwkit("compile", str(out), "--target", "zcu104", "--target-fps", "100000", "--out", str(build), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((build / "report.json").read_text())
+    assert all(v["ok"] for v in report["verification"]) and report["verification"][-1]["int_exact"] is True
     split, _ = prepare_data(None, 8.0, TrainConfig(split="random"))
     test = split.test.take(np.linspace(0, len(split.test) - 1, 60).astype(int))
     res = _bitexact_module().bitexact_check(loaded.module, build, test.x, tmp_path / "work", labels=test.y)
