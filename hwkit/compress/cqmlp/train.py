@@ -11,6 +11,14 @@ early stopping after 3 epochs without a better validation loss; the bundled exam
 examples/train_cqmlp.py. ``TrainConfig(schedule="constant", per_channel=False, lr=1e-4,
 batch_size=128, epochs=1000)`` is the paper's schedule.
 
+Distillation (docs/cqmlp.md, "Distillation and learned scales"): ``teacher`` (a trained CQMLP checkpoint,
+normally the float twin) or ``distill`` (train the float twin first, ``model.teacher.pt``) adds
+``kd_weight`` x T^2 x KL(teacher_T || student_T) to ``ce_weight`` x CE, with the teacher's logits computed
+once per training window and cached for every epoch; ``feature_weight`` adds the MSE between the student's
+and the teacher's hidden pre-activations (BatchNorm outputs, teacher run on the batch). ``init_from_teacher``
+starts the student from the teacher's weights and anneals through ``pretrain_bits`` to ``bits``;
+``weight_scaling="learned"`` learns the weight scales. ``device`` = cpu | cuda | auto.
+
 Outputs, for ``--out model.pt``:
 
 - ``model.pt``: a hwkit checkpoint (arch ``cqmlp``) of the best-validation-loss model, with golden
