@@ -191,6 +191,10 @@ def test_distill_trains_the_float_twin_once_and_reuses_it(tmp_path):
     mtime = twin.stat().st_mtime_ns
     train_cqmlp(split, cfg, tmp_path / "s.pt", {"name": "test"})
     assert twin.stat().st_mtime_ns == mtime  # same data, same epochs: reused, not retrained
+    from dataclasses import replace
+
+    train_cqmlp(split, replace(cfg, lr=1e-3), tmp_path / "s.pt", {"name": "test"})
+    assert twin.stat().st_mtime_ns != mtime  # other settings: trained again
 
 
 def test_device_choice():

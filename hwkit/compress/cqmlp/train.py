@@ -771,20 +771,22 @@ def _teacher_for(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str,
     if cfg.float_twin:
         raise InputError("--distill trains a float twin as teacher; a float twin cannot distil from itself")
     path = out.with_name(out.with_suffix("").name + ".teacher.pt")
+    tcfg = replace(cfg, float_twin=True, distill=False, teacher=None, init_from_teacher=False,
+                   epochs=cfg.teacher_epochs, pretrain_bits=(), pretrain_epochs=(), patience=0,
+                   feature_weight=0.0, weight_scaling="max")
     if path.is_file():
         try:
             meta = torch.load(path, map_location="cpu", weights_only=True).get("meta", {})
         except Exception:  # noqa: BLE001  # unreadable: retrain it
             meta = {}
-        if meta.get("data_fingerprint") == fp and meta.get("epochs_run") == cfg.teacher_epochs:
+        same = {k: v for k, v in _plain(asdict(tcfg)).items() if k not in ("device", "threads")}
+        saved = {k: v for k, v in dict(meta.get("config") or {}).items() if k in same}
+        if meta.get("data_fingerprint") == fp and meta.get("epochs_run") == cfg.teacher_epochs and saved == same:
             if progress:
-                progress.note(f"float twin: reusing {path} (same data, {cfg.teacher_epochs} epochs)")
+                progress.note(f"float twin: reusing {path} (same data and settings, {cfg.teacher_epochs} epochs)")
             return path
     if progress:
         progress.note(f"float twin: training the teacher for {cfg.teacher_epochs} epochs -> {path}")
-    tcfg = replace(cfg, float_twin=True, distill=False, teacher=None, init_from_teacher=False,
-                   epochs=cfg.teacher_epochs, pretrain_bits=(), pretrain_epochs=(), patience=0,
-                   feature_weight=0.0, weight_scaling="max")
     train_cqmlp(split, tcfg, path, data_desc, progress)
     return path
 
