@@ -191,6 +191,7 @@ def test_full_range_weights_train_export_and_stay_bit_exact(tmp_path):
     assert res["class_mismatches"] == 0 and res["int_mismatches"] == 0, res
 
 
+@pytest.mark.slow
 def test_distilled_learned_scale_model_trains_compiles_and_stays_bit_exact(tmp_path):
     """--distill --init-from-teacher --weight-scaling learned: the float twin is trained and kept next to the
     output, the 2-bit student starts from it with learned per-channel weight scales, and FINN streamlines the
