@@ -570,7 +570,7 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         model = build(stages[0][0])
     if cfg.schedule not in SCHEDULES:
         raise InputError(f"schedule must be one of {SCHEDULES}, got {cfg.schedule!r}")
-    teacher = None
+    teacher: Any = None
     if teacher_path is not None:
         teacher = load_teacher(teacher_path, cfg.window)
         if cfg.init_from_teacher:
