@@ -108,7 +108,7 @@ class TrainConfig:
     """Distillation: a trained CQMLP checkpoint (normally the float twin) whose logits teach this model."""
     distill: bool = False
     """Distillation from the float twin: train it first (``teacher_epochs``, written next to the output as
-    ``*.teacher.pt`` and reused when it is already there for the same data) unless ``teacher`` names one."""
+    ``*.teacher.pt`` and reused when it is already there for the same data and settings) unless ``teacher`` names one."""
     teacher_epochs: int = 4
     """Epochs of the float twin that ``distill`` trains (same batch, lr and schedule)."""
     ce_weight: float = 1.0
@@ -141,11 +141,6 @@ class TrainConfig:
         if self.float_twin:
             kw["float_twin"] = True
         return kw
-
-    @property
-    def distilling(self) -> bool:
-        """Whether the loss has a teacher term."""
-        return self.teacher is not None or self.distill
 
 
 # Settings that must match between a saved training state and a resumed run (others may change).
