@@ -108,7 +108,8 @@ class TrainConfig:
     """Distillation: a trained CQMLP checkpoint (normally the float twin) whose logits teach this model."""
     distill: bool = False
     """Distillation from the float twin: train it first (``teacher_epochs``, written next to the output as
-    ``*.teacher.pt`` and reused when it is already there for the same data and settings) unless ``teacher`` names one."""
+    ``*.teacher.pt`` and reused when it is already there for the same data and settings) unless ``teacher``
+    names one."""
     teacher_epochs: int = 4
     """Epochs of the float twin that ``distill`` trains (same batch, lr and schedule)."""
     ce_weight: float = 1.0
