@@ -106,13 +106,20 @@ def test_malformed_data_is_one_line_error_in_strict_mode(tmp_path):
      "cannot build the CQMLP: power-of-two weights need at least 2 bits"),
     (["--synthetic-seconds", "8", "--init-from-teacher"], "--init-from-teacher needs --teacher CKPT or --distill"),
     (["--synthetic-seconds", "8", "--teacher", "no-such-teacher.pt"], "no-such-teacher.pt: no teacher checkpoint"),
-    (["--synthetic-seconds", "8", "--kd-weight", "-1", "--distill"], "--kd-weight must be >= 0"),
 ])
 def test_bad_settings_are_one_line_errors(tmp_path, args, words):
     out = tmp_path / "x.pt"
     proc = _hwkit("train", "cqmlp", "--synthetic", *args, "--epochs", "1", "--quiet", "--out", str(out))
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0, proc.stderr
     assert words in proc.stderr and "Traceback" not in proc.stderr and not out.exists()
+
+
+def test_negative_distillation_weights_are_refused_before_any_data(tmp_path):
+    out = tmp_path / "x.pt"
+    for flag in ("--kd-weight", "--ce-weight", "--feature-weight"):
+        proc = _hwkit("train", "cqmlp", "--synthetic", "--distill", flag, "-1", "--quiet", "--out", str(out))
+        assert proc.returncode == 2 and f"argument {flag}: must be in [0" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr and not out.exists() and not (tmp_path / "x.teacher.pt").exists()
 
 
 def _bitexact_module():
