@@ -232,7 +232,7 @@ def check_vivado(inst: VivadoInstall | None, probe: Probe, xilinx_path: str | No
 
 def check_part(inst: VivadoInstall | None, board: Board) -> Check:
     """The part's device family is installed (Vivado error 'Part ... is not installed', FINN #948)."""
-    family_dir = board.extra.get("vivado_device_dir")
+    family_dir = board.vivado_device_dir
     if inst is None or not family_dir:
         return Check("part installed", "skip", "no Vivado" if inst is None else "board file names no vivado_device_dir")
     parts = inst.vivado_dir / "data" / "parts" / "xilinx"
@@ -256,12 +256,12 @@ def _reachable(host: str, port: int, timeout_s: float = 3.0) -> bool:
 
 def check_license(board: Board, probe: Probe) -> Check:
     """A license for the part: WebPACK/Standard parts need none; others a file or a port@host server."""
-    if board.extra.get("webpack") is True:
+    if board.webpack is True:
         return Check("license", "ok", f"{board.part} is a WebPACK/Standard part: no license needed")
     env = probe.env
     raw = env.get("XILINXD_LICENSE_FILE") or env.get("LM_LICENSE_FILE")
     default = Path(env.get("HOME", "~")).expanduser() / ".Xilinx" / "Xilinx.lic"
-    need = ("needs a paid license" if board.extra.get("webpack") is False
+    need = ("needs a paid license" if board.webpack is False
             else "may need a license (the board file has no webpack fact)")
     fix = ("set XILINXD_LICENSE_FILE to the license file or to port@host of the license server "
            f"(e.g. 2100@licserver); {board.part} {need}")
@@ -333,7 +333,7 @@ def _ram_gib() -> float | None:
 
 def check_resources(board: Board, probe: Probe, build_dir: Path) -> list[Check]:
     """RAM (board's ``min_ram_gib``) and free disk where the build goes."""
-    need = float(board.extra.get("min_ram_gib", DEFAULT_MIN_RAM_GIB))
+    need = board.min_ram_gib or DEFAULT_MIN_RAM_GIB
     have = probe.ram_gib if probe.ram_gib is not None else _ram_gib()
     out = []
     if have is None:
@@ -347,7 +347,7 @@ def check_resources(board: Board, probe: Probe, build_dir: Path) -> list[Check]:
     while not d.exists() and d != d.parent:
         d = d.parent
     free = shutil.disk_usage(d).free / 2**30
-    want = float(board.extra.get("min_disk_gib", MIN_DISK_GIB))
+    want = board.min_disk_gib or MIN_DISK_GIB
     out.append(Check("disk", "ok" if free >= want else "fail", f"{free:.1f} GiB free at {d}",
                      "" if free >= want else f"free >= {want:g} GiB at {d} or build elsewhere with --out"))
     return out

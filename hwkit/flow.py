@@ -315,12 +315,7 @@ class Runner:
         uses = step.spec.uses
         settings = self.settings.as_dict()
         used = settings if uses is None else {k: settings[k] for k in uses if k in settings}
-        board = None
-        if uses is None or "board" in uses:
-            board = {"kind": self.board.kind, "part": self.board.part, "resources": self.board.resources,
-                     "finn_board": self.board.finn_board, "shell_flow": self.board.shell_flow,
-                     "clock_ns": self.board.clock_ns, "extra": self.board.extra,
-                     "vitis_platform": self.board.vitis_platform, "board_part": self.board.board_part}
+        board = self.board.cache_facts() if uses is None or "board" in uses else None
         arch = used.get("arch") if "arch" in used else None
         if arch:
             # the code --arch names is part of the model: editing it must invalidate the export

@@ -28,46 +28,31 @@ from typing import Any
 import numpy as np
 
 from hwkit.artifact import Artifact, thaw
-from hwkit.board import Board
+from hwkit.board import Board, parse_programming
 from hwkit.compress.hooks import layer_inputs
 from hwkit.config import Context
 from hwkit.errors import BoardError, FlowError, InputError, UnsupportedLayerError
 from hwkit.registry import register
+from hwkit.report import Quantity, Section
 from hwkit.verify import compare, fail_if_bad, record
-
-COEFFICIENTS = ("read_voltage_v", "read_time_ns", "adc_energy_pj", "adc_ref_bits", "adc_conversion_ns",
-                "dac_energy_pj_per_bit", "digital_add_pj", "digital_ns_per_layer")
 
 
 def analog_config(board: Board) -> dict[str, Any]:
-    """The board's ``[analog]`` table, validated (errors name the board file and field)."""
+    """The board's ``[analog]`` section (validated in board.py) with its device preset loaded."""
     from hwkit.compress.synapse.device import device_from_table, load_device
 
-    raw = board.extra.get("analog")
-    where = f"{board.source} [analog]"
-    if not isinstance(raw, Mapping):
+    sec = board.analog
+    if sec is None:
         raise BoardError(f"{board.source}: missing table [analog] (device, crossbar_rows, ...)")
-    cfg: dict[str, Any] = {}
-    for key, lo in (("crossbar_rows", 1), ("crossbar_cols", 2), ("device_instances", 1), ("adcs_per_tile", 1)):
-        v = raw.get(key, 1 if key == "adcs_per_tile" else None)
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-            raise BoardError(f"{where}: '{key}' must be an integer >= {lo}, got {v!r}")
-        cfg[key] = v
-    for key in ("adc_bits", "dac_bits"):
-        v = raw.get(key)
-        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 16:
-            raise BoardError(f"{where}: '{key}' must be an integer in 1..16, got {v!r}")
-        cfg[key] = v
-    cfg.update(_programming(raw, where))
-    ref = raw.get("device")
-    if not isinstance(ref, str):
-        raise BoardError(f"{where}: 'device' must be a device preset name or a path to a device TOML")
-    if ref.endswith(".toml") and not Path(ref).is_absolute():
-        ref = str(Path(board.source).parent / ref)
-    dev = load_device(ref)
-    overrides = raw.get("device_overrides", {})
-    if not isinstance(overrides, Mapping):
-        raise BoardError(f"{where}: 'device_overrides' must be a table")
+    where = f"{board.source} [analog]"
+    cfg: dict[str, Any] = {
+        "crossbar_rows": sec.crossbar_rows, "crossbar_cols": sec.crossbar_cols,
+        "device_instances": sec.device_instances, "adcs_per_tile": sec.adcs_per_tile,
+        "adc_bits": sec.adc_bits, "dac_bits": sec.dac_bits, "programming": sec.programming,
+        "verify_tolerance": sec.verify_tolerance, "verify_max_iterations": sec.verify_max_iterations,
+    }
+    dev = load_device(sec.device)
+    overrides = sec.device_overrides
     if overrides:
         base = {k: v for k, v in vars(dev).items() if k != "name"}
         if "nl_label_ltp" in overrides:
@@ -76,47 +61,10 @@ def analog_config(board: Board) -> dict[str, Any]:
             base.pop("nl_ltd")
         dev = device_from_table({**base, **dict(overrides)}, dev.name, f"{where}.device_overrides")
     cfg["device"] = dev
-    cfg["device_source"] = ref
-    coeffs = raw.get("coefficients")
-    sources = raw.get("sources", {})
-    if not isinstance(coeffs, Mapping):
-        raise BoardError(f"{where}: missing table [analog.coefficients]")
-    cfg["coefficients"] = {}
-    for key in COEFFICIENTS:
-        v = coeffs.get(key)
-        if (not isinstance(v, list) or len(v) != 3 or not all(isinstance(x, int | float) for x in v)
-                or not v[0] <= v[1] <= v[2] or v[0] < 0):
-            raise BoardError(f"{where}.coefficients: '{key}' must be [low, value, high] with 0 <= low <= value "
-                             f"<= high, got {v!r}")
-        if not isinstance(sources.get(key), str):
-            raise BoardError(f"{where}.sources: '{key}' needs a source string")
-        cfg["coefficients"][key] = [float(x) for x in v]
-    cfg["sources"] = dict(sources)
+    cfg["device_source"] = sec.device
+    cfg["coefficients"] = {k: list(v) for k, v in sec.coefficients.items()}
+    cfg["sources"] = dict(sec.sources)
     return cfg
-
-
-PROGRAMMING = ("open-loop", "write-verify")
-
-
-def _programming(raw: Mapping[str, Any], where: str, base: Mapping[str, Any] | None = None,
-                 error: type[Exception] = BoardError) -> dict[str, Any]:
-    """programming / verify_tolerance / verify_max_iterations from a board table or flow parameters."""
-    base = base or {"programming": "open-loop", "verify_tolerance": 0.02, "verify_max_iterations": 20}
-    out = dict(base)
-    mode = raw.get("programming", base["programming"])
-    if mode not in PROGRAMMING:
-        raise error(f"{where}: 'programming' must be one of {', '.join(PROGRAMMING)}, got {mode!r}")
-    out["programming"] = mode
-    tol = raw.get("verify_tolerance", base["verify_tolerance"])
-    if isinstance(tol, bool) or not isinstance(tol, int | float) or not 0 < tol <= 1:
-        raise error(f"{where}: 'verify_tolerance' must be a number in (0, 1] (fraction of the weight range "
-                         f"beta), got {tol!r}")
-    out["verify_tolerance"] = float(tol)
-    it = raw.get("verify_max_iterations", base["verify_max_iterations"])
-    if isinstance(it, bool) or not isinstance(it, int) or not 0 <= it <= 1000:
-        raise error(f"{where}: 'verify_max_iterations' must be an integer in 0..1000, got {it!r}")
-    out["verify_max_iterations"] = it
-    return out
 
 
 def _write_verify(cfg: Mapping[str, Any]) -> Any:
@@ -276,7 +224,7 @@ def analog_simulate(art: Artifact, ctx: Context) -> Artifact:
     )
 
     cfg = analog_config(ctx.board)
-    cfg.update(_programming(ctx.params, "flow parameters of analog.simulate", cfg, FlowError))
+    cfg.update(parse_programming(ctx.params, "flow parameters of analog.simulate", cfg, FlowError))
     loaded, _ = _load(art, ctx)
     model = loaded.module.float().eval()
     analog = thaw(art.meta["analog"])
@@ -402,3 +350,13 @@ def analog_estimate(art: Artifact, ctx: Context) -> Artifact:
                                                            "total": total}}
     analog["performance"], analog["energy"] = perf, energy
     return art.evolve(stage="analog-estimated", analog=analog, warnings=warnings)
+
+
+def report_section(meta: dict[str, Any], board: Board, settings: dict[str, Any]) -> Section:
+    """Simulated accuracy and the analytical energy/latency of an analog crossbar build."""
+    sec = Section()
+    analog = meta.get("analog") or {}
+    if analog.get("performance"):
+        sec.performance = {k: Quantity(q["value"], q["unit"], q["source"]) for k, q in analog["performance"].items()}
+        sec.energy = list(analog.get("energy", []))
+    return sec

@@ -30,9 +30,9 @@ from hwkit.board import Board
 from hwkit.config import Context
 from hwkit.errors import BoardError, InputError, ToolError, VerificationError
 from hwkit.registry import register
+from hwkit.report import Quantity, Section
 from hwkit.verify import compare, fail_if_bad, record
 
-_LEVELS = ("disable", "basic", "extended", "layout", "all")
 DEFAULT_BATCHES = (1, 8, 64, 256)
 
 
@@ -40,28 +40,14 @@ DEFAULT_BATCHES = (1, 8, 64, 256)
 
 
 def ort_config(board: Board) -> dict[str, Any]:
-    """The board's ``[onnxruntime]`` table, validated (errors name the board file and field)."""
-    raw = board.extra.get("onnxruntime")
-    where = f"{board.source} [onnxruntime]"
-    if not isinstance(raw, Mapping):
+    """The board's ``[onnxruntime]`` section (validated in board.py) as the settings of a session."""
+    sec = board.onnxruntime
+    if sec is None:
         raise BoardError(f"{board.source}: missing table [onnxruntime] (execution_providers, ...)")
-    eps = raw.get("execution_providers")
-    if not isinstance(eps, list) or not eps or not all(isinstance(e, str) for e in eps):
-        raise BoardError(f"{where}: 'execution_providers' must be a non-empty list of provider names")
-    level = raw.get("graph_optimization_level", "all")
-    if level not in _LEVELS:
-        raise BoardError(f"{where}: 'graph_optimization_level' must be one of {', '.join(_LEVELS)}, got {level!r}")
-    cfg: dict[str, Any] = {"execution_providers": list(eps), "graph_optimization_level": level}
-    for key in ("intra_op_threads", "inter_op_threads"):
-        v = raw.get(key, 0)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-            raise BoardError(f"{where}: '{key}' must be an integer >= 0, got {v!r}")
-        cfg[key] = v
-    opts = raw.get("provider_options", {})
-    if not isinstance(opts, Mapping):
-        raise BoardError(f"{where}: 'provider_options' must be a table of tables keyed by provider")
-    cfg["provider_options"] = {k: dict(v) for k, v in opts.items()}
-    return cfg
+    return {"execution_providers": list(sec.execution_providers),
+            "graph_optimization_level": sec.graph_optimization_level,
+            "intra_op_threads": sec.intra_op_threads, "inter_op_threads": sec.inter_op_threads,
+            "provider_options": {k: dict(v) for k, v in sec.provider_options.items()}}
 
 
 def session_options(cfg: Mapping[str, Any], optimized_path: Path | None = None) -> Any:
@@ -296,29 +282,24 @@ def peak_memory(fn: Callable[[], object]) -> dict[str, Any]:
 
 def energy_meter(board: Board) -> Any:
     """The board's meter (``[power] meter``) when its counter is readable, else the estimate, else None."""
-    power = board.extra.get("power", {})
-    if not isinstance(power, Mapping):
-        raise BoardError(f"{board.source}: [power] must be a table")
-    meter = power.get("meter", "none")
-    tdp = power.get("tdp_w")
-    if tdp is not None and (not isinstance(tdp, int | float) or isinstance(tdp, bool) or tdp <= 0):
-        raise BoardError(f"{board.source} [power]: 'tdp_w' must be a positive number, got {tdp!r}")
-    if meter == "rapl":
+    power = board.power
+    if power is None:
+        return None
+    tdp = power.tdp_w
+    if power.meter == "rapl":
         from hwkit.energy.cpu import RaplMeter, UtilisationEstimate
 
-        m: Any = RaplMeter(Path(str(power.get("powercap_root", "/sys/class/powercap"))))
+        m: Any = RaplMeter(Path(power.powercap_root))
         if m.available:
             return m
-        return UtilisationEstimate(tdp, power.get("cores")) if tdp else None
-    if meter == "nvml":
+        return UtilisationEstimate(tdp, power.cores) if tdp else None
+    if power.meter == "nvml":
         from hwkit.energy.gpu import BoardPowerEstimate, NvmlMeter
 
-        m = NvmlMeter(int(power.get("device_id", 0)))
+        m = NvmlMeter(power.device_id)
         if m.available:
             return m
         return BoardPowerEstimate(tdp) if tdp else None
-    if meter != "none":
-        raise BoardError(f"{board.source} [power]: 'meter' must be rapl, nvml or none, got {meter!r}")
     return None
 
 
@@ -402,3 +383,52 @@ def ort_measure(art: Artifact, ctx: Context) -> Artifact:
         res["eager_throughput_ratio"] = {str(r["batch"]): r["samples_per_s"] / by_b[r["batch"]]
                                          for r in res["throughput"]}
     return art.evolve(measurement=res)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def _ort_performance(m: dict[str, Any]) -> dict[str, Quantity]:
+    """Performance quantities of an ONNX Runtime build (``measurement`` metadata of ort.measure)."""
+    perf: dict[str, Quantity] = {}
+    lat = m["latency_b1"]
+    for q in ("p50", "p90", "p99"):
+        perf[f"latency_{q}_ms"] = Quantity(lat[f"{q}_ms"], "ms", "measured")
+    perf["latency_runs"] = Quantity(lat["runs"], "count", "setting")
+    perf["latency_stdev_ms"] = Quantity(lat["stdev_ms"], "ms", "measured")
+    for r in m["throughput"]:
+        perf[f"throughput_b{r['batch']}_samples_per_s"] = Quantity(r["samples_per_s"], "samples/s", "measured")
+    best = next(r for r in m["throughput"] if r["batch"] == m["best_batch"])
+    perf["best_batch"] = Quantity(m["best_batch"], "samples", "measured")
+    perf["throughput_samples_per_s"] = Quantity(best["samples_per_s"], "samples/s", "measured")
+    eager = m.get("eager")
+    if eager:
+        perf["eager_latency_p50_ms"] = Quantity(eager["latency_b1"]["p50_ms"], "ms", "measured")
+        perf["eager_over_ort_latency_ratio_b1"] = Quantity(m["eager_ratio_b1"], "x", "derived")
+        perf["ort_over_eager_throughput_ratio_best_batch"] = Quantity(
+            m["eager_throughput_ratio"][str(m["best_batch"])], "x", "derived")
+    mem = m["memory"]
+    perf["peak_memory_mib"] = Quantity(mem.get("peak_mib"), "MiB", "measured" if mem.get("peak_mib") is not None
+                                       else "not-estimated")
+    e = m.get("energy")
+    if e:
+        perf["energy_per_inference_b1_mj"] = Quantity(e["j_per_inference_b1"] * 1e3, "mJ", e["source"])
+        perf["energy_per_sample_best_batch_mj"] = Quantity(e["j_per_sample_best_batch"] * 1e3, "mJ", e["source"])
+    else:
+        perf["energy_per_inference_b1_mj"] = Quantity(None, "mJ", "not-estimated")
+    return perf
+
+
+def report_section(meta: dict[str, Any], board: Board, settings: dict[str, Any]) -> Section:
+    """The measured numbers of an ONNX Runtime build (``ort.measure`` / ``hwkit bench``) and its providers."""
+    sec = Section()
+    measurement = meta.get("measurement")
+    if measurement:
+        sec.performance.update(_ort_performance(measurement))
+        sec.measurement = measurement
+        if (measurement.get("energy") or {}).get("source") == "analytical-estimate":
+            sec.warnings.append("energy is an analytical estimate (no readable energy counter): "
+                                + measurement["energy"]["method"])
+    if "ort" in meta:
+        sec.target["execution_providers"] = meta["ort"]["providers"]
+    return sec

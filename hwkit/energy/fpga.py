@@ -22,36 +22,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from hwkit.board import Board
+from hwkit.board import Board, Span, parse_span
 from hwkit.errors import BoardError
 
 RESOURCES = ("LUT", "FF", "BRAM_18K", "URAM", "DSP")
 SOURCE = "analytical-estimate"
-
-
-@dataclass(frozen=True)
-class Span:
-    """A low / central / high value."""
-
-    low: float
-    value: float
-    high: float
-
-    def __add__(self, other: Span) -> Span:
-        return Span(self.low + other.low, self.value + other.value, self.high + other.high)
-
-    def scale(self, k: float) -> Span:
-        """Multiply all three by a non-negative ``k``."""
-        return Span(self.low * k, self.value * k, self.high * k)
-
-
-def _span(v: Any, where: str) -> Span:
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return Span(float(v), float(v), float(v))
-    if (isinstance(v, list) and len(v) == 3 and all(isinstance(x, int | float) for x in v)
-            and v[0] <= v[1] <= v[2]):
-        return Span(float(v[0]), float(v[1]), float(v[2]))
-    raise BoardError(f"{where} must be a number or [low, value, high] with low <= value <= high, got {v!r}")
 
 
 @dataclass(frozen=True)
@@ -84,9 +59,9 @@ def load_family(family: str) -> FamilyPower:
     return FamilyPower(
         family=family,
         toggle_rate=float(data.get("toggle_rate", 0.125)),
-        uw_per_mhz={r: _span(coeffs[r], f"{where}: {r}") for r in RESOURCES},
-        clock_tree_mw=_span(data["clock_tree_mw"]["value"], f"{where}: clock_tree_mw"),
-        ff_per_lut=_span(data["ff_per_lut"]["value"], f"{where}: ff_per_lut"),
+        uw_per_mhz={r: parse_span(coeffs[r], f"{where}: {r}") for r in RESOURCES},
+        clock_tree_mw=parse_span(data["clock_tree_mw"]["value"], f"{where}: clock_tree_mw"),
+        ff_per_lut=parse_span(data["ff_per_lut"]["value"], f"{where}: ff_per_lut"),
         source=where,
     )
 
@@ -123,8 +98,8 @@ class PowerEstimate:
 def estimate_power(used: dict[str, float | None], clock_mhz: float, board: Board,
                    toggle_rate: float | None = None) -> PowerEstimate:
     """Power of a design using ``used`` resources at ``clock_mhz`` on ``board``."""
-    power = board.extra.get("power")
-    if not isinstance(power, dict) or "static_w" not in power:
+    power = board.power
+    if power is None or power.static_w is None:
         raise BoardError(f"{board.source}: no [power] table with static_w: cannot estimate FPGA power")
     if board.family is None:
         raise BoardError(f"{board.source}: missing field 'family'")
@@ -141,14 +116,11 @@ def estimate_power(used: dict[str, float | None], clock_mhz: float, board: Board
         else:
             dyn = dyn + fam.uw_per_mhz[r].scale(counts[r])
     dyn_w = dyn.scale(clock_mhz * toggle / fam.toggle_rate * 1e-6) + fam.clock_tree_mw.scale(1e-3)
-    where = f"{board.source} [power]"
-    ps = _span(power["ps_w"], f"{where} ps_w") if "ps_w" in power else None
-    idle = power.get("board_idle_w")
     return PowerEstimate(
         pl_dynamic_w=dyn_w,
-        pl_static_w=_span(power["static_w"], f"{where} static_w"),
-        ps_w=ps,
-        board_idle_w=float(idle) if isinstance(idle, int | float) else None,
+        pl_static_w=power.static_w,
+        ps_w=power.ps_w,
+        board_idle_w=power.board_idle_w,
         clock_mhz=clock_mhz,
         toggle_rate=toggle,
         ff_estimated=ff_estimated,

@@ -219,7 +219,7 @@ def check_target(cfg: ExploreConfig) -> Any:
     if needs_fpga and board.kind != "fpga":
         raise ExploreError(f"{cfg.source}: objectives: {', '.join(needs_fpga)} need an FPGA target, "
                            f"'{board.name}' is {board.kind}")
-    if "energy_mj" in cfg.objectives and board.kind == "fpga" and not board.extra.get("power"):
+    if "energy_mj" in cfg.objectives and board.kind == "fpga" and board.power is None:
         raise ExploreError(f"{cfg.source}: objectives: energy_mj needs power data, and {board.source} has no "
                            "[power] table")
     return board

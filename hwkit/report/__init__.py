@@ -6,15 +6,17 @@ Written as ``report.json`` (schema ``hwkit/schemas/report-1.schema.json``, versi
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from hwkit.artifact import thaw
-from hwkit.board import RESOURCE_KEYS, Board
+from hwkit.board import Board
 from hwkit.errors import InputError
 
 REPORT_FILES = ("report.json", "report.md", "report.html")
@@ -256,142 +258,57 @@ def _measurement_md(m: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _ort_performance(m: dict[str, Any]) -> dict[str, Quantity]:
-    """Performance quantities of an ONNX Runtime build (``measurement`` metadata of ort.measure)."""
-    perf: dict[str, Quantity] = {}
-    lat = m["latency_b1"]
-    for q in ("p50", "p90", "p99"):
-        perf[f"latency_{q}_ms"] = Quantity(lat[f"{q}_ms"], "ms", "measured")
-    perf["latency_runs"] = Quantity(lat["runs"], "count", "setting")
-    perf["latency_stdev_ms"] = Quantity(lat["stdev_ms"], "ms", "measured")
-    for r in m["throughput"]:
-        perf[f"throughput_b{r['batch']}_samples_per_s"] = Quantity(r["samples_per_s"], "samples/s", "measured")
-    best = next(r for r in m["throughput"] if r["batch"] == m["best_batch"])
-    perf["best_batch"] = Quantity(m["best_batch"], "samples", "measured")
-    perf["throughput_samples_per_s"] = Quantity(best["samples_per_s"], "samples/s", "measured")
-    eager = m.get("eager")
-    if eager:
-        perf["eager_latency_p50_ms"] = Quantity(eager["latency_b1"]["p50_ms"], "ms", "measured")
-        perf["eager_over_ort_latency_ratio_b1"] = Quantity(m["eager_ratio_b1"], "x", "derived")
-        perf["ort_over_eager_throughput_ratio_best_batch"] = Quantity(
-            m["eager_throughput_ratio"][str(m["best_batch"])], "x", "derived")
-    mem = m["memory"]
-    perf["peak_memory_mib"] = Quantity(mem.get("peak_mib"), "MiB", "measured" if mem.get("peak_mib") is not None
-                                       else "not-estimated")
-    e = m.get("energy")
-    if e:
-        perf["energy_per_inference_b1_mj"] = Quantity(e["j_per_inference_b1"] * 1e3, "mJ", e["source"])
-        perf["energy_per_sample_best_batch_mj"] = Quantity(e["j_per_sample_best_batch"] * 1e3, "mJ", e["source"])
-    else:
-        perf["energy_per_inference_b1_mj"] = Quantity(None, "mJ", "not-estimated")
-    return perf
+@dataclass
+class Section:
+    """What one backend adds to a report; :func:`build_report` merges the sections in a fixed order.
 
-
-def _layers(finn: dict[str, Any]) -> list[LayerRow]:
-    est = finn["estimates"]
-    res, cyc = est["layer_resources"] or {}, est["layer_cycles"] or {}
-    rows = []
-    for layer in finn["layers"]:
-        name = layer["name"]
-        r = res.get(name, {})
-        floating = "FLOAT32" in (layer.get("input_dtype"), layer.get("output_dtype"))
-        if floating and not any(r.get(k) for k in LAYER_RESOURCES):
-            # a FLOAT32 layer finn-plus has no resource model for: its 0 is "unknown", not "free"
-            r = {k: None for k in r}
-        rows.append(LayerRow(
-            name=name, op=layer["op"], torch_layer=layer.get("torch_layer"), pe=layer.get("pe"),
-            simd=layer.get("simd"), input_dtype=layer.get("input_dtype"), weight_dtype=layer.get("weight_dtype"),
-            output_dtype=layer.get("output_dtype"),
-            cycles=Quantity(cyc.get(name), "cycles", "finn-estimate"),
-            resources={k: Quantity(r[k], "count", "finn-estimate" if r[k] is not None else "not-estimated")
-                       for k in LAYER_RESOURCES if k in r},
-        ))
-    return rows
-
-
-def _resources(finn: dict[str, Any], board: Board) -> tuple[dict[str, ResourceUse], bool, list[str]]:
-    total = (finn["estimates"]["layer_resources"] or {}).get("total", {})
-    uses, notes, fits = {}, [], True
-    for key in RESOURCE_KEYS:
-        avail = board.resources.get(key, 0)
-        used = total.get(key)
-        if used is None:
-            uses[key] = ResourceUse(Quantity(None, "count", "not-estimated"), Quantity(avail, "count", "board-data"),
-                                    Quantity(None, "%", "not-estimated"))
-            continue
-        pct = (100.0 * used / avail) if avail else (0.0 if used == 0 else float("inf"))
-        if used > avail:
-            fits = False
-            notes.append(f"{key} {used:g} > {avail} available")
-        uses[key] = ResourceUse(Quantity(used, "count", "finn-estimate"), Quantity(avail, "count", "board-data"),
-                                Quantity(None if pct == float("inf") else round(pct, 3), "%", "derived"))
-    return uses, fits, notes
-
-
-def _merge_vivado(
-    vivado: dict[str, Any], perf: dict[str, Quantity], resources: dict[str, ResourceUse], board: Board,
-    energy: list[dict[str, Any]], warnings: list[str], fits: bool | None, notes: list[str],
-) -> tuple[bool | None, list[str]]:
-    """Vivado's numbers (source tool-report) beside FINN's estimates and the analytical power model.
-
-    Resources: the whole design after synthesis (accelerator + shell) when the bitfile was built, else
-    the accelerator after out-of-context place and route; they replace FINN's estimate in the resource
-    table (kept as ``finn_estimate_<R>`` in performance) and decide whether the design fits.
+    ``performance`` and ``resources`` update the report's (a later section may replace a resource
+    row, e.g. Vivado's numbers over FINN's estimate); ``fits``/``fit_notes`` replace the verdict when
+    ``fits`` is not None; lists are appended; ``target`` adds fields to the report's target.
     """
-    from hwkit.backends.finn.vivado_reports import VivadoResults
 
-    v = VivadoResults.from_json(vivado)
-    for key, q in (("vivado_wns_ns", (v.wns_ns, "ns")), ("vivado_fmax_mhz", (v.fmax_mhz, "MHz")),
-                   ("vivado_throughput_fps", (v.ooc_throughput_fps, "frames/s")),
-                   ("vivado_routed_wns_ns", (v.routed_wns_ns, "ns"))):
-        if q[0] is not None:
-            perf[key] = Quantity(q[0], q[1], "tool-report")
-    for r, n in (v.ooc_resources or {}).items():
-        perf[f"ooc_{r}"] = Quantity(n, "count", "tool-report")
-    used = v.design_resources or v.ooc_resources
-    if used:
-        scope = "whole design after synthesis" if v.design_resources else "accelerator after out-of-context P&R"
-        fits, notes = True, []
-        for key in RESOURCE_KEYS:
-            if key not in used:
-                continue
-            old = resources.get(key)
-            if old is not None and old.used.source != "not-estimated":
-                perf[f"finn_estimate_{key}"] = Quantity(old.used.value, "count", old.used.source)
-            avail = board.resources.get(key, 0)
-            pct = round(100.0 * used[key] / avail, 3) if avail else None
-            if used[key] > avail:
-                fits = False
-                notes.append(f"{key} {used[key]} > {avail} available (Vivado)")
-            resources[key] = ResourceUse(Quantity(used[key], "count", "tool-report"),
-                                         Quantity(avail, "count", "board-data"), Quantity(pct, "%", "derived"))
-        warnings.append(f"resources are Vivado's ({scope}); FINN's estimates are kept as finn_estimate_* rows")
-    for wns, what in ((v.wns_ns, "out-of-context"), (v.routed_wns_ns, "routed design")):
-        if wns is not None and wns < 0:
-            clock = perf["clock_ns"].value if "clock_ns" in perf else None
-            warnings.append(f"timing not met ({what}): WNS {wns:.3f} ns at a {clock} ns clock; raise --clock-ns "
-                            "or reduce folding")
-    lat = perf.get("latency_ms", Quantity(None, "ms", "")).value
-    fps = perf.get("throughput_fps", Quantity(None, "frames/s", "")).value
-    points = list(v.power)
-    if not points and v.ooc_power_w is not None:
-        from hwkit.backends.finn.vivado_reports import PowerPoint
+    performance: dict[str, Quantity] = field(default_factory=dict)
+    layers: list[LayerRow] = field(default_factory=list)
+    resources: dict[str, ResourceUse] = field(default_factory=dict)
+    fits: bool | None = None
+    fit_notes: list[str] = field(default_factory=list)
+    bottleneck_layer: str | None = None
+    energy: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    measurement: dict[str, Any] | None = None
+    target: dict[str, Any] = field(default_factory=dict)
 
-        points = [PowerPoint("default activity (OOC report_power)", None, v.ooc_power_w, float("nan"), float("nan"))]
-    for pt in points:
-        includes = f"PL, Vivado report_power of the routed accelerator, {pt.activity}"
-        for name, basis, unit, k in (("power", "power", "W", 1.0),
-                                     ("energy, single-shot", "single-shot", "mJ/inference", lat),
-                                     ("energy, streaming", "streaming", "mJ/inference", 1e3 / fps if fps else None)):
-            if not k:
-                continue
-            val = pt.total_w * k
-            energy.append({"name": f"PL {name} (Vivado, {pt.activity})", "basis": basis, "includes": includes,
-                           "unit": unit, "low": val, "value": val, "high": val, "source": "tool-report"})
-    if points:
-        warnings.append("Vivado power (tool-report) covers the accelerator's PL only, at the activity named in "
-                        "each row; the analytical rows beside it are hwkit's model")
-    return fits, notes
+    def merge(self, other: Section) -> None:
+        """Fold ``other`` (a later section) into this one."""
+        self.performance.update(other.performance)
+        self.layers += other.layers
+        self.resources.update(other.resources)
+        if other.fits is not None:
+            self.fits, self.fit_notes = other.fits, list(other.fit_notes)
+        self.bottleneck_layer = other.bottleneck_layer or self.bottleneck_layer
+        self.energy += other.energy
+        self.warnings += other.warnings
+        if other.measurement:
+            self.measurement = other.measurement
+        self.target.update(other.target)
+
+
+SectionFn = Callable[[dict[str, Any], Board, dict[str, Any]], Section]
+"""``(metadata of the last artifact, board, compile settings) -> Section``."""
+
+SECTIONS: tuple[tuple[str, tuple[str, ...], str], ...] = (
+    ("finn", ("finn", "fpga_power", "vivado"), "hwkit.backends.finn.report:report_section"),
+    ("onnxruntime", ("measurement", "ort"), "hwkit.backends.ort:report_section"),
+    ("analog", ("analog",), "hwkit.backends.analog:report_section"),
+)
+"""(backend, the metadata keys its passes write, its section builder). A builder is imported only
+when the build's metadata has one of its keys, so the report never imports a backend it did not use."""
+
+
+def _section_fn(ref: str) -> SectionFn:
+    module, _, name = ref.partition(":")
+    fn: SectionFn = getattr(importlib.import_module(module), name)
+    return fn
 
 
 def build_report(
@@ -403,70 +320,27 @@ def build_report(
     passes: list[PassTiming],
     tools: dict[str, str],
 ) -> Report:
-    """Assemble the report from the last artifact's metadata."""
+    """Assemble the report: the board's part, then every backend's section merged in order."""
     meta = thaw(final_meta)
-    finn = meta.get("finn")
-    bottleneck: str | None = None
-    perf: dict[str, Quantity] = {}
-    layers: list[LayerRow] = []
-    resources: dict[str, ResourceUse] = {}
-    fits: bool | None = None
-    notes: list[str] = []
-    warnings: list[str] = list(meta.get("warnings", []))
+    merged = Section(warnings=list(meta.get("warnings", [])))
     clock = settings.get("clock_ns")
     if board.kind == "fpga":
-        perf["clock_ns"] = Quantity(clock, "ns", "setting")
-        perf["clock_mhz"] = Quantity(round(1000.0 / clock, 3) if clock else None, "MHz", "derived")
-    if finn:
-        net = finn["estimates"]["network_performance"]
-        perf["throughput_fps"] = Quantity(net.get("estimated_throughput_fps"), "frames/s", "finn-estimate")
-        lat_ns = net.get("estimated_latency_ns")
-        perf["latency_ms"] = Quantity(None if lat_ns is None else lat_ns / 1e6, "ms", "finn-estimate")
-        perf["critical_path_cycles"] = Quantity(net.get("critical_path_cycles"), "cycles", "finn-estimate")
-        perf["max_cycles"] = Quantity(net.get("max_cycles"), "cycles", "finn-estimate")
-        bottleneck = net.get("max_cycles_node_name")
-        layers = _layers(finn)
-        resources, fits, notes = _resources(finn, board)
-        warnings.append("latency is FINN's critical-path estimate (sum of layer cycles, no overlap): pessimistic")
-        warnings.append("FINN estimates no flip-flops (FF); FF use is reported as not estimated")
-        target_fps = settings.get("target_fps")
-        fps = net.get("estimated_throughput_fps")
-        if target_fps and fps is not None and fps < target_fps:
-            warnings.append(f"estimated throughput {fps:,.0f} fps is below the target {target_fps:,.0f} fps")
-    energy: list[dict[str, Any]] = []
-    if finn and clock and board.extra.get("power"):
-        from hwkit.energy.fpga import energy_entries, estimate_power
-
-        used = {k: r.used.value for k, r in resources.items()}
-        est = estimate_power(used, 1000.0 / clock, board)
-        energy = energy_entries(est, perf["latency_ms"].value, perf["throughput_fps"].value)
-        warnings.append(
-            f"power and energy are an analytical model's range (toggle {est.toggle_rate:.1%}, FF = LUT x "
-            "ratio since FINN estimates no FF); see docs/power-sources.md for what each coefficient rests on"
-        )
-    if meta.get("vivado"):
-        fits, notes = _merge_vivado(meta["vivado"], perf, resources, board, energy, warnings, fits, notes)
-    measurement = meta.get("measurement")
-    if measurement:
-        perf.update(_ort_performance(measurement))
-        if (measurement.get("energy") or {}).get("source") == "analytical-estimate":
-            warnings.append("energy is an analytical estimate (no readable energy counter): "
-                            + measurement["energy"]["method"])
-    analog = meta.get("analog") or {}
-    if analog.get("performance"):  # analog crossbar builds (hwkit/backends/analog.py)
-        perf.update({k: Quantity(q["value"], q["unit"], q["source"]) for k, q in analog["performance"].items()})
-        energy = energy + list(analog.get("energy", []))
+        merged.performance["clock_ns"] = Quantity(clock, "ns", "setting")
+        merged.performance["clock_mhz"] = Quantity(round(1000.0 / clock, 3) if clock else None, "MHz", "derived")
+    for _, keys, ref in SECTIONS:
+        if any(meta.get(k) for k in keys):
+            merged.merge(_section_fn(ref)(meta, board, settings))
     target = {**board.summary(), "board": board.name, "clock_ns": clock, "target_fps": settings.get("target_fps")}
     target.pop("name")
     target.pop("description")
-    if "ort" in meta:
-        target["execution_providers"] = meta["ort"]["providers"]
+    target.update(merged.target)
     return Report(
         created_utc=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         model=model, target=target, flow=flow, passes=passes,
-        verification=meta.get("verification", []), layers=layers, resources=resources, fits=fits,
-        fit_notes=notes, performance=perf, bottleneck_layer=bottleneck, tools=tools, warnings=warnings,
-        measurement=measurement or None, energy=energy,
+        verification=meta.get("verification", []), layers=merged.layers, resources=merged.resources,
+        fits=merged.fits, fit_notes=merged.fit_notes, performance=merged.performance,
+        bottleneck_layer=merged.bottleneck_layer, tools=tools, warnings=merged.warnings,
+        measurement=merged.measurement, energy=merged.energy,
     )
 
 

@@ -42,7 +42,8 @@ def test_required_boards_ship_and_validate():
     assert boards["zcu104"].resources["BRAM_18K"] == 624
     assert boards["pynq-z1"].axi_width_bits == 64
     assert boards["u250"].shell_flow == "vitis_alveo"
-    assert boards["cpu"].kind == "cpu" and boards["cpu"].extra["onnxruntime"]["execution_providers"]
+    assert boards["cpu"].kind == "cpu" and boards["cpu"].onnxruntime is not None
+    assert boards["cpu"].onnxruntime.execution_providers == ("CPUExecutionProvider",)
 
 
 def test_unknown_target_lists_known_ones():
@@ -92,3 +93,43 @@ def test_no_board_names_in_python_code():
             if pattern.search(code) and not code.strip().startswith(('"', "'")):
                 offenders.append(f"{py.relative_to(ROOT)}:{i}: {line.strip()}")
     assert offenders == []
+
+
+def test_sections_are_typed_and_validated_when_the_board_loads(tmp_path):
+    from hwkit.board import AnalogSection, OrtSection, PowerSection, Span
+
+    zcu = load_board("zcu104")
+    assert isinstance(zcu.power, PowerSection) and zcu.power.static_w == Span(0.6, 0.694, 1.5)
+    assert zcu.webpack is True and zcu.min_ram_gib == 32.0 and zcu.vivado_device_dir == "zynquplus"
+    assert isinstance(load_board("cpu").onnxruntime, OrtSection) and load_board("cpu").analog is None
+    analog = load_board("rram-taox-128").analog
+    assert isinstance(analog, AnalogSection) and analog.coefficients["adc_energy_pj"] == (0.8, 1.56, 3.1)
+    for edit, needle in [
+        ("[power]\nstatic_w = [1.0, 0.5, 2.0]", "static_w"),
+        ('[power]\nmeter = "joulemeter"', "meter"),
+        ("[power]\ntdp_w = -1", "tdp_w"),
+        ('[onnxruntime]\nexecution_providers = []', "execution_providers"),
+        ('[onnxruntime]\nexecution_providers = ["CPUExecutionProvider"]\ngraph_optimization_level = "max"',
+         "graph_optimization_level"),
+        ('webpack = "yes"', "webpack"),
+        ("power = 3", "[power] must be a table"),
+    ]:
+        text = GOOD.replace("[resources]", edit + "\n[resources]") if not edit.startswith("[") else GOOD + edit
+        p = tmp_path / "bad.toml"
+        p.write_text(text)
+        with pytest.raises(BoardError) as e:
+            load_board(str(p))
+        assert str(p) in str(e.value) and needle in str(e.value), edit
+
+
+def test_cache_facts_cover_every_field_but_presentation(tmp_path):
+    from dataclasses import fields, replace
+
+    from hwkit.board import PowerSection
+
+    b = load_board("zcu104")
+    facts = b.cache_facts()
+    assert set(facts) == {f.name for f in fields(b)} - {"name", "description", "default_flow", "source"}
+    assert replace(b, name="x", description="y", source="/z.toml").cache_facts() == facts
+    assert replace(b, power=PowerSection(static_w=None)).cache_facts() != facts
+    assert replace(b, min_ram_gib=64.0).cache_facts() != facts

@@ -109,7 +109,7 @@ def test_unversioned_path_fails_because_finn_plus_reads_the_path(tmp_path, libs)
 def test_license_for_a_paid_part(tmp_path, libs):
     viv = fake_xilinx(tmp_path / "Xilinx")
     zcu102 = load_board("zcu102")
-    assert zcu102.extra["webpack"] is False
+    assert zcu102.webpack is False
     base = {"XILINX_VIVADO": str(viv)}
     lic = by_name(run_checks(zcu102, probe(base, libs), build_dir=tmp_path))["license"]
     assert lic.status == "fail" and "XILINXD_LICENSE_FILE" in lic.fix

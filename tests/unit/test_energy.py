@@ -88,6 +88,6 @@ def test_board_chooses_meter_from_data(tmp_path):
     with pytest.raises(BoardError, match="m.toml.*meter"):
         energy_meter(parse_board({**base, "power": {"meter": "joulemeter"}}, "m", "m.toml"))
     cpu = load_board("cpu")
-    assert cpu.extra["power"]["meter"] == "rapl" and cpu.extra["power"]["tdp_w"] > 0
+    assert cpu.power is not None and cpu.power.meter == "rapl" and cpu.power.tdp_w and cpu.power.tdp_w > 0
     gpu = load_board("gpu")
-    assert gpu.extra["onnxruntime"]["execution_providers"][-1] == "CPUExecutionProvider"
+    assert gpu.onnxruntime is not None and gpu.onnxruntime.execution_providers[-1] == "CPUExecutionProvider"

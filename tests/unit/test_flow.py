@@ -194,3 +194,24 @@ def test_one_compile_per_build_directory(tmp_path, tiny_ckpt):
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         with pytest.raises(InputError, match="another hwkit compile"):
             compile_model(tiny_ckpt, "zcu104", out)
+
+
+def test_cache_key_follows_every_board_fact_but_not_its_name(tmp_path):
+    from dataclasses import replace
+
+    from hwkit.board import PowerSection
+
+    flow = load_flow("finn-estimate")
+    board = load_board("zcu104")
+
+    def keys(b):
+        return Runner(flow, b, CompileSettings(clock_ns=5.0), tmp_path).step_keys("0" * 64)
+
+    base = keys(board)
+    assert keys(replace(board, name="mine", description="copy", source=str(tmp_path / "mine.toml"))) == base
+    power = keys(replace(board, power=PowerSection(static_w=None)))
+    changed = [a != b for a, b in zip(base, power, strict=True)]
+    step = [s.spec.name for s in flow.steps]
+    assert not changed[step.index("export_qonnx")]  # passes that do not use the board keep their key
+    assert changed[step.index("estimate_power")]
+    assert keys(replace(board, vivado_device_dir="other"))[-1] != base[-1]

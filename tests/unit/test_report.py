@@ -74,3 +74,41 @@ def test_schema_rejects_unlabelled_numbers():
     del doc["performance"]["latency_ms"]["source"]
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, report_schema())
+
+
+def _power_pass(meta, board="zcu104", clock_ns=5.0, tmp_path=None):
+    from pathlib import Path
+
+    from hwkit.artifact import Artifact
+    from hwkit.backends.finn.power import estimate_power
+    from hwkit.config import CompileSettings, Context
+
+    ctx = Context(load_board(board), CompileSettings(clock_ns=clock_ns), Path("."), Path("."))
+    return estimate_power(Artifact(stage="finn", meta=meta), ctx)
+
+
+def test_power_is_a_pass_and_the_report_only_shows_it():
+    from hwkit.energy.fpga import energy_entries
+    from hwkit.energy.fpga import estimate_power as model
+
+    assert not _report().energy  # build_report computes no power itself
+    art = _power_pass(FINN_META)
+    used = {"LUT": 700.0, "FF": None, "BRAM_18K": 2.0, "URAM": 0.0, "DSP": 0.0}
+    want = energy_entries(model(used, 200.0, load_board("zcu104")), 6e-4, 2e6)
+    assert [dict(r) for r in art.meta["fpga_power"]["energy"]] == want
+    rep = _report(meta={**FINN_META, "fpga_power": art.meta["fpga_power"]})
+    assert rep.energy == want and any("analytical model's range" in w for w in rep.warnings)
+    jsonschema.validate(rep.to_json(), report_schema())
+    # no clock, or a board without [power]: the pass leaves the artifact as it was
+    assert "fpga_power" not in _power_pass(FINN_META, clock_ns=None).meta
+    assert "fpga_power" not in _power_pass({"verification": []}).meta
+
+
+def test_sections_merge_in_order_and_later_ones_replace_the_verdict():
+    from hwkit.report import Quantity, Section
+
+    a = Section(performance={"x": Quantity(1, "count", "derived")}, fits=True, warnings=["a"])
+    a.merge(Section(performance={"y": Quantity(2, "count", "derived")}, warnings=["b"]))
+    assert list(a.performance) == ["x", "y"] and a.fits is True and a.warnings == ["a", "b"]
+    a.merge(Section(fits=False, fit_notes=["LUT"], target={"execution_providers": ["CPU"]}))
+    assert a.fits is False and a.fit_notes == ["LUT"] and a.target == {"execution_providers": ["CPU"]}
