@@ -30,6 +30,9 @@ import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
 from hwkit.compress.hooks import run_hooked
 from hwkit.errors import InputError
 
@@ -195,7 +198,7 @@ def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> Quantis
     wd = torch.zeros(n, kp, dtype=torch.float64)
     wd[:, :k] = w.detach().double()
     comp = cfg.compensate and h is not None
-    if comp:
+    if comp and h is not None:
         hp = torch.zeros(kp, kp, dtype=torch.float64)
         hp[:k, :k] = h
         u, wd = _chol_factor(hp, wd, cfg.percdamp)
@@ -235,75 +238,73 @@ def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> Quantis
     return QuantisedLinear(codes, alphas.float(), k, g)
 
 
-def _bcq_linear_cls() -> Any:
-    global _CLS
-    if _CLS is not None:
-        return _CLS
-    from torch import nn
+class BCQLinear(nn.Module):
+    """A Linear layer stored as binary codes + (power-of-two) scales.
 
-    class BCQLinear(nn.Module):
-        """A Linear layer stored as binary codes + (power-of-two) scales.
+    Forward: the LUT-GEMV kernel (:meth:`lut_forward`) where :func:`lut_applies` says so (CPU, float32, no
+    autograd, at most ``LUT_MAX_ROWS`` rows, not while exporting or tracing), else the dequantised dense
+    weight. ``lut_calls`` counts the forwards that ran the kernel.
+    """
 
-        Forward: the LUT-GEMV kernel (:meth:`lut_forward`) where :func:`lut_applies` says so (CPU, float32, no
-        autograd, at most ``LUT_MAX_ROWS`` rows, not while exporting or tracing), else the dequantised dense
-        weight. ``lut_calls`` counts the forwards that ran the kernel.
+    codes: torch.Tensor
+    """uint8 codes [C, N, q] (buffer)."""
+    alpha: torch.Tensor
+    """Scales (buffer)."""
+    weight: torch.Tensor
+    """The dequantised weight [N, K] (non-persistent buffer)."""
+
+    def __init__(self, qw: QuantisedLinear, bias: Any, apot_terms: int | None) -> None:
+        super().__init__()
+        self.register_buffer("codes", qw.codes)
+        self.register_buffer("alpha", qw.alpha)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
+        self.in_features = qw.in_features
+        self.out_features = qw.codes.shape[1]
+        self.bits = qw.codes.shape[2]
+        self.group_rows = qw.group_rows
+        self.apot_terms = apot_terms
+        self.register_buffer("weight", qw.dequantise(), persistent=False)
+        self.lut_calls = 0
+
+    def quantised(self) -> QuantisedLinear:
+        return QuantisedLinear(self.codes, self.alpha, self.in_features, self.group_rows)
+
+    def forward(self, x: Any) -> Any:
+        if lut_applies(self, x):
+            self.lut_calls += 1
+            shape = x.shape
+            y = self.lut_forward(x.reshape(-1, shape[-1]))
+            return y.reshape(*shape[:-1], self.out_features)
+        return nn.functional.linear(x, self.weight, self.bias)
+
+    def lut_forward(self, x: Any) -> Any:
+        """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
+
+        ``group_rows % 8 == 0``: the packed kernel of ``hwkit.compress.shiftadd.lutgemv`` (packed on the first
+        call and
+        cached per module); otherwise the scalar numba kernel ``lut_gemm``.
         """
+        import numpy as np
+        import torch
 
-        def __init__(self, qw: QuantisedLinear, bias: Any, apot_terms: int | None) -> None:
-            super().__init__()
-            self.register_buffer("codes", qw.codes)
-            self.register_buffer("alpha", qw.alpha)
-            self.bias = None if bias is None else nn.Parameter(bias.detach().float().clone(), requires_grad=False)
-            self.in_features = qw.in_features
-            self.out_features = qw.codes.shape[1]
-            self.bits = qw.codes.shape[2]
-            self.group_rows = qw.group_rows
-            self.apot_terms = apot_terms
-            self.register_buffer("weight", qw.dequantise(), persistent=False)
-            self.lut_calls = 0
+        xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
+        if self.group_rows % 8 == 0:
+            from hwkit.compress.shiftadd import lutgemv
 
-        def quantised(self) -> QuantisedLinear:
-            return QuantisedLinear(self.codes, self.alpha, self.in_features, self.group_rows)
+            gemv = _GEMV.get(self)
+            if gemv is None:  # kept outside the module so that deepcopy/pickle of the model are unaffected
+                gemv = _GEMV[self] = lutgemv.LUTGemv(lutgemv.pack(self.codes.numpy(), self.alpha.numpy(),
+                                                                  self.group_rows, self.in_features))
+            y = gemv.rows(xn) if xn.ndim == 2 else gemv.matmul(xn)
+        else:
+            y = lut_gemm(xn, self.codes.numpy(), self.alpha.numpy(), self.group_rows)
+        if self.bias is not None:
+            y = y + self.bias.detach().numpy()
+        return torch.from_numpy(y)
 
-        def forward(self, x: Any) -> Any:
-            if lut_applies(self, x):
-                self.lut_calls += 1
-                shape = x.shape
-                y = self.lut_forward(x.reshape(-1, shape[-1]))
-                return y.reshape(*shape[:-1], self.out_features)
-            return nn.functional.linear(x, self.weight, self.bias)
-
-        def lut_forward(self, x: Any) -> Any:
-            """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
-
-            ``group_rows % 8 == 0``: the packed kernel of ``hwkit.compress.shiftadd.lutgemv`` (packed on the first
-            call and
-            cached per module); otherwise the scalar numba kernel ``lut_gemm``.
-            """
-            import numpy as np
-            import torch
-
-            xn = np.ascontiguousarray(x.detach().numpy(), dtype=np.float32)
-            if self.group_rows % 8 == 0:
-                from hwkit.compress.shiftadd import lutgemv
-
-                gemv = _GEMV.get(self)
-                if gemv is None:  # kept outside the module so that deepcopy/pickle of the model are unaffected
-                    gemv = _GEMV[self] = lutgemv.LUTGemv(lutgemv.pack(self.codes.numpy(), self.alpha.numpy(),
-                                                                      self.group_rows, self.in_features))
-                y = gemv.rows(xn) if xn.ndim == 2 else gemv.matmul(xn)
-            else:
-                y = lut_gemm(xn, self.codes.numpy(), self.alpha.numpy(), self.group_rows)
-            if self.bias is not None:
-                y = y + self.bias.detach().numpy()
-            return torch.from_numpy(y)
-
-        def extra_repr(self) -> str:
-            return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
-                    f"group_rows={self.group_rows}, apot_terms={self.apot_terms}")
-
-    _CLS = BCQLinear
-    return _CLS
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_rows={self.group_rows}, apot_terms={self.apot_terms}")
 
 
 LUT_MODES = ("auto", "on", "off")
@@ -374,14 +375,13 @@ def _has_avx512() -> bool:
     return bool(_LUT["avx512"])
 
 
-_CLS: Any = None
 _KERNEL: Any = None
 _GEMV: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def is_bcq(m: Any) -> bool:
     """True for a BCQLinear module."""
-    return _CLS is not None and isinstance(m, _CLS)
+    return isinstance(m, BCQLinear)
 
 
 def _kernel() -> Any:
@@ -507,7 +507,7 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
         scores[n] = sensitivity(lin.weight.detach(), first.pop(n), cfg.percdamp)
         sizes[n] = lin.weight.numel()
     bits = allocate_bits(scores, sizes, cfg.mix) if cfg.bits == 0 else {n: cfg.bits for n in names}
-    cls = _bcq_linear_cls()
+    cls = BCQLinear
     layers = []
     for n in names:
         lin = model.get_submodule(n)
@@ -541,7 +541,7 @@ def attach_codes(model: Any, codes: dict[str, Any]) -> Any:
 
     from hwkit.compress.shiftadd.shift import set_module
 
-    cls = _bcq_linear_cls()
+    cls = BCQLinear
     for name, c in codes.items():
         if "alpha" not in c:
             continue

@@ -29,6 +29,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+from torch import nn
+
+from hwkit.compress.shiftadd import shift
 from hwkit.errors import InputError
 
 
@@ -73,63 +77,48 @@ def balance_loss(clean: Any, alpha: Any, noise_std: float) -> Any:
     return cv2(importance) + cv2(load)
 
 
-_CLS: Any = None
+class MoELinear(nn.Module):
+    """Top-1 routed {mult, shift} experts replacing one Linear."""
 
+    def __init__(self, lin: Any, cfg: MoEConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        self.mult = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
+        self.mult.load_state_dict(lin.state_dict())
+        scfg = shift.ShiftConfig("ps", cfg.weight_bits)
+        self.shift = shift.make_shift_linear(lin.in_features, lin.out_features, lin.bias is not None, scfg)
+        self.shift = type(self.shift).from_linear(lin, scfg)
+        self.router = nn.Linear(lin.in_features, 2)
+        nn.init.zeros_(self.router.weight)
+        nn.init.zeros_(self.router.bias)
+        self.register_buffer("alpha", torch.tensor([cfg.latency_mult, cfg.latency_shift]))
+        self.shift_share = 0.0
+        """Fraction of the tokens of the last eager forward pass routed to the shift expert."""
+        self.aux_loss: Any = None
 
-def _moe_cls() -> Any:
-    global _CLS
-    if _CLS is not None:
-        return _CLS
-    import torch
-    from torch import nn
-
-    from hwkit.compress.shiftadd import shift
-
-    class MoELinear(nn.Module):
-        """Top-1 routed {mult, shift} experts replacing one Linear."""
-
-        def __init__(self, lin: Any, cfg: MoEConfig) -> None:
-            super().__init__()
-            self.cfg = cfg
-            self.in_features, self.out_features = lin.in_features, lin.out_features
-            self.mult = nn.Linear(lin.in_features, lin.out_features, bias=lin.bias is not None)
-            self.mult.load_state_dict(lin.state_dict())
-            scfg = shift.ShiftConfig("ps", cfg.weight_bits)
-            self.shift = shift.make_shift_linear(lin.in_features, lin.out_features, lin.bias is not None, scfg)
-            self.shift = type(self.shift).from_linear(lin, scfg)
-            self.router = nn.Linear(lin.in_features, 2)
-            nn.init.zeros_(self.router.weight)
-            nn.init.zeros_(self.router.bias)
-            self.register_buffer("alpha", torch.tensor([cfg.latency_mult, cfg.latency_shift]))
-            self.shift_share = 0.0
-            """Fraction of the tokens of the last eager forward pass routed to the shift expert."""
-            self.aux_loss: Any = None
-
-        def forward(self, x: Any) -> Any:
-            shape = x.shape
-            t = x.reshape(-1, shape[-1])
-            clean = self.router(t)
-            logits = clean + torch.randn_like(clean) * self.cfg.noise_std if self.training else clean
-            choice = logits.argmax(dim=1)
-            ym, ys = self.mult(t), self.shift(t)
-            if self.training and torch.is_grad_enabled():
-                if self.cfg.router_task_grad:
-                    g = torch.softmax(logits, dim=1).gather(1, choice[:, None])
-                    gate = 1 + g - g.detach()  # straight-through: value 1, gradient of the chosen probability
-                    ym, ys = ym * gate, ys * gate
-                self.aux_loss = balance_loss(clean, self.alpha, self.cfg.noise_std)
-            if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
-                self.shift_share = float(choice.float().mean()) if len(choice) else 0.0
-            y = torch.where((choice == 1)[:, None], ys, ym)
-            return y.reshape(*shape[:-1], self.out_features)
-
-    _CLS = MoELinear
-    return _CLS
+    def forward(self, x: Any) -> Any:
+        shape = x.shape
+        t = x.reshape(-1, shape[-1])
+        clean = self.router(t)
+        logits = clean + torch.randn_like(clean) * self.cfg.noise_std if self.training else clean
+        choice = logits.argmax(dim=1)
+        ym, ys = self.mult(t), self.shift(t)
+        if self.training and torch.is_grad_enabled():
+            if self.cfg.router_task_grad:
+                g = torch.softmax(logits, dim=1).gather(1, choice[:, None])
+                gate = 1 + g - g.detach()  # straight-through: value 1, gradient of the chosen probability
+                ym, ys = ym * gate, ys * gate
+            self.aux_loss = balance_loss(clean, self.alpha, self.cfg.noise_std)
+        if not (torch.compiler.is_compiling() or torch.compiler.is_exporting()):
+            self.shift_share = float(choice.float().mean()) if len(choice) else 0.0
+        y = torch.where((choice == 1)[:, None], ys, ym)
+        return y.reshape(*shape[:-1], self.out_features)
 
 
 def is_moe(m: Any) -> bool:
     """True for a MoELinear module."""
-    return _CLS is not None and isinstance(m, _CLS)
+    return isinstance(m, MoELinear)
 
 
 def convert(model: Any, cfg: MoEConfig, skip: tuple[str, ...] = ()) -> Any:
@@ -140,13 +129,13 @@ def convert(model: Any, cfg: MoEConfig, skip: tuple[str, ...] = ()) -> Any:
     names = linear_names(model, skip)
     if not names:
         raise InputError("the model has no nn.Linear layer to convert")
-    cls = _moe_cls()
+    cls = MoELinear
     for n in names:
         set_module(model, n, cls(model.get_submodule(n), cfg))
     return model
 
 
-def train(model: Any, x: Any, y: Any, epochs: int, lr: float, coef: float, seed: int = 0) -> list[dict[str, float]]:
+def train(model: Any, x: Any, y: Any, epochs: int, lr: float, coef: float, seed: int = 0) -> list[dict[str, Any]]:
     """Fine-tune experts and routers: cross-entropy + coef * sum of balancing losses (RAdam, cosine)."""
     import torch
 
@@ -154,7 +143,7 @@ def train(model: Any, x: Any, y: Any, epochs: int, lr: float, coef: float, seed:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(epochs, 1))
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    hist = []
+    hist: list[dict[str, Any]] = []
     for _ in range(epochs):
         model.train()
         perm = torch.randperm(len(x), generator=g)
@@ -237,7 +226,7 @@ def reparameterise(model: Any, data: Any, params: dict[str, Any], say: Any) -> t
                     latency_shift=float(params.get("latency_shift") or 4.0))
     convert(model, cfg)
     epochs = int(params.get("epochs") or 0)
-    hist = []
+    hist: list[dict[str, Any]] = []
     if epochs > 0:
         hist = train(model, data.calib_x, data.calib_y, epochs, float(params.get("lr") or 1e-3), cfg.coef,
                      int(params.get("seed") or 0))

@@ -23,8 +23,12 @@ model, the ONNX export and the dense reference agree exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
+
+import torch
+from torch import nn
 
 from hwkit.errors import InputError, UnsupportedLayerError
 
@@ -63,216 +67,183 @@ def round_pow2(w: Any, pmin: int) -> Any:
     return torch.sign(w) * torch.pow(2.0, p)
 
 
-def _unsym_grad_mul() -> Any:
-    import torch
+class UnsymGradMul(torch.autograd.Function):
+    """a * b with dL/da = g*b and dL/db = g (DeepShift ``ste.unsym_grad_mul``)."""
 
-    class UnsymGradMul(torch.autograd.Function):
-        """a * b with dL/da = g*b and dL/db = g (DeepShift ``ste.unsym_grad_mul``)."""
+    @staticmethod
+    def forward(ctx: Any, a: Any, b: Any) -> Any:
+        ctx.save_for_backward(b)
+        return a * b
 
-        @staticmethod
-        def forward(ctx: Any, a: Any, b: Any) -> Any:
-            ctx.save_for_backward(b)
-            return a * b
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> Any:
+        (b,) = ctx.saved_tensors
+        return g * b, g
 
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> Any:
-            (b,) = ctx.saved_tensors
-            return g * b, g
+class Ste(torch.autograd.Function):
+    """Returns ``q`` (exactly) with the gradient passed straight to ``x``."""
 
-    class Ste(torch.autograd.Function):
-        """Returns ``q`` (exactly) with the gradient passed straight to ``x``."""
+    @staticmethod
+    def forward(ctx: Any, x: Any, q: Any) -> Any:
+        return q.clone()
 
-        @staticmethod
-        def forward(ctx: Any, x: Any, q: Any) -> Any:
-            return q.clone()
-
-        @staticmethod
-        def backward(ctx: Any, g: Any) -> Any:
-            return g, None
-
-    return UnsymGradMul, Ste
+    @staticmethod
+    def backward(ctx: Any, g: Any) -> Any:
+        return g, None
 
 
-_UGM: Any = None
-_STE: Any = None
 
 
 def make_shift_linear(in_features: int, out_features: int, bias: bool, cfg: ShiftConfig) -> Any:
-    """A :class:`ShiftLinear` (built lazily so that importing this module does not import torch)."""
-    return _shift_linear_cls()(in_features, out_features, bias, cfg)
+    """A :class:`ShiftLinear`."""
+    return ShiftLinear(in_features, out_features, bias, cfg)
 
 
 def make_shift_conv2d(in_channels: int, out_channels: int, kernel_size: Any, cfg: ShiftConfig, stride: Any = 1,
                       padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> Any:
     """A :class:`ShiftConv2d` (the arguments of ``nn.Conv2d``; zero padding only)."""
-    return _shift_conv2d_cls()(in_channels, out_channels, kernel_size, cfg, stride, padding, dilation, groups, bias)
-
-
-_CLASSES: tuple[Any, Any, Any] | None = None
-"""(ShiftBase, ShiftLinear, ShiftConv2d), built on first use."""
-
-
-def _shift_linear_cls() -> Any:
-    return _classes()[1]
-
-
-def _shift_conv2d_cls() -> Any:
-    return _classes()[2]
+    return ShiftConv2d(in_channels, out_channels, kernel_size, cfg, stride, padding, dilation, groups, bias)
 
 
 def _pair(v: Any) -> tuple[int, int]:
     return (int(v[0]), int(v[1])) if isinstance(v, tuple | list) else (int(v), int(v))
 
 
-def _classes() -> tuple[Any, Any, Any]:
-    global _CLASSES, _UGM, _STE
-    if _CLASSES is not None:
-        return _CLASSES
-    import math
+class ShiftBase(nn.Module):
+    """The Q/PS weight machinery shared by the shift layers: a weight of any shape that is ``s * 2**p``.
 
-    import torch
-    from torch import nn
+    Subclasses set their own attributes, call :meth:`_init_shift` with the dense weight shape and implement
+    ``forward`` (with :meth:`quantised_weight`) and ``to_dense`` (the plain torch layer of the same geometry).
+    """
 
-    _UGM, _STE = _unsym_grad_mul()
+    cfg: ShiftConfig
 
-    class ShiftBase(nn.Module):
-        """The Q/PS weight machinery shared by the shift layers: a weight of any shape that is ``s * 2**p``.
+    def _init_shift(self, shape: tuple[int, ...], bias: bool, cfg: ShiftConfig) -> None:
+        self.cfg = cfg
+        if cfg.mode == "q":
+            self.weight = nn.Parameter(torch.empty(shape))
+            nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        else:
+            self.shift = nn.Parameter(torch.empty(shape).uniform_(cfg.pmin, 0))
+            self.sign = nn.Parameter(torch.empty(shape).uniform_(-1, 1))
+        fan_in = math.prod(shape[1:])
+        self.bias = nn.Parameter(torch.empty(shape[0]).uniform_(-1, 1) / math.sqrt(fan_in)) if bias else None
 
-        Subclasses set their own attributes, call :meth:`_init_shift` with the dense weight shape and implement
-        ``forward`` (with :meth:`quantised_weight`) and ``to_dense`` (the plain torch layer of the same geometry).
-        """
-
-        cfg: ShiftConfig
-
-        def _init_shift(self, shape: tuple[int, ...], bias: bool, cfg: ShiftConfig) -> None:
-            self.cfg = cfg
+    def _load_dense(self, dense: Any) -> Any:
+        """Take a pretrained layer's weights: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
+        w, cfg = dense.weight.detach().float(), self.cfg
+        with torch.no_grad():
             if cfg.mode == "q":
-                self.weight = nn.Parameter(torch.empty(shape))
-                nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+                self.weight.copy_(w)
             else:
-                self.shift = nn.Parameter(torch.empty(shape).uniform_(cfg.pmin, 0))
-                self.sign = nn.Parameter(torch.empty(shape).uniform_(-1, 1))
-            fan_in = math.prod(shape[1:])
-            self.bias = nn.Parameter(torch.empty(shape[0]).uniform_(-1, 1) / math.sqrt(fan_in)) if bias else None
+                self.shift.copy_(torch.round(torch.log2(w.abs().clamp(min=2.0 ** (cfg.pmin - 1))))
+                                 .clamp(cfg.pmin, 0))
+                self.sign.copy_(torch.sign(w))
+            if dense.bias is not None and self.bias is not None:
+                self.bias.copy_(dense.bias.detach().float())
+        return self
 
-        def _load_dense(self, dense: Any) -> Any:
-            """Take a pretrained layer's weights: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
-            w, cfg = dense.weight.detach().float(), self.cfg
-            with torch.no_grad():
-                if cfg.mode == "q":
-                    self.weight.copy_(w)
-                else:
-                    self.shift.copy_(torch.round(torch.log2(w.abs().clamp(min=2.0 ** (cfg.pmin - 1))))
-                                     .clamp(cfg.pmin, 0))
-                    self.sign.copy_(torch.sign(w))
-                if dense.bias is not None:
-                    self.bias.copy_(dense.bias.detach().float())
-            return self
+    def quantised_weight(self) -> Any:
+        """The weight actually used: exact signed powers of two (or 0), with STE gradients."""
+        pmin = self.cfg.pmin
+        if self.cfg.mode == "q":
+            with torch.no_grad():  # DeepShift clampabs: in place, zeros stay zero
+                s = torch.sign(self.weight.data)
+                self.weight.data.copy_(s * self.weight.data.abs().clamp(2.0 ** pmin, 1.0))
+            wq = round_pow2(self.weight, pmin)
+            return Ste.apply(self.weight, wq.detach())
+        with torch.no_grad():
+            self.shift.data.clamp_(pmin, 0)
+        p = Ste.apply(self.shift, torch.round(self.shift).detach())
+        s = Ste.apply(self.sign, torch.sign(torch.round(self.sign)).detach())
+        return UnsymGradMul.apply(torch.pow(2.0, p), s)
 
-        def quantised_weight(self) -> Any:
-            """The weight actually used: exact signed powers of two (or 0), with STE gradients."""
-            pmin = self.cfg.pmin
-            if self.cfg.mode == "q":
-                with torch.no_grad():  # DeepShift clampabs: in place, zeros stay zero
-                    s = torch.sign(self.weight.data)
-                    self.weight.data.copy_(s * self.weight.data.abs().clamp(2.0 ** pmin, 1.0))
-                wq = round_pow2(self.weight, pmin)
-                return _STE.apply(self.weight, wq.detach())
-            with torch.no_grad():
-                self.shift.data.clamp_(pmin, 0)
-            p = _STE.apply(self.shift, torch.round(self.shift).detach())
-            s = _STE.apply(self.sign, torch.sign(torch.round(self.sign)).detach())
-            return _UGM.apply(torch.pow(2.0, p), s)
+    def codes(self) -> tuple[Any, Any]:
+        """(sign in {-1,0,1}, p in [pmin, 0]) as int8 tensors of the weight's shape; p is 0 where sign is 0."""
+        with torch.no_grad():
+            w = self.quantised_weight()
+            sign = torch.sign(w).to(torch.int8)
+            p = torch.where(w == 0, torch.zeros_like(w), torch.log2(w.abs().clamp(min=2.0 ** self.cfg.pmin)))
+            return sign, torch.round(p).to(torch.int8)
 
-        def codes(self) -> tuple[Any, Any]:
-            """(sign in {-1,0,1}, p in [pmin, 0]) as int8 tensors of the weight's shape; p is 0 where sign is 0."""
-            with torch.no_grad():
-                w = self.quantised_weight()
-                sign = torch.sign(w).to(torch.int8)
-                p = torch.where(w == 0, torch.zeros_like(w), torch.log2(w.abs().clamp(min=2.0 ** self.cfg.pmin)))
-                return sign, torch.round(p).to(torch.int8)
+    def _dense_with(self, dense: Any) -> Any:
+        """``dense`` (a fresh torch layer of this geometry) holding the exact power-of-two weights."""
+        with torch.no_grad():
+            dense.weight.copy_(self.quantised_weight())
+            if self.bias is not None:
+                dense.bias.copy_(self.bias)
+        return dense
 
-        def _dense_with(self, dense: Any) -> Any:
-            """``dense`` (a fresh torch layer of this geometry) holding the exact power-of-two weights."""
-            with torch.no_grad():
-                dense.weight.copy_(self.quantised_weight())
-                if self.bias is not None:
-                    dense.bias.copy_(self.bias)
-            return dense
+    def _cfg_repr(self) -> str:
+        return f"mode={self.cfg.mode}, weight_bits={self.cfg.weight_bits}, p in [{self.cfg.pmin}, 0]"
 
-        def _cfg_repr(self) -> str:
-            return f"mode={self.cfg.mode}, weight_bits={self.cfg.weight_bits}, p in [{self.cfg.pmin}, 0]"
+class ShiftLinear(ShiftBase):
+    """A Linear layer whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
 
-    class ShiftLinear(ShiftBase):
-        """A Linear layer whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
+    def __init__(self, in_features: int, out_features: int, bias: bool, cfg: ShiftConfig) -> None:
+        super().__init__()
+        self.in_features, self.out_features = in_features, out_features
+        self._init_shift((out_features, in_features), bias, cfg)
 
-        def __init__(self, in_features: int, out_features: int, bias: bool, cfg: ShiftConfig) -> None:
-            super().__init__()
-            self.in_features, self.out_features = in_features, out_features
-            self._init_shift((out_features, in_features), bias, cfg)
+    @classmethod
+    def from_linear(cls, lin: Any, cfg: ShiftConfig) -> Any:
+        """Convert a pretrained Linear: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
+        return cls(lin.in_features, lin.out_features, lin.bias is not None, cfg)._load_dense(lin)
 
-        @classmethod
-        def from_linear(cls, lin: Any, cfg: ShiftConfig) -> Any:
-            """Convert a pretrained Linear: Q copies W; PS sets P = round(log2|W|), S = sign(W)."""
-            return cls(lin.in_features, lin.out_features, lin.bias is not None, cfg)._load_dense(lin)
+    def forward(self, x: Any) -> Any:
+        return nn.functional.linear(x, self.quantised_weight(), self.bias)
 
-        def forward(self, x: Any) -> Any:
-            return nn.functional.linear(x, self.quantised_weight(), self.bias)
+    def to_dense(self) -> Any:
+        """An nn.Linear with the exact power-of-two weights."""
+        return self._dense_with(nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
 
-        def to_dense(self) -> Any:
-            """An nn.Linear with the exact power-of-two weights."""
-            return self._dense_with(nn.Linear(self.in_features, self.out_features, bias=self.bias is not None))
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self._cfg_repr()}"
 
-        def extra_repr(self) -> str:
-            return f"in_features={self.in_features}, out_features={self.out_features}, {self._cfg_repr()}"
+class ShiftConv2d(ShiftBase):
+    """A Conv2d layer (zero padding) whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
 
-    class ShiftConv2d(ShiftBase):
-        """A Conv2d layer (zero padding) whose weights are ``s * 2**p`` (DeepShift Q or PS mode)."""
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, cfg: ShiftConfig, stride: Any = 1,
+                 padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> None:
+        super().__init__()
+        if in_channels % groups or out_channels % groups:
+            raise InputError(f"channels ({in_channels}, {out_channels}) must be divisible by groups {groups}")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
+        self.padding = padding if isinstance(padding, str) else _pair(padding)
+        self._init_shift((out_channels, in_channels // groups, *self.kernel_size), bias, cfg)
 
-        def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, cfg: ShiftConfig, stride: Any = 1,
-                     padding: Any = 0, dilation: Any = 1, groups: int = 1, bias: bool = True) -> None:
-            super().__init__()
-            if in_channels % groups or out_channels % groups:
-                raise InputError(f"channels ({in_channels}, {out_channels}) must be divisible by groups {groups}")
-            self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
-            self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
-            self.padding = padding if isinstance(padding, str) else _pair(padding)
-            self._init_shift((out_channels, in_channels // groups, *self.kernel_size), bias, cfg)
+    @classmethod
+    def from_conv(cls, conv: Any, cfg: ShiftConfig) -> Any:
+        """Convert a pretrained Conv2d (same stride/padding/dilation/groups/bias; ``padding_mode='zeros'``)."""
+        if conv.padding_mode != "zeros":
+            raise UnsupportedLayerError(f"shift Conv2d supports padding_mode='zeros' only, got "
+                                        f"'{conv.padding_mode}'")
+        return cls(conv.in_channels, conv.out_channels, conv.kernel_size, cfg, conv.stride, conv.padding,
+                   conv.dilation, conv.groups, conv.bias is not None)._load_dense(conv)
 
-        @classmethod
-        def from_conv(cls, conv: Any, cfg: ShiftConfig) -> Any:
-            """Convert a pretrained Conv2d (same stride/padding/dilation/groups/bias; ``padding_mode='zeros'``)."""
-            if conv.padding_mode != "zeros":
-                raise UnsupportedLayerError(f"shift Conv2d supports padding_mode='zeros' only, got "
-                                            f"'{conv.padding_mode}'")
-            return cls(conv.in_channels, conv.out_channels, conv.kernel_size, cfg, conv.stride, conv.padding,
-                       conv.dilation, conv.groups, conv.bias is not None)._load_dense(conv)
+    def forward(self, x: Any) -> Any:
+        return nn.functional.conv2d(x, self.quantised_weight(), self.bias, self.stride, self.padding,
+                                    self.dilation, self.groups)
 
-        def forward(self, x: Any) -> Any:
-            return nn.functional.conv2d(x, self.quantised_weight(), self.bias, self.stride, self.padding,
-                                        self.dilation, self.groups)
+    def to_dense(self) -> Any:
+        """An nn.Conv2d with the exact power-of-two weights."""
+        return self._dense_with(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                                          self.padding, self.dilation, self.groups, bias=self.bias is not None))
 
-        def to_dense(self) -> Any:
-            """An nn.Conv2d with the exact power-of-two weights."""
-            return self._dense_with(nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                                              self.padding, self.dilation, self.groups, bias=self.bias is not None))
-
-        def extra_repr(self) -> str:
-            return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                    f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, {self._cfg_repr()}")
-
-    _CLASSES = (ShiftBase, ShiftLinear, ShiftConv2d)
-    return _CLASSES
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+                f"padding={self.padding}, dilation={self.dilation}, groups={self.groups}, {self._cfg_repr()}")
 
 
 def is_shift(m: Any) -> bool:
     """True for a shift layer (:class:`ShiftLinear` or :class:`ShiftConv2d`)."""
-    return _CLASSES is not None and isinstance(m, _CLASSES[0])
+    return isinstance(m, ShiftBase)
 
 
 def is_shift_conv(m: Any) -> bool:
     """True for a :class:`ShiftConv2d`."""
-    return _CLASSES is not None and isinstance(m, _CLASSES[2])
+    return isinstance(m, ShiftConv2d)
 
 
 def _check_float(model: Any) -> None:
@@ -307,7 +278,7 @@ def convert(model: Any, cfg: ShiftConfig, skip: tuple[str, ...] = ()) -> Any:
     """Replace every plain nn.Linear and nn.Conv2d (except ``skip``) by a shift layer converted from its weights,
     in place. A Conv2d with a padding mode other than 'zeros' stays dense (see :func:`conv_names`)."""
     _check_float(model)
-    lin_cls, conv_cls = _shift_linear_cls(), _shift_conv2d_cls()
+    lin_cls, conv_cls = ShiftLinear, ShiftConv2d
     names = linear_names(model, skip)
     conv = [n for n in conv_names(model, skip) if model.get_submodule(n).padding_mode == "zeros"]
     if not names and not conv:

@@ -22,6 +22,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+from torch import nn
+
 from hwkit.compress.synapse.device import DeviceModel, DifferentialArray, UpdateRule, WriteVerify
 
 
@@ -184,50 +187,37 @@ def _quant(x: Any, fs: float, bits: int | None, signed: bool) -> Any:
     return torch.round(x.clamp(lo, fs) / fs * levels) / levels * fs
 
 
-class _AnalogLinearBase:
-    """Marker for isinstance checks without importing torch at module import."""
+class AnalogLinear(nn.Module):
+    """nn.Linear on a crossbar: DAC -> row tiles (read noise) -> ADC per tile -> digital sum + bias."""
 
-    arr: DifferentialArray
+    def __init__(self, lin: Any, arr: DifferentialArray, xbar: CrossbarConfig, dac_fs: float, dac_signed: bool,
+                 adc_fs: list[float], read_noise: bool, gen: Any, program_stats: dict[str, int]) -> None:
+        super().__init__()
+        self.arr, self.xbar, self.dac_fs, self.dac_signed = arr, xbar, dac_fs, dac_signed
+        self.adc_fs, self.read_noise, self.gen = adc_fs, read_noise, gen
+        self.bias = None if lin.bias is None else nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
+        self.in_features, self.out_features = lin.in_features, lin.out_features
+        self.program_stats = program_stats
 
-
-def _make_analog_linear(lin: Any, arr: DifferentialArray, xbar: CrossbarConfig, dac_fs: float,
-                        dac_signed: bool, adc_fs: list[float], read_noise: bool, gen: Any,
-                        program_stats: dict[str, int]) -> Any:
-    import torch
-    from torch import nn
-
-    class AnalogLinear(nn.Module, _AnalogLinearBase):
-        """nn.Linear on a crossbar: DAC -> row tiles (read noise) -> ADC per tile -> digital sum + bias."""
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.arr, self.xbar, self.dac_fs, self.dac_signed = arr, xbar, dac_fs, dac_signed
-            self.adc_fs, self.read_noise, self.gen = adc_fs, read_noise, gen
-            self.bias = None if lin.bias is None else nn.Parameter(lin.bias.detach().clone(), requires_grad=False)
-            self.in_features, self.out_features = lin.in_features, lin.out_features
-            self.program_stats = program_stats
-
-        def forward(self, x: Any) -> Any:
-            dev = self.arr.dev
-            xq = _quant(x.to(torch.float64), self.dac_fs, self.xbar.dac_bits, self.dac_signed)
-            gh = self.arr.conductance()
-            out = torch.zeros(x.shape[0], self.out_features, dtype=torch.float64)
-            for t, s in enumerate(range(0, self.in_features, self.xbar.rows)):
-                sl = slice(s, s + self.xbar.rows)
-                xt, gp, gm = xq[:, sl], gh[0][:, sl], gh[1][:, sl]
-                y = xt @ (gp - gm).T
-                if self.read_noise and dev.read_noise > 0:
-                    # sum_j x_j G_ij (1 + s xi_ij): the Gaussian sum has variance s^2 sum_j x_j^2 G_ij^2
-                    var = (xt ** 2) @ ((dev.gmin_norm + gp) ** 2 + (dev.gmin_norm + gm) ** 2).T
-                    y = y + dev.read_noise * var.sqrt() * torch.randn(y.shape, generator=self.gen,
-                                                                      dtype=y.dtype)
-                out = out + _quant(y, self.adc_fs[t], self.xbar.adc_bits, True)
-            out = self.arr.beta * out
-            if self.bias is not None:
-                out = out + self.bias.to(out.dtype)
-            return out.to(x.dtype)
-
-    return AnalogLinear()
+    def forward(self, x: Any) -> Any:
+        dev = self.arr.dev
+        xq = _quant(x.to(torch.float64), self.dac_fs, self.xbar.dac_bits, self.dac_signed)
+        gh = self.arr.conductance()
+        out = torch.zeros(x.shape[0], self.out_features, dtype=torch.float64)
+        for t, s in enumerate(range(0, self.in_features, self.xbar.rows)):
+            sl = slice(s, s + self.xbar.rows)
+            xt, gp, gm = xq[:, sl], gh[0][:, sl], gh[1][:, sl]
+            y = xt @ (gp - gm).T
+            if self.read_noise and dev.read_noise > 0:
+                # sum_j x_j G_ij (1 + s xi_ij): the Gaussian sum has variance s^2 sum_j x_j^2 G_ij^2
+                var = (xt ** 2) @ ((dev.gmin_norm + gp) ** 2 + (dev.gmin_norm + gm) ** 2).T
+                y = y + dev.read_noise * var.sqrt() * torch.randn(y.shape, generator=self.gen,
+                                                                  dtype=y.dtype)
+            out = out + _quant(y, self.adc_fs[t], self.xbar.adc_bits, True)
+        out = self.arr.beta * out
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype)
+        return out.to(x.dtype)
 
 
 def _layer_inputs(model: Any, x: Any) -> dict[str, Any]:
@@ -268,7 +258,7 @@ def to_analog(model: Any, dev: DeviceModel, xbar: CrossbarConfig, calib_x: Any, 
             adc_fs.append(float(y.abs().max()) or 1.0)
         arr = DifferentialArray(dev, tuple(lin.weight.shape), betas[name], gen)
         stats = arr.program(lin.weight.detach(), program, verify=verify)
-        new = _make_analog_linear(lin, arr, xbar, dac_fs, signed, adc_fs, read_noise, gen, stats)
+        new = AnalogLinear(lin, arr, xbar, dac_fs, signed, adc_fs, read_noise, gen, stats)
         parent = net
         *path, last = name.split(".")
         for p in path:
@@ -279,7 +269,7 @@ def to_analog(model: Any, dev: DeviceModel, xbar: CrossbarConfig, calib_x: Any, 
 
 def analog_arrays(net: Any) -> list[tuple[str, DifferentialArray, Any]]:
     """(name, array, analog layer) of every AnalogLinear in a model made by :func:`to_analog`."""
-    return [(n, m.arr, m) for n, m in net.named_modules() if isinstance(m, _AnalogLinearBase)]
+    return [(n, m.arr, m) for n, m in net.named_modules() if isinstance(m, AnalogLinear)]
 
 
 def programming_stats(net: Any) -> dict[str, int]:
