@@ -16,6 +16,8 @@ from hwkit.report import report_schema
 from tests.conftest import ROOT
 from tests.e2e.test_cli import hwkit, one_line_error
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 ARCH = ["--arch", "hwkit.compress.synapse.train:build_mlp", "--arch-kwargs", '{"sizes": [64, 24, 10]}',
         "--input-shape", "1,64"]
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import EXAMPLE, ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     e = {k: v for k, v in os.environ.items() if k != "XILINX_VIVADO"}

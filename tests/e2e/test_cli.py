@@ -14,6 +14,8 @@ import pytest
 from hwkit.report import report_schema
 from tests.conftest import EXAMPLE, ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 
 def hwkit(*args: str, home: Path | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)

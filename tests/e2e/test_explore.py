@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 ROOT = Path(__file__).resolve().parents[2]
 
 TINY = """

@@ -22,6 +22,8 @@ import pytest
 
 from tests.e2e.test_explore import ROOT, hwkit, write_cfg
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 
 def _pg_bindir() -> Path | None:
     for d in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):

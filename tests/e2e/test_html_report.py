@@ -12,6 +12,8 @@ import pytest
 from hwkit.report.html import render_html
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTEFACTS = ROOT / "build" / "test-artifacts"
 CHROME_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

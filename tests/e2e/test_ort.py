@@ -16,6 +16,8 @@ from hwkit.errors import InputError, ToolError
 from hwkit.report import report_schema
 from tests.e2e.test_cli import hwkit, one_line_error
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 FAST = """
 name = "ort-test"
 board_kinds = ["cpu", "gpu"]

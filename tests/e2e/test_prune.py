@@ -8,6 +8,8 @@ import pytest
 
 from tests.e2e.models import train_on_digits
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 torch = pytest.importorskip("torch")
 
 KW = {"in_features": 64, "hidden": [48, 24], "out_features": 10, "weight_bits": 2, "act_bits": 2}

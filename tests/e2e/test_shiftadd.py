@@ -8,6 +8,8 @@ import pytest
 
 from tests.e2e.models import is_pow2, train_on_digits
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 torch = pytest.importorskip("torch")
 
 ARCH = "hwkit.compress.amp.toy:float_mlp"

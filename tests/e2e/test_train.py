@@ -12,6 +12,8 @@ import pytest
 from hwkit.config import CompileSettings
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 SMALL = ["--synthetic", "--synthetic-seconds", "8", "--max-train-windows", "20000", "--batch-size", "256",
          "--split", "random"]
 

@@ -84,6 +84,7 @@ def test_parsers_reject_wrong_files(tmp_path):
     assert parse_timing(tmp_path / "alt.rpt") == 0.25
 
 
+@pytest.mark.slow  # compiles the tiny MLP through finn-plus (shared tiny_build fixture)
 def test_merged_into_the_report(tiny_build, tmp_path):
     from hwkit.board import load_board
     from hwkit.flow import tool_versions
