@@ -362,8 +362,13 @@ def parse_analog(raw: Mapping[str, Any], source: str) -> AnalogSection:
         if not isinstance(sources.get(key), str):
             raise BoardError(f"{where}.sources: '{key}' needs a source string")
         spans[key] = (float(v[0]), float(v[1]), float(v[2]))
-    return AnalogSection(device=ref, **ints, **prog, device_overrides=dict(overrides), coefficients=spans,
-                         sources=dict(sources))
+    return AnalogSection(
+        device=ref, crossbar_rows=ints["crossbar_rows"], crossbar_cols=ints["crossbar_cols"],
+        device_instances=ints["device_instances"], adc_bits=ints["adc_bits"], dac_bits=ints["dac_bits"],
+        adcs_per_tile=ints["adcs_per_tile"], programming=prog["programming"],
+        verify_tolerance=prog["verify_tolerance"], verify_max_iterations=prog["verify_max_iterations"],
+        device_overrides=dict(overrides), coefficients=spans, sources=dict(sources),
+    )
 
 
 def _optional(data: Mapping[str, Any], key: str, ok: bool, what: str, where: str) -> Any:

@@ -153,7 +153,7 @@ def find_vivado(probe: Probe, xilinx_path: str | None = None) -> VivadoInstall |
             found = installs_under(p)
             env_ver = _ver(env.get("XILINX_VIVADO"))
             match = [f for f in found if env_ver and _ver(str(f)) == env_ver]
-            vivado_dir = (match or found or [None])[0]
+            vivado_dir = (match or found)[0] if (match or found) else None
     elif env.get("XILINX_VIVADO"):
         vivado_dir = Path(env["XILINX_VIVADO"])
     else:
@@ -162,8 +162,9 @@ def find_vivado(probe: Probe, xilinx_path: str | None = None) -> VivadoInstall |
             vivado_dir = Path(exe).resolve().parent.parent
     if vivado_dir is None or not _exe(vivado_dir, "vivado"):
         return None
+    dir_ver = _ver(str(vivado_dir))
     version = vivado_version(vivado_dir / "bin" / "vivado", probe) or (
-        "{}.{}".format(*_ver(str(vivado_dir))) if _ver(str(vivado_dir)) else None)
+        f"{dir_ver[0]}.{dir_ver[1]}" if dir_ver else None)
     layout, root = _layout(vivado_dir, version)
     from_env = bool(env.get("XILINX_VIVADO")) and Path(env["XILINX_VIVADO"]).resolve() == vivado_dir.resolve()
     return VivadoInstall(vivado_dir, version, layout, root, _hls_tool(vivado_dir, layout, root, version, env),

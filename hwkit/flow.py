@@ -26,7 +26,7 @@ import time
 import tomllib
 import uuid
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata, resources
 from pathlib import Path
@@ -435,7 +435,7 @@ class Runner:
 
 
 @contextlib.contextmanager
-def _captured(log_path: Path):  # type: ignore[no-untyped-def]
+def _captured(log_path: Path) -> Iterator[None]:
     """Send what a tool prints (stdout, stderr, Python warnings) to the pass's log file."""
     with log_path.open("a", encoding="utf-8") as f, contextlib.redirect_stdout(f), \
             contextlib.redirect_stderr(f), warnings.catch_warnings():

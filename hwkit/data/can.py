@@ -25,7 +25,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, cast
 
 import numpy as np
 
@@ -360,7 +360,7 @@ def read_can_log(path: Path, strict: bool = False) -> tuple[Frames, ReadReport]:
         reader_cls = can.CanutilsLogReader if fmt == "candump" else can.ASCReader
         with _open_text(path) as fh:
             counter = _LineCounter(fh)
-            reader: Any = reader_cls(counter)
+            reader: Any = reader_cls(cast(TextIO, counter))  # python-can only iterates it
             while True:
                 try:
                     for msg in reader:
@@ -369,7 +369,7 @@ def read_can_log(path: Path, strict: bool = False) -> tuple[Frames, ReadReport]:
                 except (ValueError, IndexError, KeyError, TypeError) as exc:
                     reason = f"python-can {reader_cls.__name__} cannot parse it ({type(exc).__name__}: {exc})"
                     bad.add(counter.line_no, reason[:200], counter.last)
-                    fresh: Any = reader_cls(counter)
+                    fresh: Any = reader_cls(cast(TextIO, counter))
                     if fmt == "asc":  # keep the header already read; do not let it eat a data line
                         for attr in ("base", "_converted_base", "start_time", "date", "timestamps_format"):
                             setattr(fresh, attr, getattr(reader, attr))

@@ -332,6 +332,12 @@ def generate(attack: str | None, cfg: SynthConfig | None = None) -> tuple[Frames
     rng = np.random.default_rng([cfg.seed, 1000 + file_key])
     car_seeds = vehicle_rng.integers(1 << 62, size=len(VEHICLE))
 
+    rel_parts: list[np.ndarray]
+    id_parts: list[Any]  # rng.integers is typed as scalar-or-array
+    dlc_parts: list[np.ndarray]
+    data_parts: list[np.ndarray]
+    snd_parts: list[np.ndarray]
+    inj_parts: list[np.ndarray]
     rel_parts, id_parts, dlc_parts, data_parts, snd_parts, inj_parts = [], [], [], [], [], []
     for s, spec in enumerate(VEHICLE):
         phase = rng.uniform(0, spec.period_s)

@@ -96,3 +96,22 @@ def test_every_subcommand_module_has_add_parser_and_run():
     for name, module in COMMANDS.items():
         mod = importlib.import_module(module)
         assert callable(getattr(mod, "add_parser", None)) and callable(getattr(mod, "run", None)), name
+
+
+def nested_module_classes() -> list[str]:
+    """``file:line class`` of every nn.Module / autograd.Function subclass defined inside a function."""
+    found = []
+    for path in sorted(HWKIT.rglob("*.py")):
+        for fn in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(fn):
+                if isinstance(node, ast.ClassDef) and any(
+                        ast.unparse(b).endswith(("Module", "autograd.Function")) for b in node.bases):
+                    found.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    return sorted(set(found))
+
+
+def test_no_module_classes_defined_inside_functions():
+    """Module classes live at module level: typed for mypy, picklable by name."""
+    assert nested_module_classes() == []

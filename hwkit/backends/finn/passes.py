@@ -74,7 +74,7 @@ def ensure_finn(work_dir: Path) -> None:
     if not vivado_available():
         import finn.xsi
 
-        finn.xsi.SimEngine = _NoVivadoSimEngine  # type: ignore[attr-defined]
+        finn.xsi.SimEngine = _NoVivadoSimEngine
     _state["build_dir"] = build_dir
 
 
@@ -83,7 +83,7 @@ def shield_builder() -> None:
     if not vivado_available():
         import finn.builder.build_dataflow as bd
 
-        bd.get_vivado_root = lambda: "/vivado-not-installed"  # type: ignore[attr-defined]
+        bd.get_vivado_root = lambda: "/vivado-not-installed"
 
 
 _NOT_CONFIG = frozenset({"label"})

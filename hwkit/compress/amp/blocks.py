@@ -29,7 +29,7 @@ weight parameter keep tracking it) and updates ``in_features``/``out_features``/
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,7 +102,7 @@ def _trace(model: Any, x: Any) -> tuple[list[str], dict[str, tuple[int, int]], d
     outs: dict[str, Any] = {}
     handles = []
 
-    def pre(name: str, is_lin: bool):  # type: ignore[no-untyped-def]
+    def pre(name: str, is_lin: bool) -> Callable[[Any, Any], None]:
         def hook(_m: Any, inp: Any) -> None:
             clock[0] += 1
             span.setdefault(name, [clock[0], 0])[0] = clock[0]
@@ -112,7 +112,7 @@ def _trace(model: Any, x: Any) -> tuple[list[str], dict[str, tuple[int, int]], d
                 ins[name] = _first(inp)
         return hook
 
-    def post(name: str, is_lin: bool):  # type: ignore[no-untyped-def]
+    def post(name: str, is_lin: bool) -> Callable[[Any, Any, Any], None]:
         def hook(_m: Any, _inp: Any, out: Any) -> None:
             clock[0] += 1
             span[name][1] = clock[0]
@@ -263,7 +263,7 @@ def find_mlp_blocks_reference(model: Any, example: Any) -> list[MlpBlock]:
         if not isinstance(a, torch.Tensor) or a.shape[-1] != hidden or a.ndim < 2 or a.shape[0] < 2:
             continue
         glu = m1.out_features == 2 * hidden
-        group = (f1,)
+        group: tuple[str, ...] = (f1,)
         if k >= 2:
             g = order[k - 2]
             mg = mods[g]
@@ -614,7 +614,7 @@ def masked(model: Any, blocks: Sequence[MlpBlock], keep: Sequence[Any]) -> Itera
     """``model`` with the hidden neurons outside ``keep`` zeroed at fc2's input (for comparisons)."""
     import torch
 
-    def mask_hook(idx: Any, h: int):  # type: ignore[no-untyped-def]
+    def mask_hook(idx: Any, h: int) -> Callable[[Any, Any], Any]:
         mask = torch.zeros(h)
         mask[torch.as_tensor(idx, dtype=torch.long)] = 1.0
 

@@ -195,7 +195,8 @@ class _Embedding:
         mods = dict(model.named_modules())
         if name not in mods:
             raise InputError(f"embedding module '{name}' is not in the model")
-        self.pool, self.z = pool, None
+        self.pool = pool
+        self.z: Any = None
         self.describe = f"input of {name}"
         self.handle = mods[name].register_forward_pre_hook(self._hook)
 
@@ -347,7 +348,7 @@ def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[
     mods = dict(model.named_modules())
     acts: dict[int, Any] = {}
 
-    def hook(i: int):  # type: ignore[no-untyped-def]
+    def hook(i: int) -> Callable[[Any, Any], None]:
         def h(_m: Any, inp: Any) -> None:
             acts[i] = inp[0] if isinstance(inp, tuple) else inp
         return h

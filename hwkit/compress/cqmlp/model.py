@@ -109,7 +109,7 @@ def build_cqmlp(
     from brevitas.inject.enum import ScalingImplType, StatsOp
     from brevitas.quant import Int8WeightPerTensorFloat
 
-    class WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
+    class WeightQuant(Int8WeightPerTensorFloat):  # brevitas injector
         scaling_per_output_channel = per_channel
         scaling_stats_op = StatsOp.AVE if weight_scaling == "mean" else StatsOp.MAX
         # "full": all 2^b codes, -2^(b-1) .. 2^(b-1)-1 (at 2 bits {-2, -1, 0, 1} x scale, scale = max|w| / 2);
@@ -119,27 +119,28 @@ def build_cqmlp(
         scaling_impl_type = ScalingImplType.PARAMETER_FROM_STATS if weight_scaling == "learned" else \
             ScalingImplType.STATS
 
+    weight_quant: type = WeightQuant
     if weight_values == "pow2":
         from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
 
-        class Pow2WeightQuant(WeightQuant):  # type: ignore[misc,valid-type]  # brevitas injector
+        class Pow2WeightQuant(WeightQuant):  # brevitas injector
             float_to_int_impl = Pow2RoundSte
             int_scaling_impl = Pow2IntScaling
 
-        WeightQuant = Pow2WeightQuant  # noqa: N806
+        weight_quant = Pow2WeightQuant
 
     # Same module order (and state-dict keys) as build_qmlp; only the weight quantisers differ.
     layers: list[nn.Module] = []
     width = FRAME_BYTES * window
     for i, h in enumerate(widths):
-        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=wbits_list[i], weight_quant=WeightQuant))
+        layers.append(qnn.QuantLinear(width, h, bias=True, weight_bit_width=wbits_list[i], weight_quant=weight_quant))
         layers.append(nn.BatchNorm1d(h))
         if dropout > 0:
             layers.append(nn.Dropout(dropout))
         layers.append(qnn.QuantReLU(bit_width=abits_list[i]))
         width = h
     layers.append(qnn.QuantLinear(width, n_classes, bias=True, weight_bit_width=wbits_list[-1],
-                                  weight_quant=WeightQuant))
+                                  weight_quant=weight_quant))
     return nn.Sequential(*layers)
 
 

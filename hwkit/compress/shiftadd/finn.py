@@ -63,7 +63,7 @@ def build_shift_mlp(in_features: int = 64, hidden: Sequence[int] = (64, 32), out
     if weight_values == "pow2":
         from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
 
-        class Pow2WeightQuant(Int8WeightPerTensorFloat):  # type: ignore[misc]  # brevitas injector
+        class Pow2WeightQuant(Int8WeightPerTensorFloat):  # brevitas injector
             float_to_int_impl = Pow2RoundSte
             int_scaling_impl = Pow2IntScaling
 

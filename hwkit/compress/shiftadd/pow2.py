@@ -67,7 +67,8 @@ def project(model: nn.Module) -> int:
     with torch.no_grad():
         for m in model.modules():
             if is_pow2_linear(m):
-                m.weight.copy_(m.quant_weight().value)
+                qlin: Any = m  # a Brevitas QuantLinear (Brevitas ships no types)
+                qlin.weight.copy_(qlin.quant_weight().value)
                 n += 1
     return n
 

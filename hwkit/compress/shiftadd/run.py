@@ -97,14 +97,14 @@ def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = No
         from hwkit.compress.shiftadd import bcq
 
         _note_dense_convs(model, report, say, "bcq is Linear-only")
-        cfg = bcq.BCQConfig(bits=int(params.get("bits", 3)), group_rows=int(params.get("group_rows") or 8),
-                            rounds=int(params.get("rounds", 20)),
-                            apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
-                            compensate=not params.get("no_compensate", False))
+        bcfg = bcq.BCQConfig(bits=int(params.get("bits", 3)), group_rows=int(params.get("group_rows") or 8),
+                             rounds=int(params.get("rounds", 20)),
+                             apot_terms=None if params.get("float_scales") else int(params.get("apot_terms") or 3),
+                             compensate=not params.get("no_compensate", False))
         skip = tuple(n for n, _m in model.named_modules() if tokens and "pooler" in n.split("."))
         if skip:
             say(f"left dense (a pooler: not part of the token embedding): {', '.join(skip)}")
-        model, rep = bcq.quantise_model(model, data.calib_x, cfg, skip)
+        model, rep = bcq.quantise_model(model, data.calib_x, bcfg, skip)
         report.update(config=rep["config"], layers=rep["layers"], avg_bits=rep["avg_bits"], memory=rep["memory"])
     else:
         from hwkit.compress.shiftadd import moe as shift_moe
