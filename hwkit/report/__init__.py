@@ -268,15 +268,25 @@ class Section:
     """
 
     performance: dict[str, Quantity] = field(default_factory=dict)
+    """Named quantities (throughput, latency, accuracy, ...)."""
     layers: list[LayerRow] = field(default_factory=list)
+    """Per hardware layer rows (FPGA builds)."""
     resources: dict[str, ResourceUse] = field(default_factory=dict)
+    """Use of each resource against the part's total."""
     fits: bool | None = None
+    """Whether the design fits the part; None: this section has no verdict."""
     fit_notes: list[str] = field(default_factory=list)
+    """Why it does not fit."""
     bottleneck_layer: str | None = None
+    """The layer that sets the throughput."""
     energy: list[dict[str, Any]] = field(default_factory=list)
+    """Power and energy rows (name, basis, includes, unit, low, value, high, source)."""
     warnings: list[str] = field(default_factory=list)
+    """What the reader must know about these numbers."""
     measurement: dict[str, Any] | None = None
+    """Raw results of a measured build."""
     target: dict[str, Any] = field(default_factory=dict)
+    """Fields added to the report's target (e.g. execution providers)."""
 
     def merge(self, other: Section) -> None:
         """Fold ``other`` (a later section) into this one."""
