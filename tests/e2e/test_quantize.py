@@ -14,6 +14,8 @@ from tests.e2e.test_cli import hwkit, one_line_error
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+pytestmark = pytest.mark.slow  # end-to-end: compiles or trains through the real toolchains
+
 KW = {"in_features": 64, "hidden": [32, 16], "out_features": 10}
 
 
