@@ -94,16 +94,16 @@ def _images(folder: Path, mode: str, size: tuple[int, int] | None) -> tuple[Any,
         return sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
     classes = sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
-    items = [(p, i) for i, d in enumerate(classes) for p in files(d)] if classes else [(p, None) for p in
-                                                                                     files(folder)]
+    items: list[tuple[Path, int | None]] = (
+        [(p, i) for i, d in enumerate(classes) for p in files(d)] if classes else [(p, None) for p in files(folder)])
     if not items:
         raise InputError(f"--calib {folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in the folder or its "
                          "class sub-folders")
     arrays = []
     for p, _ in items:
         try:
-            with Image.open(p) as im:
-                im = im.convert(mode)
+            with Image.open(p) as src:
+                im = src.convert(mode)
                 if size is not None:
                     im = im.resize((size[1], size[0]))
                 a = np.asarray(im, dtype=np.float32) / 255.0

@@ -191,8 +191,9 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     qat_epochs = int(opts["qat_epochs"]) if opts.get("qat_epochs") is not None else (3 if method == "qat" else 0)
     if qat_epochs < 0:
         raise InputError("--qat-epochs must be >= 0")
-    cfg = QuantSettings(method=method, weight_method=wm, bias_correction=bc, qat_epochs=qat_epochs, seed=seed,
-                        **({"qat_lr": float(opts["qat_lr"])} if opts.get("qat_lr") else {}))
+    cfg = QuantSettings(method=method, weight_method=wm, bias_correction=bc, qat_epochs=qat_epochs, seed=seed)
+    if opts.get("qat_lr"):
+        cfg = replace(cfg, qat_lr=float(opts["qat_lr"]))
     recipe = QuantRecipe(weight_bits=_check_bits(int(opts.get("weight_bits") or 8), "weight"),
                          act_bits=_check_bits(int(opts.get("act_bits") or 8), "activation"),
                          layer_bits=layer_bits, dropped=dropped,
@@ -241,7 +242,8 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
         "float_arch": float_arch + (" (--arch)" if user_arch else ""),
         "settings": {"weight_method": wm, "bias_correction": bc, "qat_epochs": qat_epochs, "seed": seed},
         "accuracy": {"float": fs.accuracy, "quantized": qs.accuracy,
-                     "drop_points": None if fs.accuracy is None else (fs.accuracy - qs.accuracy) * 100},
+                     "drop_points": None if fs.accuracy is None or qs.accuracy is None
+                     else (fs.accuracy - qs.accuracy) * 100},
         "agreement": {"top1_with_float": qs.agreement, "output_mse": qs.mse, "samples": len(ex)},
         "layers": layers, "activations": acts,
         "weight_memory": {"float_bytes": w_f / 8, "quantized_bytes": w_q / 8, "ratio": w_q / w_f if w_f else None},
