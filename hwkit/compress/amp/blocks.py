@@ -301,14 +301,14 @@ def _trace_spans(model: Any, x: Any) -> tuple[dict[str, tuple[int, int]], dict[s
     calls: dict[str, int] = {}
     handles = []
 
-    def pre(name: str):  # type: ignore[no-untyped-def]
+    def pre(name: str) -> Callable[[Any, Any], None]:
         def hook(_m: Any, _i: Any) -> None:
             clock[0] += 1
             span[name] = [clock[0], 0]
             calls[name] = calls.get(name, 0) + 1
         return hook
 
-    def post(name: str):  # type: ignore[no-untyped-def]
+    def post(name: str) -> Callable[[Any, Any, Any], None]:
         def hook(_m: Any, _i: Any, _o: Any) -> None:
             clock[0] += 1
             span[name][1] = clock[0]
@@ -401,12 +401,12 @@ def find_mlp_blocks(model: Any, example: Any) -> list[MlpBlock]:
     graph: dict[str, dict[str, Any]] = {"in": {}, "out": {}, "out_fn": {}}
     names = set(order)
 
-    def pre(n: str):  # type: ignore[no-untyped-def]
+    def pre(n: str) -> Callable[[Any, Any], None]:
         def hook(_m: Any, inp: Any) -> None:
             graph["in"][n] = _first(inp) if isinstance(_first(inp), torch.Tensor) else None
         return hook
 
-    def post(n: str):  # type: ignore[no-untyped-def]
+    def post(n: str) -> Callable[[Any, Any, Any], None]:
         def hook(_m: Any, _i: Any, out: Any) -> None:
             ok = isinstance(out, torch.Tensor)
             graph["out"][n] = out if ok else None
@@ -435,7 +435,7 @@ def find_mlp_blocks(model: Any, example: Any) -> list[MlpBlock]:
             if not isinstance(a, torch.Tensor) or a.shape[-1] != hidden or a.ndim < 2 or a.shape[0] < 2:
                 continue
             glu = m1.out_features == 2 * hidden
-            group = (f1,)
+            group: tuple[str, ...] = (f1,)
             if k >= 2:
                 g = order[k - 2]
                 mg = mods[g]

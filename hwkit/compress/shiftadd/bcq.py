@@ -310,7 +310,7 @@ class BCQLinear(nn.Module):
 LUT_MODES = ("auto", "on", "off")
 LUT_MAX_ROWS = 64
 """Most rows (tokens x batch) a forward sends through the LUT kernel; larger inputs use the dense weight."""
-_LUT = {"mode": "auto"}
+_LUT: dict[str, Any] = {"mode": "auto"}
 
 
 def set_lut_mode(mode: str) -> str:
