@@ -77,8 +77,9 @@ def _export(loaded: Any, shape: tuple[int, ...], out: Path, exporter: str = "aut
 
     if exporter not in EXPORTERS:
         raise InputError(f"exporter '{exporter}': choose one of {', '.join(EXPORTERS)}")
-    tries = {"auto": [None, False], "torchscript": [False], "dynamo": [True]}[exporter]
-    failures = []
+    choices: dict[str, list[bool | None]] = {"auto": [None, False], "torchscript": [False], "dynamo": [True]}
+    tries = choices[exporter]
+    failures: list[str] = []
     for dynamo in tries:
         name = {None: "default", False: "torchscript", True: "dynamo"}[dynamo]
         kwargs = {} if dynamo is None else {"dynamo": dynamo}

@@ -167,6 +167,7 @@ def run(args: argparse.Namespace) -> int:
                 od.rollback()
                 raise
         else:
+            assert stage is not None  # staged unless the output is a Hugging Face folder
             pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
             files = save_pruned(pruned, report, stage / out.name, src, loaded)
             files += write_report(report, stage)

@@ -116,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
         elif tokens:
             from hwkit.compress.shiftadd.run import save_state
 
+            assert stage is not None  # staged unless the output is a Hugging Face folder
             model, report = reparameterise(loaded.module, data, params, say)
             files = save_state(model, report, stage / out.name)
             files += write_report(report, stage)
         else:
+            assert stage is not None
             model, report = reparameterise(loaded.module, data, params, say)
             check = data.test_x if data.test_x is not None else data.val_x
             files = save_outputs(model, report, stage / out.name, src, loaded,
