@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     try:
-        base, cur = load_build(Path(args.baseline)), load_build(Path(args.current))
+        base = load_build(Path(args.baseline), complete=False)
+        cur = load_build(Path(args.current), complete=False)
         tols = DEFAULT_TOLERANCES
         if args.tolerances:
             tols = tolerances_from(json.loads(Path(args.tolerances).read_text(encoding="utf-8")))

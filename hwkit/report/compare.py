@@ -24,8 +24,12 @@ class Row:
     source_b: str | None
 
 
-def load_build(path: Path) -> dict[str, Any]:
-    """The report.json of a build directory (or the file itself)."""
+def load_build(path: Path, complete: bool = True) -> dict[str, Any]:
+    """The report.json of a build directory (or the file itself).
+
+    ``complete=False`` accepts any JSON object (a baseline trimmed to the tracked metrics, say);
+    by default the document must be a whole hwkit report.
+    """
     f = path / "report.json" if path.is_dir() else path
     if not f.is_file():
         raise InputError(f"{path}: no report.json (is it a finished hwkit build directory?)")
@@ -39,6 +43,10 @@ def load_build(path: Path) -> dict[str, Any]:
         raise InputError(f"{f}: JSON nested too deeply") from None
     except OSError as exc:
         raise InputError(f"{f}: cannot read ({exc.strerror})") from None
+    if not complete:
+        if not isinstance(doc, dict):
+            raise InputError(f"{f}: not a JSON object")
+        return doc
     if not isinstance(doc, dict) or doc.get("schema") != "hwkit-report":
         raise InputError(f"{f}: not a hwkit report (a JSON object with \"schema\": \"hwkit-report\")")
     problem = report_problem(doc)
