@@ -43,10 +43,8 @@ run, never absolute times from different machines.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import json
-import logging
 import os
 import platform
 import shutil
@@ -54,8 +52,7 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,35 +85,6 @@ def finn_steps(flow: Flow) -> list[str]:
     return ["step_" + n.removeprefix("finn.") for n in names if n.startswith("finn.")]
 
 
-@contextlib.contextmanager
-def _contained_builder(console_log: Any) -> Iterator[None]:
-    """Undo what ``build_dataflow_cfg`` does to the process once it returns.
-
-    The builder replaces sys.stdout/sys.stderr with its own tee (and never restores them),
-    reconfigures the root logger with ``basicConfig(force=True)`` to its build log, turns on warning
-    capture and swaps finn's global rich console. Left in place, the benchmark's own output would be
-    time-stamped into the last raw build's log and hwkit's logger would write there too.
-    """
-    import finn.util.logging as finn_logging
-
-    root = logging.getLogger()
-    saved = (sys.stdout, sys.stderr, list(root.handlers), root.level, finn_logging.get_console(),
-             warnings.showwarning)
-    sys.stdout = sys.stderr = console_log  # what raw finn-plus prints goes to a file, as hwkit's does
-    try:
-        yield
-    finally:
-        sys.stdout, sys.stderr = saved[0], saved[1]
-        for h in root.handlers:
-            if h not in saved[2]:
-                with contextlib.suppress(Exception):
-                    h.close()
-        root.handlers[:] = saved[2]
-        root.setLevel(saved[3])
-        logging.captureWarnings(False)
-        finn_logging.set_console(saved[4])
-        warnings.showwarning = saved[5]
-
 
 def raw_build(qonnx: Path, out_dir: Path, board: Board, clock_ns: float, target_fps: float,
               steps: list[str | Callable[..., Any]], console_log: Any) -> tuple[float, dict[str, Any]]:
@@ -126,7 +94,9 @@ def raw_build(qonnx: Path, out_dir: Path, board: Board, clock_ns: float, target_
 
     if out_dir.exists():
         raise BenchError(f"{out_dir}: raw output directory is not fresh")
-    with _contained_builder(console_log):
+    from hwkit.backends.finn.raw import contained_builder
+
+    with contained_builder(console_log):
         t0 = time.perf_counter()
         ensure_finn(out_dir)  # FINN_BUILD_DIR = out_dir/finn_build (hwkit's passes pay this call too)
         cfg = DataflowBuildConfig(

@@ -94,18 +94,7 @@ def claim(path: str | Path, kind: str, force: bool = False, legacy_markers: tupl
             )
         result = OutDir(out, kind, None, entries)
     else:
-        created = out
-        for parent in out.parents:
-            if parent.exists():
-                break
-            created = parent
-        try:
-            out.mkdir(parents=True)
-        except FileExistsError:
-            raise InputError(f"{path}: a parent is not a directory") from None
-        except OSError as exc:
-            raise InputError(os_error_message(path, exc)) from None
-        result = OutDir(out, kind, created, frozenset())
+        result = OutDir(out, kind, _make_dirs(out, path), frozenset())
     try:
         if not (out / MARKER).exists():
             (out / MARKER).write_text(json.dumps({"tool": "hwkit", "kind": kind, "created": time.time()}) + "\n",
@@ -134,18 +123,23 @@ def claim_file_parent(path: str | Path) -> OutDir | None:
         parent.exists()  # raises for a name too long
     except OSError as exc:
         raise InputError(os_error_message(path, exc)) from None
-    created = parent
-    for p in parent.parents:
-        if p.exists():
+    return OutDir(parent, "file-parent", _make_dirs(parent, path), frozenset())
+
+
+def _make_dirs(d: Path, shown: str | Path) -> Path:
+    """Create ``d`` and its missing parents; return the top-most directory created (for rollback)."""
+    created = d
+    for parent in d.parents:
+        if parent.exists():
             break
-        created = p
+        created = parent
     try:
-        parent.mkdir(parents=True)
+        d.mkdir(parents=True)
     except FileExistsError:
-        raise InputError(f"{path}: a parent is not a directory") from None
+        raise InputError(f"{shown}: a parent is not a directory") from None
     except OSError as exc:
-        raise InputError(os_error_message(path, exc)) from None
-    return OutDir(parent, "file-parent", created, frozenset())
+        raise InputError(os_error_message(shown, exc)) from None
+    return created
 
 
 def replace_all(pairs: list[tuple[Path, Path]]) -> None:

@@ -43,7 +43,13 @@ def export_like_finn(module: Any, shape: Sequence[int], input_dtype: str, path: 
 
 
 @contextlib.contextmanager
-def _contained(console_log: Any) -> Iterator[None]:
+def contained_builder(console_log: Any) -> Iterator[None]:
+    """Undo what ``build_dataflow_cfg`` does to the process once it returns.
+
+    The builder replaces sys.stdout/sys.stderr with its own tee (never restored), reconfigures the root
+    logger to its build log, turns on warning capture and swaps finn's global rich console; what raw
+    finn-plus prints goes to ``console_log``, as hwkit's pass output goes to its pass log.
+    """
     import finn.util.logging as finn_logging
 
     root = logging.getLogger()
@@ -80,7 +86,7 @@ def raw_estimate(qonnx: Path, out_dir: Path, board: Board, clock_ns: float | Non
     if out_dir.exists():
         raise ToolError(f"{out_dir}: raw finn-plus output directory is not fresh")
     out_dir.mkdir(parents=True)
-    with (out_dir / "console.log").open("w", encoding="utf-8") as console, _contained(console):
+    with (out_dir / "console.log").open("w", encoding="utf-8") as console, contained_builder(console):
         t0 = time.perf_counter()
         ensure_finn(out_dir)
         shield_builder()
