@@ -148,6 +148,35 @@ def _hooks(model: Any, fwd: dict[str, Any] | None = None, pre: dict[str, Any] | 
             h.remove()
 
 
+def _candidates(model: Any, order: Sequence[str], span: dict[str, tuple[int, int]], mods: dict[str, Any],
+                ins: dict[str, Any]) -> Iterator[tuple[tuple[str, ...], str, int, bool, tuple[str, ...], Any]]:
+    """Each adjacent Linear pair (in call ``order``) shaped like an MLP block, before any exclusiveness check:
+    (fc1 group, fc2, hidden width, fused GLU, hidden norms, fc2's input activation from ``ins``)."""
+    import torch
+    from torch import nn
+
+    for k in range(1, len(order)):
+        f1, f2 = order[k - 1], order[k]
+        m1, m2 = mods[f1], mods[f2]
+        hidden = m2.in_features
+        if m1.out_features not in (hidden, 2 * hidden) or hidden < 2:
+            continue
+        a = ins.get(f2)
+        if not isinstance(a, torch.Tensor) or a.shape[-1] != hidden or a.ndim < 2 or a.shape[0] < 2:
+            continue
+        glu = m1.out_features == 2 * hidden
+        group: tuple[str, ...] = (f1,)
+        if k >= 2:
+            g = order[k - 2]
+            mg = mods[g]
+            if (isinstance(mg, nn.Linear) and mg.out_features == m1.out_features and not glu
+                    and ins.get(g) is ins.get(f1)):
+                group = (g, f1)
+        start = span[group[0]][1]
+        between = [n for n, (s, e) in span.items() if s > start and e < span[f2][0] and n not in group]
+        yield group, f2, hidden, glu, _hidden_norms(model, between, hidden), a
+
+
 def _hidden_norms(model: Any, between: Sequence[str], hidden: int) -> tuple[str, ...]:
     from torch import nn
 
@@ -246,33 +275,13 @@ def find_mlp_blocks_reference(model: Any, example: Any) -> list[MlpBlock]:
     ``example`` is a small batch (at least 2 samples) the model accepts; the model should be in eval mode.
     """
     import torch
-    from torch import nn
 
     order, span, ins, outs = _trace(model, example)
     mods = dict(model.named_modules())
     with torch.no_grad():
         clean_out = [t.detach().clone() for t in flat_tensors(call_model(model, example))]
     blocks: list[MlpBlock] = []
-    for k in range(1, len(order)):
-        f1, f2 = order[k - 1], order[k]
-        m1, m2 = mods[f1], mods[f2]
-        hidden = m2.in_features
-        if m1.out_features not in (hidden, 2 * hidden) or hidden < 2:
-            continue
-        a = ins[f2]
-        if not isinstance(a, torch.Tensor) or a.shape[-1] != hidden or a.ndim < 2 or a.shape[0] < 2:
-            continue
-        glu = m1.out_features == 2 * hidden
-        group: tuple[str, ...] = (f1,)
-        if k >= 2:
-            g = order[k - 2]
-            mg = mods[g]
-            if (isinstance(mg, nn.Linear) and mg.out_features == m1.out_features and not glu
-                    and ins[g] is ins[f1]):
-                group = (g, f1)
-        start = span[group[0]][1]
-        between = [n for n, (s, e) in span.items() if s > start and e < span[f2][0] and n not in group]
-        norms = _hidden_norms(model, between, hidden)
+    for group, f2, hidden, glu, norms, a in _candidates(model, order, span, mods, ins):
         clean_a = a.detach().clone()
         if not _check_candidate(model, example, group, f2, hidden, glu, clean_out, clean_a, norms):
             continue
@@ -394,7 +403,6 @@ def find_mlp_blocks(model: Any, example: Any) -> list[MlpBlock]:
     checks of :func:`find_mlp_blocks_reference`.
     """
     import torch
-    from torch import nn
 
     order, span, _ins, _outs = _trace(model, example)
     mods = dict(model.named_modules())
@@ -425,26 +433,7 @@ def find_mlp_blocks(model: Any, example: Any) -> list[MlpBlock]:
         clean_out = [t.detach().clone() for t in out]
         pending: list[tuple[MlpBlock, Any]] = []
         fallback: list[tuple[MlpBlock, Any]] = []
-        for k in range(1, len(order)):
-            f1, f2 = order[k - 1], order[k]
-            m1, m2 = mods[f1], mods[f2]
-            hidden = m2.in_features
-            if m1.out_features not in (hidden, 2 * hidden) or hidden < 2:
-                continue
-            a = graph["in"].get(f2)
-            if not isinstance(a, torch.Tensor) or a.shape[-1] != hidden or a.ndim < 2 or a.shape[0] < 2:
-                continue
-            glu = m1.out_features == 2 * hidden
-            group: tuple[str, ...] = (f1,)
-            if k >= 2:
-                g = order[k - 2]
-                mg = mods[g]
-                if (isinstance(mg, nn.Linear) and mg.out_features == m1.out_features and not glu
-                        and graph["in"].get(g) is graph["in"].get(f1)):
-                    group = (g, f1)
-            start = span[group[0]][1]
-            between = [n for n, (s, e) in span.items() if s > start and e < span[f2][0] and n not in group]
-            norms = _hidden_norms(model, between, hidden)
+        for group, f2, hidden, glu, norms, a in _candidates(model, order, span, mods, graph["in"]):
             block = MlpBlock(group, f2, hidden, glu, norms)
             verdict = _graph_checks(group, f2, hidden, glu, norms, graph, roots)
             if verdict is None:

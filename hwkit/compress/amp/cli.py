@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from hwkit.cli.args import integer, json_object, number
-from hwkit.errors import InputError
 
 
 def add_parser(sub: Any) -> None:
@@ -110,11 +109,6 @@ def run(args: argparse.Namespace) -> int:
     from hwkit.config import CompileSettings
     from hwkit.outdir import staged_files
 
-    for flag, v in (("--steps", args.steps), ("--batch-size", args.batch_size), ("--threads", args.threads)):
-        if v < 1:
-            raise InputError(f"{flag} must be >= 1, got {v}")
-    if args.delta_e < 0 or (args.temp_inv is not None and args.temp_inv <= 0) or args.distill_epochs < 0:
-        raise InputError("--delta-e must be >= 0, --temp-inv > 0 and --distill-epochs >= 0")
     kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
     import sys
 

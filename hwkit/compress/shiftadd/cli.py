@@ -73,8 +73,6 @@ def run(args: argparse.Namespace) -> int:
     from hwkit.config import CompileSettings
     from hwkit.outdir import staged_files
 
-    if args.threads < 1 or args.epochs < 0 or args.lr <= 0:
-        raise InputError("--threads must be >= 1, --epochs >= 0 and --lr > 0")
     kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
     import torch
 
