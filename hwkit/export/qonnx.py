@@ -14,6 +14,7 @@ from hwkit.artifact import Artifact
 from hwkit.backends.finn.execute import execute_finn_graph
 from hwkit.config import CompileSettings, Context
 from hwkit.errors import InputError, UnsupportedLayerError
+from hwkit.export.onnx import check_onnx_file
 from hwkit.export.provenance import tag_torch_names, weight_layers
 from hwkit.registry import register
 from hwkit.verify import compare, fail_if_bad, record
@@ -167,6 +168,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     torch_out = None
     model_info: dict[str, Any] = {}
     if art.path.suffix == ".onnx":
+        check_onnx_file(art.path)  # the ONNX checker accepts QONNX's custom domain; a damaged file is exit 2 here
         try:
             model = ModelWrapper(str(art.path))
         except Exception as exc:  # onnx raises DecodeError and others for a corrupt file

@@ -500,3 +500,15 @@ def test_onnx_with_a_damaged_string_field(files: dict[str, Path], tmp_path: Path
     res = run_inprocess(["bench", tmp_path / "f.onnx", "--out", tmp_path / "b"])
     check_failure(res, 2, "f.onnx")
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("offset", [9, 20])
+def test_onnx_with_a_damaged_string_field_to_an_fpga_target(files: dict[str, Path], tmp_path: Path,
+                                                            offset: int) -> None:
+    """Issue 15's leftover: the FPGA path read a damaged .onnx with ModelWrapper, skipped the checker, exit 5."""
+    raw = bytearray(fx.onnx_model(tmp_path / "m.onnx", batch=1).read_bytes())
+    raw[offset] ^= 0xFF
+    (tmp_path / "f.onnx").write_bytes(bytes(raw))
+    res = run_inprocess(["compile", tmp_path / "f.onnx", "--target", "zcu104", "--out", tmp_path / "b", "--quiet"])
+    check_failure(res, 2, ("f.onnx", "ONNX checker"))
+    assert not (tmp_path / "b").exists()
