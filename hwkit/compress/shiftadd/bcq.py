@@ -27,6 +27,8 @@ GATECH-EIC/ShiftAddLLM as summarised in the shared notes):
 from __future__ import annotations
 
 import weakref
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -241,9 +243,11 @@ def quantise_weight(w: Any, h: Any | None, bits: int, cfg: BCQConfig) -> Quantis
 class BCQLinear(nn.Module):
     """A Linear layer stored as binary codes + (power-of-two) scales.
 
-    Forward: the LUT-GEMV kernel (:meth:`lut_forward`) where :func:`lut_applies` says so (CPU, float32, no
-    autograd, at most ``LUT_MAX_ROWS`` rows, not while exporting or tracing), else the dequantised dense
-    weight. ``lut_calls`` counts the forwards that ran the kernel.
+    Forward (:func:`forward_path` picks one; CPU, float32, no autograd, not while exporting or tracing): the
+    LUT-GEMV kernel (:meth:`lut_forward`), the int8 GEMM of PyTorch's x86 quantized engine on the dequantised
+    weight with SmoothQuant-style input scaling from the calibration ranges (:meth:`int8_forward`), or the
+    dequantised dense weight (everything else, and always with ``set_lut_mode("off")``). ``lut_calls`` and
+    ``int8_calls`` count the forwards that ran each kernel.
     """
 
     codes: torch.Tensor
@@ -252,6 +256,8 @@ class BCQLinear(nn.Module):
     """Scales (buffer)."""
     weight: torch.Tensor
     """The dequantised weight [N, K] (non-persistent buffer)."""
+    act_absmax: torch.Tensor | None
+    """Largest |input| per input column seen in calibration [K] (non-persistent buffer; None: not recorded)."""
 
     def __init__(self, qw: QuantisedLinear, bias: Any, apot_terms: int | None) -> None:
         super().__init__()
@@ -264,18 +270,53 @@ class BCQLinear(nn.Module):
         self.group_rows = qw.group_rows
         self.apot_terms = apot_terms
         self.register_buffer("weight", qw.dequantise(), persistent=False)
+        self.register_buffer("act_absmax", None, persistent=False)
         self.lut_calls = 0
+        self.int8_calls = 0
 
     def quantised(self) -> QuantisedLinear:
         return QuantisedLinear(self.codes, self.alpha, self.in_features, self.group_rows)
 
+    def set_act_range(self, absmax: Any) -> None:
+        """Record the calibration input range (largest |x| per input column, [in_features]) the int8 path scales
+        by; ``None`` forgets it (the layer then runs int8 only with ``set_lut_mode("int8")``, unscaled)."""
+        if absmax is not None:
+            absmax = torch.as_tensor(absmax, dtype=torch.float32).detach().clone().reshape(-1)
+            if absmax.numel() != self.in_features or not bool(torch.isfinite(absmax).all()):
+                raise InputError(f"an activation range needs {self.in_features} finite values, "
+                                 f"got {absmax.numel()}")
+            absmax = absmax.abs()
+        self.act_absmax = absmax
+        _INT8.pop(self, None)
+
     def forward(self, x: Any) -> Any:
-        if lut_applies(self, x):
+        path = forward_path(self, x)
+        if path == "lut":
             self.lut_calls += 1
             shape = x.shape
             y = self.lut_forward(x.reshape(-1, shape[-1]))
             return y.reshape(*shape[:-1], self.out_features)
+        if path == "int8":
+            self.int8_calls += 1
+            return self.int8_forward(x)
         return nn.functional.linear(x, self.weight, self.bias)
+
+    def int8_forward(self, x: Any) -> Any:
+        """The layer as an int8 GEMM (``torch.ops.quantized.linear_dynamic``; fbgemm/oneDNN on x86).
+
+        The weight is the dequantised BCQ weight times a per-input-column factor ``d`` (SmoothQuant,
+        ``d = absmax_x ** INT8_ALPHA / absmax_w ** (1 - INT8_ALPHA)`` from :meth:`set_act_range`; ``d = 1`` without
+        a range), rounded to int8 with one scale per output row; the input is divided by ``d`` and quantised per
+        call to 7-bit unsigned with one scale for the whole tensor (``reduce_range``, as PyTorch does on x86). Packed
+        once per module (kept outside it, like the LUT kernel's layout). Approximate: see docs/shiftadd.md section 9.
+        """
+        packed = _INT8.get(self)
+        if packed is None:
+            packed = _INT8[self] = _int8_pack(self)
+        w, inv_d = packed
+        if inv_d is not None:
+            x = x * inv_d
+        return torch.ops.quantized.linear_dynamic(x, w, True)
 
     def lut_forward(self, x: Any) -> Any:
         """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
@@ -307,16 +348,26 @@ class BCQLinear(nn.Module):
                 f"group_rows={self.group_rows}, apot_terms={self.apot_terms}")
 
 
-LUT_MODES = ("auto", "on", "off")
+LUT_MODES = ("auto", "on", "int8", "off")
 LUT_MAX_ROWS = 64
 """Most rows (tokens x batch) a forward sends through the LUT kernel; larger inputs use the dense weight."""
+INT8_ROWS = (8, 2048)
+"""Rows (tokens x batch) for which ``auto`` runs the int8 GEMM on an AVX2 CPU: the range where it measured faster
+than fp32 for every MiniLM Linear shape on this project's AVX2 machine (docs/shiftadd.md section 9)."""
+INT8_ALPHA = 0.85
+"""SmoothQuant migration strength of the int8 path (0: no input scaling, 1: all of the input range to the weight)."""
 _LUT: dict[str, Any] = {"mode": "auto"}
 
 
 def set_lut_mode(mode: str) -> str:
-    """``auto`` (default: the kernel where it is the fast one, i.e. the AVX-512 vector kernel), ``on`` (the kernel
-    whenever it applies, also the scalar numba kernel on CPUs without AVX-512) or ``off`` (always dense); returns
-    the previous mode. The environment variable ``HWKIT_BCQ_LUT`` sets the initial mode."""
+    """How BCQ layers compute their forward; returns the previous mode.
+
+    ``auto`` (default): the fast path where one was measured faster than fp32: the AVX-512 LUT kernel (up to
+    ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers with a calibration range
+    (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows; else the dense weight. ``on``: the LUT kernel whenever it
+    applies (also the scalar numba kernel without AVX-512). ``int8``: the int8 GEMM at any row count (also for layers
+    without a range). ``off``: always the dense dequantised weight (exact). ``HWKIT_BCQ_LUT`` sets the initial mode.
+    """
     if mode not in LUT_MODES:
         raise InputError(f"BCQ LUT mode must be one of {', '.join(LUT_MODES)}, got {mode!r}")
     old = _LUT["mode"]
@@ -324,12 +375,27 @@ def set_lut_mode(mode: str) -> str:
     return old
 
 
+@contextmanager
+def forward_mode(mode: str) -> Iterator[None]:
+    """``mode`` (see :func:`set_lut_mode`; ``HWKIT_BCQ_LUT`` ignored) for the ``with`` block, restored afterwards
+    (also on error). hwkit's own calibration and checks run under ``forward_mode("off")``: the BCQ model's exact
+    output is the dense dequantised one."""
+    if mode not in LUT_MODES:
+        raise InputError(f"BCQ LUT mode must be one of {', '.join(LUT_MODES)}, got {mode!r}")
+    old = (_LUT["mode"], _LUT.get("forced", False))
+    _LUT["mode"], _LUT["forced"] = mode, True
+    try:
+        yield
+    finally:
+        _LUT["mode"], _LUT["forced"] = old
+
+
 def lut_mode() -> str:
     """The current BCQ forward mode (see :func:`set_lut_mode`)."""
     import os
 
     env = os.environ.get("HWKIT_BCQ_LUT")
-    if _LUT["mode"] == "auto" and env in LUT_MODES:
+    if _LUT["mode"] == "auto" and env in LUT_MODES and not _LUT.get("forced"):
         return str(env)
     return _LUT["mode"]
 
@@ -351,20 +417,103 @@ def _plain_eager() -> bool:
     return True
 
 
-def lut_applies(m: Any, x: Any) -> bool:
-    """Whether ``m``'s forward on ``x`` runs the LUT kernel (see ``BCQLinear``)."""
+def forward_path(m: Any, x: Any) -> str:
+    """Which computation ``m``'s forward on ``x`` runs: ``"lut"``, ``"int8"`` or ``"dense"`` (see
+    :func:`set_lut_mode`)."""
     import torch
 
     mode = lut_mode()
     if mode == "off" or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
-        return False
+        return "dense"
     if torch.is_grad_enabled() and (x.requires_grad or (m.bias is not None and m.bias.requires_grad)):
-        return False
-    if x.numel() // max(m.in_features, 1) > LUT_MAX_ROWS or x.shape[-1] != m.in_features:
-        return False
-    if mode == "auto" and (m.group_rows % 8 or not _has_avx512()):
-        return False
-    return _plain_eager()
+        return "dense"
+    if x.shape[-1] != m.in_features or x.ndim < 1 or not _plain_eager():
+        return "dense"
+    rows = x.numel() // max(m.in_features, 1)
+    if mode == "int8":
+        return "int8" if _int8_ok() else "dense"
+    if mode == "on":
+        return "lut" if rows <= LUT_MAX_ROWS else "dense"
+    if _has_avx512():  # auto
+        return "lut" if m.group_rows % 8 == 0 and rows <= LUT_MAX_ROWS else "dense"
+    if (m.act_absmax is not None and INT8_ROWS[0] <= rows <= INT8_ROWS[1] and _cpu_capability() == "AVX2"
+            and _int8_ok()):
+        return "int8"
+    return "dense"
+
+
+def lut_applies(m: Any, x: Any) -> bool:
+    """Whether ``m``'s forward on ``x`` runs the LUT kernel (see ``BCQLinear``)."""
+    return forward_path(m, x) == "lut"
+
+
+def _cpu_capability() -> str:
+    if "cap" not in _LUT:
+        import torch
+
+        _LUT["cap"] = str(torch.backends.cpu.get_cpu_capability())
+    return str(_LUT["cap"])
+
+
+def _int8_ok() -> bool:
+    """PyTorch's quantized engine can run ``linear_dynamic`` here (x86: fbgemm/onednn)."""
+    if "int8" not in _LUT:
+        import torch
+
+        _LUT["int8"] = torch.backends.quantized.engine in ("x86", "fbgemm", "onednn")
+    return bool(_LUT["int8"])
+
+
+def _int8_pack(m: Any) -> tuple[Any, Any]:
+    """(packed int8 weight + bias, 1/d per input column or None) for :meth:`BCQLinear.int8_forward`."""
+    import warnings
+
+    import torch
+
+    w = m.weight.detach().float()
+    inv_d = None
+    if m.act_absmax is not None:
+        ax = m.act_absmax.clamp(min=1e-6)
+        aw = w.abs().amax(dim=0).clamp(min=1e-6)
+        d = (ax ** INT8_ALPHA / aw ** (1 - INT8_ALPHA)).clamp(1e-4, 1e4)
+        w = w * d[None, :]
+        inv_d = (1.0 / d).contiguous()
+    scale = (w.abs().amax(dim=1).double() / 127).clamp(min=1e-12)
+    with warnings.catch_warnings():  # PyTorch marks quantized tensor creation deprecated (still the x86 int8 path)
+        warnings.simplefilter("ignore")
+        qw = torch.quantize_per_channel(w, scale, torch.zeros(len(scale), dtype=torch.long), 0, torch.qint8)
+        bias = None if m.bias is None else m.bias.detach().float().contiguous()
+        packed = torch.ops.quantized.linear_prepack(qw, bias)
+    return packed, inv_d
+
+
+def observe_ranges(model: Any, inputs: Iterable[Any]) -> int:
+    """Record every BCQ layer's input range (largest |x| per column) over ``inputs`` for the int8 path: each item
+    is a dict of keyword inputs, a tuple of positional inputs or one tensor; the model runs dense. Returns the
+    number of BCQ layers updated."""
+    import torch
+
+    from hwkit.compress.hooks import forward_hooks
+
+    layers = [m for m in model.modules() if is_bcq(m)]
+    seen: dict[Any, Any] = {}
+
+    def hook(mod: Any, i: Any, _o: Any) -> None:
+        a = i[0].detach().reshape(-1, mod.in_features).abs().amax(dim=0)
+        seen[mod] = a if mod not in seen else torch.maximum(seen[mod], a)
+
+    with forward_hooks([(m, hook) for m in layers]), torch.no_grad(), forward_mode("off"):
+        for item in inputs:
+            if isinstance(item, dict):
+                model(**item)
+            elif isinstance(item, tuple):
+                model(*item)
+            else:
+                model(item)
+    for m in layers:
+        if m in seen:
+            m.set_act_range(seen[m])
+    return len(seen)
 
 
 def _has_avx512() -> bool:
@@ -377,6 +526,7 @@ def _has_avx512() -> bool:
 
 _KERNEL: Any = None
 _GEMV: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+_INT8: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
 
 
 def is_bcq(m: Any) -> bool:
@@ -490,7 +640,14 @@ def _hessians_of_all(model: Any, names: list[str], x: Any) -> dict[str, Any]:
 
 
 def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ...] = ()) -> tuple[Any, dict[str, Any]]:
-    """BCQ every plain nn.Linear of ``model`` in place (sequentially); returns (model, per-layer report)."""
+    """BCQ every plain nn.Linear of ``model`` in place (sequentially); returns (model, per-layer report). Each BCQ
+    layer records its calibration input range (:meth:`BCQLinear.set_act_range`, for the int8 path); the
+    calibration passes run the already-quantised layers dense (exact)."""
+    with forward_mode("off"):
+        return _quantise_model(model, calib_x, cfg, skip)
+
+
+def _quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from hwkit.compress.shiftadd.shift import _check_float, linear_names, set_module
@@ -515,6 +672,7 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
         w = lin.weight.detach().float()
         qw = quantise_weight(w, hessian(x), bits[n], cfg)
         new = cls(qw, lin.bias, cfg.apot_terms)
+        new.set_act_range(x.abs().amax(dim=0))
         with torch.no_grad():
             ref = x @ w.T
             out = x @ new.weight.T
@@ -535,8 +693,9 @@ def quantise_model(model: Any, calib_x: Any, cfg: BCQConfig, skip: tuple[str, ..
 
 def attach_codes(model: Any, codes: dict[str, Any]) -> Any:
     """Put BCQ layers back into a model saved with materialised weights (``hwkit shiftadd`` output) from its
-    ``*.codes.pt`` (``torch.load(path, weights_only=True)``), so the forward runs the LUT kernel again. The bias
-    comes from the model's Linear; returns the model (changed in place)."""
+    ``*.codes.pt`` (``torch.load(path, weights_only=True)``), so the forward runs the LUT kernel / int8 GEMM again
+    (with the calibration input ranges where the file has them). The bias comes from the model's Linear; returns
+    the model (changed in place)."""
     from torch import nn
 
     from hwkit.compress.shiftadd.shift import set_module
@@ -556,8 +715,13 @@ def attach_codes(model: Any, codes: dict[str, Any]) -> Any:
         if (k, c["codes"].shape[1]) != (lin.in_features, lin.out_features):
             raise InputError(f"BCQ codes for '{name}' do not fit its shape {list(lin.weight.shape)}")
         ap = c.get("apot_terms")
-        set_module(model, name, cls(QuantisedLinear(c["codes"], c["alpha"], k, g), lin.bias,
-                                    None if ap is None else int(ap)))
+        new = cls(QuantisedLinear(c["codes"], c["alpha"], k, g), lin.bias, None if ap is None else int(ap))
+        if c.get("act_absmax") is not None:
+            try:
+                new.set_act_range(c["act_absmax"])
+            except InputError as e:
+                raise InputError(f"BCQ codes for '{name}': {e}") from None
+        set_module(model, name, new)
     return model
 
 

@@ -49,7 +49,15 @@ def _note_dense_convs(model: Any, report: dict[str, Any], say: Any, why: str) ->
 
 
 def reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Apply ``params['mode']`` to a copy of ``module``; returns (model, report)."""
+    """Apply ``params['mode']`` to a copy of ``module``; returns (model, report). BCQ layers run dense (exact)
+    throughout, so the reported accuracy and agreement are the model's, not the int8 fast path's."""
+    from hwkit.compress.shiftadd import bcq
+
+    with bcq.forward_mode("off"):
+        return _reparameterise(module, data, params, log)
+
+
+def _reparameterise(module: Any, data: Any, params: dict[str, Any], log: Any = None) -> tuple[Any, dict[str, Any]]:
     import torch
 
     from hwkit.energy import ops as opcost
@@ -145,6 +153,8 @@ def codes_of(model: Any) -> dict[str, Any]:
         elif bcq.is_bcq(m):
             out[n] = {"codes": m.codes, "alpha": m.alpha, "in_features": m.in_features, "group_rows": m.group_rows,
                       "apot_terms": m.apot_terms}
+            if m.act_absmax is not None:  # the calibration input range the int8 forward scales by
+                out[n]["act_absmax"] = m.act_absmax
     return out
 
 
@@ -179,7 +189,15 @@ def save_state(model: Any, report: dict[str, Any], out: Path) -> list[Path]:
 
 def save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any,
                  shape: tuple[int, ...], check_x: Any) -> list[Path]:
-    """Model (materialised, original architecture), codes, ONNX (+ QONNX) and the ORT check."""
+    """Model (materialised, original architecture), codes, ONNX (+ QONNX) and the ORT check (BCQ layers dense)."""
+    from hwkit.compress.shiftadd import bcq
+
+    with bcq.forward_mode("off"):
+        return _save_outputs(model, report, out, source, loaded, shape, check_x)
+
+
+def _save_outputs(model: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any,
+                  shape: tuple[int, ...], check_x: Any) -> list[Path]:
     import numpy as np
     import torch
 
