@@ -354,6 +354,8 @@ LUT_MAX_ROWS = 64
 INT8_ROWS = (8, 2048)
 """Rows (tokens x batch) for which ``auto`` runs the int8 GEMM on an AVX2 CPU: the range where it measured faster
 than fp32 for every MiniLM Linear shape on this project's AVX2 machine (docs/shiftadd.md section 9)."""
+INT8_MIN_WEIGHTS = 384 * 384
+"""Smallest layer (in x out features) ``auto`` runs as int8: smaller products were not measured faster."""
 INT8_ALPHA = 0.85
 """SmoothQuant migration strength of the int8 path (0: no input scaling, 1: all of the input range to the weight)."""
 _LUT: dict[str, Any] = {"mode": "auto"}
@@ -363,8 +365,8 @@ def set_lut_mode(mode: str) -> str:
     """How BCQ layers compute their forward; returns the previous mode.
 
     ``auto`` (default): the fast path where one was measured faster than fp32: the AVX-512 LUT kernel (up to
-    ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers with a calibration range
-    (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows; else the dense weight. ``on``: the LUT kernel whenever it
+    ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers of at least ``INT8_MIN_WEIGHTS`` weights
+    with a calibration range (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows; else the dense weight. ``on``: the LUT kernel whenever it
     applies (also the scalar numba kernel without AVX-512). ``int8``: the int8 GEMM at any row count (also for layers
     without a range). ``off``: always the dense dequantised weight (exact). ``HWKIT_BCQ_LUT`` sets the initial mode.
     """
@@ -436,8 +438,8 @@ def forward_path(m: Any, x: Any) -> str:
         return "lut" if rows <= LUT_MAX_ROWS else "dense"
     if _has_avx512():  # auto
         return "lut" if m.group_rows % 8 == 0 and rows <= LUT_MAX_ROWS else "dense"
-    if (m.act_absmax is not None and INT8_ROWS[0] <= rows <= INT8_ROWS[1] and _cpu_capability() == "AVX2"
-            and _int8_ok()):
+    if (m.act_absmax is not None and INT8_ROWS[0] <= rows <= INT8_ROWS[1]
+            and m.in_features * m.out_features >= INT8_MIN_WEIGHTS and _cpu_capability() == "AVX2" and _int8_ok()):
         return "int8"
     return "dense"
 
