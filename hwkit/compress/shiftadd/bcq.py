@@ -365,8 +365,9 @@ def set_lut_mode(mode: str) -> str:
     """How BCQ layers compute their forward; returns the previous mode.
 
     ``auto`` (default): the fast path where one was measured faster than fp32: the AVX-512 LUT kernel (up to
-    ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers of at least ``INT8_MIN_WEIGHTS`` weights
-    with a calibration range (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows; else the dense weight. ``on``: the LUT kernel whenever it
+    ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers of at least
+    ``INT8_MIN_WEIGHTS`` weights with a calibration range (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows;
+    else the dense weight. ``on``: the LUT kernel whenever it
     applies (also the scalar numba kernel without AVX-512). ``int8``: the int8 GEMM at any row count (also for layers
     without a range). ``off``: always the dense dequantised weight (exact). ``HWKIT_BCQ_LUT`` sets the initial mode.
     """
