@@ -64,6 +64,11 @@ def test_int8_forward_matches_dense_bcq_within_the_quantisation_tolerance(layer)
     err = _rel(got, dense)
     assert 1e-5 < err < 0.04
     assert got3.shape == (5, 5, 384) and torch.allclose(got3.reshape(25, 384), got, atol=1e-5)
+    one = layer.int8_forward(x[3])  # one vector (its own input scale, so not bit-equal to row 3 of the batch)
+    assert one.shape == (384,) and _rel(one, dense[3]) < 0.04
+    assert layer.int8_forward(x[:0]).shape == (0, 384)
+    xt = torch.randn(384, 25).T  # a non-contiguous view
+    assert torch.allclose(layer.int8_forward(xt), layer.int8_forward(xt.contiguous()))
     # the SmoothQuant input scaling is what keeps the outlier columns from swamping the 7-bit input steps
     plain = _layer()
     plain.set_act_range(None)

@@ -310,13 +310,16 @@ class BCQLinear(nn.Module):
         call to 7-bit unsigned with one scale for the whole tensor (``reduce_range``, as PyTorch does on x86). Packed
         once per module (kept outside it, like the LUT kernel's layout). Approximate: see docs/shiftadd.md section 9.
         """
+        shape = x.shape
+        x2 = x.reshape(-1, self.in_features)
+        if x2.shape[0] == 0:
+            return nn.functional.linear(x, self.weight, self.bias)
         packed = _INT8.get(self)
         if packed is None:
             packed = _INT8[self] = _int8_pack(self)
         w, inv_d = packed
-        if inv_d is not None:
-            x = x * inv_d
-        return torch.ops.quantized.linear_dynamic(x, w, True)
+        x2 = x2 * inv_d if inv_d is not None else x2.contiguous()
+        return torch.ops.quantized.linear_dynamic(x2, w, True).reshape(*shape[:-1], self.out_features)
 
     def lut_forward(self, x: Any) -> Any:
         """The same layer through the LUT-GEMV kernel (one batch-1 call per row of ``x``).
