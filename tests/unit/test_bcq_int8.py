@@ -174,3 +174,34 @@ def test_observe_ranges_records_the_largest_input_per_column():
     assert bcq.observe_ranges(q, [a, (b,)]) == 3
     assert torch.equal(q[0].act_absmax, torch.maximum(a.abs().amax(0), b.abs().amax(0)))
     assert all(m.act_absmax is not None for m in q.modules() if bcq.is_bcq(m))
+
+
+@needs_int8
+def test_auto_runs_int8_in_every_layer_of_a_real_bert_and_keeps_the_embedding(tmp_path, monkeypatch):
+    pytest.importorskip("transformers", reason="transformers is a dev dependency (requirements-dev.txt)")
+    from hwkit.compress.amp.search import pool_tokens
+    from hwkit.data import tokens as tok
+    from hwkit.load import load_hf_dir
+    from tests.unit import tiny_bert
+
+    hf = tiny_bert.save_dir(tmp_path / "tiny", hidden_size=64, intermediate_size=128)
+    m = load_hf_dir(hf).module
+    (tmp_path / "c.txt").write_text("\n".join(tiny_bert.sentences(40, seed=3)) + "\n")
+    (tmp_path / "h.txt").write_text("\n".join(tiny_bert.sentences(12, seed=9)) + "\n")
+    calib, held = tok.load_text(tmp_path / "c.txt", hf, 32), tok.load_text(tmp_path / "h.txt", hf, 32)
+    bcq.quantise_model(m, calib, bcq.BCQConfig(bits=3, rounds=2), ("pooler.dense",))
+    layers = [x for x in m.modules() if bcq.is_bcq(x)]
+    assert len(layers) == 12 and all(x.act_absmax is not None for x in layers)
+    monkeypatch.setattr(bcq, "INT8_MIN_WEIGHTS", 64 * 64)  # the tiny layers stand in for MiniLM's
+    monkeypatch.setitem(bcq._LUT, "cap", "AVX2")
+    monkeypatch.setitem(bcq._LUT, "avx512", False)
+    b = held.batch()
+    assert int(b["attention_mask"].sum()) >= bcq.INT8_ROWS[0]
+    with torch.no_grad():
+        with bcq.forward_mode("off"):
+            dense = pool_tokens(m(**b).last_hidden_state, b["attention_mask"], "mean")
+        assert sum(x.int8_calls for x in layers) == 0
+        fast = pool_tokens(m(**b).last_hidden_state, b["attention_mask"], "mean")  # auto
+    assert all(x.int8_calls == 1 for x in layers)  # every BCQ layer ran the int8 GEMM
+    cos = torch.nn.functional.cosine_similarity(fast, dense)
+    assert float(cos.min()) > 0.99 and not torch.equal(fast, dense)
