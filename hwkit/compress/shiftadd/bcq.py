@@ -370,9 +370,9 @@ def set_lut_mode(mode: str) -> str:
     ``auto`` (default): the fast path where one was measured faster than fp32: the AVX-512 LUT kernel (up to
     ``LUT_MAX_ROWS`` rows) on CPUs with AVX-512; on AVX2 CPUs the int8 GEMM for layers of at least
     ``INT8_MIN_WEIGHTS`` weights with a calibration range (``hwkit shiftadd`` records one) at ``INT8_ROWS`` rows;
-    else the dense weight. ``on``: the LUT kernel whenever it
-    applies (also the scalar numba kernel without AVX-512). ``int8``: the int8 GEMM at any row count (also for layers
-    without a range). ``off``: always the dense dequantised weight (exact). ``HWKIT_BCQ_LUT`` sets the initial mode.
+    else the dense weight. ``on``: the LUT kernel whenever it applies (also the scalar numba kernel without AVX-512).
+    ``int8``: the int8 GEMM at any row count (also for layers without a range). ``off``: always the dense dequantised
+    weight (exact). ``HWKIT_BCQ_LUT`` sets the initial mode.
     """
     if mode not in LUT_MODES:
         raise InputError(f"BCQ LUT mode must be one of {', '.join(LUT_MODES)}, got {mode!r}")
@@ -433,7 +433,7 @@ def forward_path(m: Any, x: Any) -> str:
         return "dense"
     if torch.is_grad_enabled() and (x.requires_grad or (m.bias is not None and m.bias.requires_grad)):
         return "dense"
-    if x.shape[-1] != m.in_features or x.ndim < 1 or not _plain_eager():
+    if x.ndim < 1 or x.shape[-1] != m.in_features or not _plain_eager():
         return "dense"
     rows = x.numel() // max(m.in_features, 1)
     if mode == "int8":
