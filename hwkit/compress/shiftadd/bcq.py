@@ -355,8 +355,8 @@ LUT_MODES = ("auto", "on", "int8", "off")
 LUT_MAX_ROWS = 64
 """Most rows (tokens x batch) a forward sends through the LUT kernel; larger inputs use the dense weight."""
 INT8_ROWS = (8, 2048)
-"""Rows (tokens x batch) for which ``auto`` runs the int8 GEMM on an AVX2 CPU: the range where it measured faster
-than fp32 for every MiniLM Linear shape on this project's AVX2 machine (docs/shiftadd.md section 9)."""
+"""Rows (tokens x batch) for which ``auto`` runs the int8 GEMM on an AVX2 CPU: where it measured faster than fp32 for
+MiniLM's FFN shapes and made the whole encoder faster on this project's AVX2 machine (docs/shiftadd.md section 9)."""
 INT8_MIN_WEIGHTS = 384 * 384
 """Smallest layer (in x out features) ``auto`` runs as int8: smaller products were not measured faster."""
 INT8_ALPHA = 0.85
