@@ -205,3 +205,21 @@ def test_auto_runs_int8_in_every_layer_of_a_real_bert_and_keeps_the_embedding(tm
     assert all(x.int8_calls == 1 for x in layers)  # every BCQ layer ran the int8 GEMM
     cos = torch.nn.functional.cosine_similarity(fast, dense)
     assert float(cos.min()) > 0.99 and not torch.equal(fast, dense)
+
+
+@needs_int8
+def test_tracing_export_and_flop_counting_see_the_dense_weight(layer, tmp_path):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.randn(25, 384)
+    before = layer.int8_calls
+    with bcq.forward_mode("int8"), torch.no_grad():
+        traced = torch.jit.trace(layer, x, check_trace=False)  # (the check re-runs it eagerly)
+        with FlopCounterMode(display=False) as fc:
+            layer(x)
+        torch.onnx.export(layer, (x,), str(tmp_path / "l.onnx"), dynamo=False)
+    assert layer.int8_calls == before  # none of them ran the int8 GEMM
+    assert fc.get_total_flops() == 2 * 25 * 384 * 384
+    with torch.no_grad():
+        assert torch.allclose(traced(x), torch.nn.functional.linear(x, layer.weight, layer.bias), atol=1e-5)
+    assert (tmp_path / "l.onnx").stat().st_size > 384 * 384 * 4  # the dense fp32 weight was exported

@@ -406,34 +406,47 @@ def lut_mode() -> str:
     return _LUT["mode"]
 
 
-def _plain_eager() -> bool:
-    import torch
+def _onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()`` without its two imports per call (a BCQ forward asks on every call)."""
+    flags = _LUT.get("onnx_flags")
+    if flags is None:
+        try:
+            from torch.onnx._internal.exporter import _flags
+            from torch.onnx._internal.torchscript_exporter._globals import GLOBALS
 
-    if torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export():
+            flags = _LUT["onnx_flags"] = (_flags, GLOBALS)
+        except ImportError:  # pragma: no cover - another torch layout: the public (slower) call
+            flags = _LUT["onnx_flags"] = ()
+    if not flags:  # pragma: no cover
+        return bool(torch.onnx.is_in_onnx_export())
+    return bool(flags[1].in_onnx_export or flags[0]._is_onnx_exporting)
+
+
+def _plain_eager() -> bool:
+    if torch.jit.is_tracing() or torch.jit.is_scripting() or _onnx_exporting():
         return False
     if torch.compiler.is_compiling():
         return False
-    try:
-        from torch.utils._python_dispatch import _get_current_dispatch_mode
+    return _DISPATCH_MODE is None or _DISPATCH_MODE() is None  # not under FlopCounterMode, fake tensors, ...
 
-        if _get_current_dispatch_mode() is not None:  # FlopCounterMode, fake tensors, ...
-            return False
-    except ImportError:  # pragma: no cover - older torch
-        pass
-    return True
+
+try:
+    from torch.utils._python_dispatch import _get_current_dispatch_mode as _DISPATCH_MODE
+except ImportError:  # pragma: no cover - older torch
+    _DISPATCH_MODE = None
 
 
 def forward_path(m: Any, x: Any) -> str:
     """Which computation ``m``'s forward on ``x`` runs: ``"lut"``, ``"int8"`` or ``"dense"`` (see
     :func:`set_lut_mode`)."""
-    import torch
-
+    if type(x) is not torch.Tensor or not x.is_cpu or x.dtype != torch.float32:
+        return "dense"
     mode = lut_mode()
-    if mode == "off" or type(x) is not torch.Tensor or x.device.type != "cpu" or x.dtype != torch.float32:
+    if mode == "off":
         return "dense"
     if torch.is_grad_enabled() and (x.requires_grad or (m.bias is not None and m.bias.requires_grad)):
         return "dense"
-    if x.ndim < 1 or x.shape[-1] != m.in_features or not _plain_eager():
+    if not _plain_eager() or x.ndim < 1 or x.shape[-1] != m.in_features:
         return "dense"
     rows = x.numel() // max(m.in_features, 1)
     if mode == "int8":
