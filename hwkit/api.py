@@ -6,7 +6,7 @@ import contextlib
 import fcntl
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,7 @@ from hwkit.artifact import Artifact, thaw
 from hwkit.board import Board, load_board
 from hwkit.config import CompileSettings
 from hwkit.errors import FlowError, InputError, ModelLoadError
-from hwkit.flow import Flow, NullProgress, Progress, Runner, file_digest, load_flow, tool_versions
+from hwkit.flow import Flow, NullProgress, PassRecord, Progress, Runner, file_digest, load_flow, tool_versions
 from hwkit.outdir import OutDir, claim
 from hwkit.registry import PassFn
 from hwkit.report import REPORT_FILES, PassTiming, Report, build_report
@@ -75,6 +75,7 @@ def compile_model(
     to_step: str | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    adjust: Callable[[Flow], Flow] | None = None,
     **settings: object,
 ) -> Report:
     """Compile ``model`` for ``target``; writes ``out_dir``/report.{json,md} and returns the report.
@@ -83,9 +84,17 @@ def compile_model(
     ``input_shape``, ``input_dtype``, ``arch``, ``arch_kwargs``, ``trust_pickle``, ``golden_batch``,
     ``seed``); None or absent means the default. ``out_dir`` must be new, empty or an earlier hwkit
     output directory unless ``force`` (see :mod:`hwkit.outdir`); a failed run removes only what it created.
+
+    With no ``flow``, the board's default flow may be replaced by one the exported graph needs
+    (hwkit/backends/finn/select.py: e.g. finn-recipes for residual or depthwise CNNs); the report's
+    ``flow`` and a note say which and why. ``adjust`` is applied to whichever flow runs (the CLI's
+    ``--finn-option``/``--exporter``/``--runs``).
     """
     board = target if isinstance(target, Board) else load_board(target)
     resolved_flow = flow_for(board, flow)
+    auto = flow is None
+    if adjust is not None:
+        resolved_flow = adjust(resolved_flow)
     cfg = resolve_settings(board, **settings)
     if resolved_flow.requires:
         from hwkit.doctor import require_tools
@@ -96,7 +105,12 @@ def compile_model(
         raise ModelLoadError(f"{model}: model file not found")
     owned = claim(out_dir, "compile", force=force, legacy_markers=(".hwkit.lock",))
     with _build_lock(owned.path):
-        return _compile_locked(model_path, owned, board, resolved_flow, cfg, from_step, to_step, progress)
+        return _compile_locked(model_path, owned, board, resolved_flow, cfg, from_step, to_step, progress,
+                               (adjust or _same) if auto else None)
+
+
+def _same(flow: Flow) -> Flow:
+    return flow
 
 
 @contextlib.contextmanager
@@ -116,6 +130,7 @@ def _build_lock(out: Path) -> Iterator[None]:
 def _compile_locked(
     model_path: Path, owned: OutDir, board: Board, resolved_flow: Flow, cfg: CompileSettings,
     from_step: str | None, to_step: str | None, progress: Progress | None,
+    auto: Callable[[Flow], Flow] | None = None,
 ) -> Report:
     out = owned.path
     for stale in REPORT_FILES:  # a failed re-run must not leave the previous run's report looking current
@@ -127,10 +142,21 @@ def _compile_locked(
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     digest = file_digest(model_path)
+    initial = Artifact(stage="model-file", path=model_path)
+    note = None
     try:
+        probed: list[PassRecord] = []
+        if auto is not None:
+            resolved_flow, note, probed = _auto_flow(resolved_flow, board, cfg, out, log, initial, digest,
+                                                     from_step, auto, progress or NullProgress())
+            if probed and from_step and _names_first(resolved_flow, from_step):
+                # the probe re-ran the export as --from asked; the rest of the flow re-runs after it
+                from_step = "2" if len(resolved_flow.steps) > 1 and not (to_step and _names_first(
+                    resolved_flow, to_step)) else None
         runner = Runner(resolved_flow, board, cfg, out, progress or NullProgress(), log)
-        initial = Artifact(stage="model-file", path=model_path)
         final, records = runner.run(initial, digest, from_step, to_step)
+        # the export ran in the probe: report its real time, not the checkpoint hit
+        records = [next((p for p in probed if p.key == r.key), r) for r in records]
     except InputError:
         log.removeHandler(handler)
         handler.close()
@@ -140,6 +166,8 @@ def _compile_locked(
         log.removeHandler(handler)
         handler.close()
 
+    if note:
+        final = final.evolve(warnings=[note, *final.meta.get("warnings", ())])
     model_meta = thaw(final.meta.get("model", {}))
     model_meta.update(path=str(model_path), sha256=digest)
     report = build_report(
@@ -148,6 +176,38 @@ def _compile_locked(
     )
     report.write(out)
     return report
+
+
+def _auto_flow(
+    default: Flow, board: Board, cfg: CompileSettings, out: Path, log: logging.Logger, initial: Artifact,
+    digest: str, from_step: str | None, adjust: Callable[[Flow], Flow], progress: Progress,
+) -> tuple[Flow, str | None, list[PassRecord]]:
+    """Run ``default``'s export (checkpointed, so the chosen flow reuses it) and pick the flow the graph needs."""
+    if not default.steps or default.steps[0].spec.name != "export_qonnx":
+        return default, None, []
+    from hwkit.backends.finn.select import choose_flow
+
+    forced = from_step if from_step and _names_first(default, from_step) else None
+    art, records = Runner(default, board, cfg, out, progress, log).run(initial, digest, forced, "1")
+    if art.path is None or art.path.suffix != ".onnx":
+        return default, None, []
+    ran = [r for r in records if not r.cached]
+    choice = choose_flow(art.path, default.name)
+    if choice is None:
+        return default, None, ran
+    log.info("%s", choice.reason)
+    say = getattr(progress, "note", None)  # the console shows it now, before the long part of the build
+    if callable(say):
+        say(choice.reason)
+    chosen = adjust(flow_for(board, choice.flow))
+    return chosen, choice.reason, ran
+
+
+def _names_first(flow: Flow, ref: str) -> bool:
+    try:
+        return flow.find(ref) == 0
+    except FlowError:
+        return False
 
 
 def design_hash(model: Path, target: str, flow: str, vivado: str, **settings: Any) -> str:

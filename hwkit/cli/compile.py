@@ -126,10 +126,15 @@ def run(args: argparse.Namespace) -> int:
     if args.quantize or args.calib:
         flow = _quantized_flow(args, flow)
     finn = finn_options(args.finn_option)
+    adjust = None
     if finn or args.exporter or args.runs is not None:
-        flow = with_overrides(flow_for(load_board(args.target), flow), finn, args.exporter, args.runs)
+        if flow is None:  # the flow may still be chosen from the graph: the overrides go to whichever runs
+            def adjust(f: Any) -> Any:
+                return with_overrides(f, finn, args.exporter, args.runs)
+        else:
+            flow = with_overrides(flow_for(load_board(args.target), flow), finn, args.exporter, args.runs)
     report = compile_model(
-        args.model, args.target, args.out, flow=flow,
+        args.model, args.target, args.out, flow=flow, adjust=adjust,
         from_step=args.from_step, to_step=args.to_step,
         progress=progress, force=args.force, clock_ns=args.clock_ns, target_fps=args.target_fps,
         input_shape=args.input_shape,

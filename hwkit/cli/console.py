@@ -48,6 +48,10 @@ class RichProgress:
         if self._task is not None:
             self._progress.advance(self._task)
 
+    def note(self, text: str) -> None:
+        """A line between passes (e.g. the flow chosen from the graph)."""
+        self.console.print(f"[yellow]note:[/] {text}", highlight=False)
+
     def stop(self, ok: bool) -> None:
         """Finish the bar."""
         if self._task is not None:

@@ -264,28 +264,35 @@ def test_float_input_is_warned(tmp_path):
     assert "--input-dtype UINT8" in w
 
 
-RECIPES = Path(__file__).resolve().parents[2] / "flows" / "finn-recipes.toml"
-
-
 def _mini(tmp_path, arch: str, flow=None, **kw):
     from tests.handoff import bnn
 
     torch.manual_seed(0)
     model = calibrate(getattr(bnn, arch)(), (1, 3, 8, 8))
     pt = save_state(model, tmp_path / f"{arch}.pt")
-    return compile_model(pt, "zcu104", tmp_path / f"{arch}-{'recipes' if flow else 'default'}",
+    return compile_model(pt, "zcu104", tmp_path / f"{arch}-{Path(flow).stem if flow else 'auto'}",
                          arch=f"tests.handoff.bnn:{arch}", input_shape=(1, 3, 8, 8), input_dtype="UINT8",
                          flow=flow, **kw)
+
+
+def _auto_note(report, feature: str) -> None:
+    """The flow was chosen from the graph, and the report says which and why."""
+    assert report.flow == "finn-recipes"
+    (note,) = [w for w in report.warnings if w.startswith("flow finn-recipes chosen from the graph")]
+    assert feature in note and "--flow finn-estimate" in note
 
 
 @pytest.mark.slow
 def test_residual_cnn_needs_and_gets_the_recipe(tmp_path):
     """resnet18_4w4a's blocks (brevitas_examples' QuantBasicBlock) in miniature: finn-plus's default
-    streamlining leaves float Im2Col/MatMul between HW layers; the residual recipe maps every node,
-    with every hand-off verified (integer outputs exact)."""
+    streamlining (``--flow finn-estimate``, which overrides the automatic choice) leaves float
+    Im2Col/MatMul between HW layers; with no flow given hwkit picks finn-recipes from the graph, and the
+    residual recipe maps every node, with every hand-off verified (integer outputs exact)."""
     with pytest.raises(UnsupportedLayerError, match="Im2Col.*--flow finn-recipes"):
-        _mini(tmp_path, "mini_resnet", to_step="finn.convert_to_hw")
-    report = _mini(tmp_path, "mini_resnet", flow=str(RECIPES), to_step="finn.generate_estimate_reports")
+        _mini(tmp_path, "mini_resnet", flow="finn-estimate", to_step="finn.convert_to_hw")
+    report = _mini(tmp_path, "mini_resnet", to_step="finn.generate_estimate_reports")
+    _auto_note(report, "residual adds")
+    assert report.passes[0].id == "01-export_qonnx" and not report.passes[0].cached  # the probe's export, timed
     _check_verified(report)
     ops = {row.op.split("_")[0] for row in report.layers}
     assert {"DuplicateStreams", "ElementwiseAdd", "MVAU"} <= ops
@@ -294,13 +301,15 @@ def test_residual_cnn_needs_and_gets_the_recipe(tmp_path):
 
 @pytest.mark.slow
 def test_depthwise_separable_cnn_gets_the_recipe(tmp_path):
-    """A MobileNet-style depthwise + pointwise block: finn-plus's default steps fail; the depthwise recipe
-    maps the depthwise convolution to a VVAU, verified at every hand-off."""
+    """A MobileNet-style depthwise + pointwise block: finn-plus's default steps fail; with no flow given
+    hwkit picks finn-recipes, whose depthwise recipe maps the depthwise convolution to a VVAU, verified at
+    every hand-off."""
     from hwkit.errors import HwkitError
 
     with pytest.raises(HwkitError):
-        _mini(tmp_path, "mini_depthwise", to_step="finn.minimize_bit_width_initial")
-    report = _mini(tmp_path, "mini_depthwise", flow=str(RECIPES), to_step="finn.generate_estimate_reports")
+        _mini(tmp_path, "mini_depthwise", flow="finn-estimate", to_step="finn.minimize_bit_width_initial")
+    report = _mini(tmp_path, "mini_depthwise", to_step="finn.generate_estimate_reports")
+    _auto_note(report, "depthwise convolutions")
     _check_verified(report)
     assert any(row.op.startswith("VVAU") for row in report.layers)
 

@@ -31,17 +31,11 @@ _ROUNDS = 6
 
 def graph_features(model: Any) -> set[str]:
     """What in ``model`` needs a recipe: ``residual`` (an ``Add`` of two tensors computed from the input,
-    not a bias) and/or ``depthwise`` (a ``Conv`` with ``group`` > 1)."""
-    from hwkit.backends.finn.execute import dynamic_tensors
+    not a bias) and/or ``depthwise`` (a ``Conv`` with ``group`` > 1); the detectors of
+    hwkit/backends/finn/select.py, which also picks this flow automatically."""
+    from hwkit.backends.finn.select import graph_features as features
 
-    dynamic = dynamic_tensors(model)
-    found = set()
-    for node in model.graph.node:
-        if node.op_type == "Add" and len(node.input) == 2 and all(t in dynamic for t in node.input):
-            found.add("residual")
-        if node.op_type == "Conv" and next((a.i for a in node.attribute if a.name == "group"), 1) > 1:
-            found.add("depthwise")
-    return found
+    return set(features(model)) & {"residual", "depthwise"}
 
 
 def _each(model: Any, transforms: list[Any]) -> Any:
