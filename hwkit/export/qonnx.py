@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 
 from hwkit.artifact import Artifact
-from hwkit.backends.finn.execute import execute_finn_graph
 from hwkit.config import CompileSettings, Context
 from hwkit.errors import InputError, UnsupportedLayerError
 from hwkit.export.onnx import check_onnx_file
@@ -167,6 +166,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     history: list[dict[str, Any]] = []
     torch_out = None
     model_info: dict[str, Any] = {}
+    shipped = None
     if art.path.suffix == ".onnx":
         check_onnx_file(art.path)  # the ONNX checker accepts QONNX's custom domain; a damaged file is exit 2 here
         try:
@@ -175,20 +175,11 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
             raise InputError(f"{art.path}: not a readable ONNX model ({type(exc).__name__})") from None
         shape = fixed_input_shape(model, art.path)
         dtype = _check_dtype(settings.input_dtype or model.get_tensor_datatype(model.graph.input[0].name).name)
-        inputs = golden_inputs(shape, dtype, n, settings.seed)
         model_info.update(format="qonnx")
     else:
         loaded, shape, dtype, shipped = _load_input(art, settings)
-        if shipped is not None:
-            inputs = shipped[:n].astype(np.float32)
-        else:
-            inputs = golden_inputs(shape, dtype, n, settings.seed)
-        if tuple(inputs.shape[1:]) != tuple(shape[1:]):
-            raise InputError(f"{art.path}: golden_inputs have shape {inputs.shape[1:]}, model input is {shape[1:]}")
-        import torch
-
-        with torch.no_grad():
-            torch_out = loaded.module(torch.from_numpy(inputs)).detach().numpy()
+        if shipped is not None and tuple(shipped.shape[1:]) != tuple(shape[1:]):
+            raise InputError(f"{art.path}: golden_inputs have shape {shipped.shape[1:]}, model input is {shape[1:]}")
         n_params = sum(p.numel() for p in loaded.module.parameters())
         model_info.update(format=loaded.format, params=int(n_params), checkpoint_meta=loaded.meta)
         raw_dir = ctx.work_dir / "torch_export"
@@ -208,7 +199,17 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     model_info.update(weight_layers=weight_layers(model), input_shape=list(shape), input_dtype=dtype,
                       output_shape=list(model.get_tensor_shape(oname)))
 
-    q_out, _ = execute_finn_graph(out, inputs, ctx.work_dir)
+    # golden inputs: the checkpoint's, or drawn avoiding ties (hwkit/export/ties.py), run through QONNX
+    from hwkit.export.ties import draw_golden, excuse_ties, run_with_ties
+
+    if shipped is not None:
+        inputs = shipped[:n].astype(np.float32)
+        q_out, ulps = run_with_ties(ModelWrapper(str(out)), inputs, ctx.work_dir)
+        draw = {"candidates": len(inputs), "shipped": True}
+    else:
+        inputs, q_out, ulps, draw = draw_golden(
+            ModelWrapper(str(out)), lambda k: golden_inputs(shape, dtype, k, settings.seed), n, ctx.work_dir)
+    model_info["golden_draw"] = draw
     warnings = list(art.meta.get("warnings", ()))
     if len(q_out) > 1 and float(np.ptp(q_out.reshape(len(q_out), -1), axis=0).max()) == 0.0:
         warnings.append("every golden sample gives the same output: the hand-off checks exercise little of the "
@@ -216,10 +217,21 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
     root = ctx.out_dir
     np.save(ctx.work_dir / "golden_in.npy", inputs)
     np.save(ctx.work_dir / "golden_out_qonnx.npy", q_out)
-    if torch_out is not None:
+    np.save(ctx.work_dir / "golden_ties_ulps.npy", ulps)
+    if art.path.suffix != ".onnx":
+        import torch
+
+        with torch.no_grad():
+            torch_out = loaded.module(torch.from_numpy(inputs)).detach().numpy()
         np.save(ctx.work_dir / "golden_out_torch.npy", torch_out)
-        rec = record("qonnx", "torch", len(inputs), {**compare(torch_out, q_out), "int_exact": None,
-                                                       "int_mismatches": None})
+        stats = {**compare(torch_out, q_out), "int_exact": None, "int_mismatches": None}
+        if not stats["ok"]:
+            # PyTorch and onnxruntime sum in different orders: a value on a rounding boundary may round
+            # either way. Excused only for samples with such a tie, at most one in eight, and reported.
+            note = excuse_ties(torch_out, q_out, ulps, stats)
+            if note:
+                warnings.append(f"torch -> qonnx: {note}")
+        rec = record("qonnx", "torch", len(inputs), stats)
         history.append(rec)
         fail_if_bad(rec)
     golden = {

@@ -76,6 +76,21 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
     return got[0], (got[1] if int_name else None)
 
 
+def execute_values(model: Any, inputs: np.ndarray, names: list[str], work_dir: Path) -> list[np.ndarray]:
+    """The named tensors of a (batch-1) QONNX/FINN ``model`` run on ``inputs`` (batched where proven safe)."""
+    from hwkit.backends.finn.passes import ensure_finn
+
+    ensure_finn(work_dir)
+    if _batchable(model):
+        from finn.core.onnx_exec import execute_onnx
+
+        batched = _with_batch(model, len(inputs))
+        ctx = execute_onnx(batched, {model.graph.input[0].name: inputs.astype(np.float32)},
+                           return_full_exec_context=True)
+        return [np.asarray(ctx[t]) for t in names]
+    return _execute_mixed(model, inputs.astype(np.float32), names)
+
+
 def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool = True) -> list[np.ndarray]:
     """Node by node: batch-agnostic nodes on the whole batch, every other node sample by sample.
 
