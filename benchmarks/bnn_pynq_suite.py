@@ -17,8 +17,10 @@ graphs in Python; convolutions sample by sample) and checks the export against P
 nothing. Both sides' estimate files (layer resources, layer cycles, network
 performance) must be identical, else the row is marked MISMATCH. Imports are paid before timing
 (one throw-away build of the first model on each side). Models outside finn-plus's defaults
-(resnet18_4w4a) go through hwkit's finn-recipes flow only (raw finn-plus's default steps cannot map
-them), with ``--recipe-golden-batch`` samples; an error is recorded in the row.
+(resnet18_4w4a; brevitas_examples' quant MobileNet v1, 4-bit, 224x224, depthwise-separable) run on the
+hwkit side only (raw finn-plus's default steps cannot map them), with no ``--flow``: the row records
+the flow hwkit chose from the graph (finn-recipes), with ``--recipe-golden-batch`` samples; an error is
+recorded in the row. ``verify_s`` is the time of the two hand-off verification passes.
 
     .venv/bin/python benchmarks/bnn_pynq_suite.py [--models tfc_1w1a,cnv_1w1a] [--target zcu104] [--json]
 """
@@ -38,8 +40,23 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 DEFAULT = ("tfc_1w1a", "tfc_2w2a", "sfc_1w2a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a")
-BEYOND = ("resnet18_4w4a",)
-ORDER = ("tfc_1w1a", "tfc_2w2a", "sfc_1w2a", "lfc_1w1a", "resnet18_4w4a", "cnv_1w1a", "cnv_2w2a")
+MOBILENET = "quant_mobilenet_v1_4b"
+BEYOND = ("resnet18_4w4a", MOBILENET)
+ORDER = ("tfc_1w1a", "tfc_2w2a", "sfc_1w2a", "lfc_1w1a", "cnv_1w1a", "cnv_2w2a", "resnet18_4w4a", MOBILENET)
+
+
+def _model_and_args(name: str) -> tuple[Any, tuple[int, ...], dict[str, Any]]:
+    """The untrained model (BatchNorm set as in tests/handoff/bnn.py), its input shape, compile settings."""
+    from tests.handoff.bnn import bnn_pynq, calibrate, compile_args, input_shape
+
+    if name == MOBILENET:
+        from brevitas_examples.imagenet_classification.models import quant_mobilenet_v1_4b
+
+        shape = (1, 3, 224, 224)
+        args = {"arch": f"brevitas_examples.imagenet_classification.models:{name}",
+                "arch_kwargs": (("pretrained", False),), "input_shape": shape, "input_dtype": "UINT8"}
+        return calibrate(quant_mobilenet_v1_4b(pretrained=False), shape), shape, args
+    return calibrate(bnn_pynq(name), input_shape(name)), input_shape(name), compile_args(name)
 
 
 def run_model(name: str, target: str, work: Path, raw_side: bool = True, golden_batch: int = 32) -> dict[str, Any]:
@@ -49,27 +66,30 @@ def run_model(name: str, target: str, work: Path, raw_side: bool = True, golden_
     from hwkit.backends.finn.raw import export_like_finn, hwkit_estimates, raw_estimate
     from hwkit.board import load_board
     from hwkit.errors import HwkitError
-    from tests.handoff.bnn import bnn_pynq, calibrate, compile_args, input_shape, save_state
+    from tests.handoff.bnn import save_state
 
     torch.manual_seed(0)
-    model = calibrate(bnn_pynq(name), input_shape(name))
+    model, shape, args = _model_and_args(name)
     pt = save_state(model, work / f"{name}.pt")
     row: dict[str, Any] = {"model": name, "target": target}
     t0 = time.perf_counter()
     try:
-        flow = None if raw_side else str(REPO / "flows" / "finn-recipes.toml")
-        rep = compile_model(pt, target, work / f"hw-{name}", to_step="finn.generate_estimate_reports", flow=flow,
-                            golden_batch=golden_batch, **compile_args(name))
+        rep = compile_model(pt, target, work / f"hw-{name}", to_step="finn.generate_estimate_reports",
+                            golden_batch=golden_batch, **args)
     except HwkitError as exc:
         row.update(hwkit_s=round(time.perf_counter() - t0, 2), error=str(exc).splitlines()[0][:400])
         return row
     row["hwkit_s"] = round(time.perf_counter() - t0, 2)
-    row["verified"] = [(v["stage"], v["samples"], v["ok"]) for v in rep.verification]
+    row["flow"] = rep.flow
+    row["verify_s"] = round(sum(p.seconds for p in rep.passes if "verify" in p.id), 2)
+    row["export_s"] = round(sum(p.seconds for p in rep.passes if p.id.endswith("export_qonnx")), 2)
+    row["verified"] = [(v["stage"], v["samples"], v["ok"], v.get("tie_samples")) for v in rep.verification]
+    row["golden_draw"] = rep.model.get("golden_draw")
     row["LUT"] = rep.resources["LUT"].used.value
     row["fps"] = rep.performance["throughput_fps"].value
     if raw_side:
         t0 = time.perf_counter()
-        q = export_like_finn(model, input_shape(name), "UINT8", work / f"raw-{name}.onnx")
+        q = export_like_finn(model, shape, "UINT8", work / f"raw-{name}.onnx")
         secs, raw = raw_estimate(q, work / f"raw-{name}", load_board(target))
         row["raw_s"] = round(time.perf_counter() - t0, 2)
         row["raw_build_s"] = round(secs, 2)

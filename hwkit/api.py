@@ -147,12 +147,9 @@ def _compile_locked(
     try:
         probed: list[PassRecord] = []
         if auto is not None:
-            resolved_flow, note, probed = _auto_flow(resolved_flow, board, cfg, out, log, initial, digest,
-                                                     from_step, auto, progress or NullProgress())
-            if probed and from_step and _names_first(resolved_flow, from_step):
-                # the probe re-ran the export as --from asked; the rest of the flow re-runs after it
-                from_step = "2" if len(resolved_flow.steps) > 1 and not (to_step and _names_first(
-                    resolved_flow, to_step)) else None
+            resolved_flow, note, probed, from_step = _auto_flow(
+                resolved_flow, board, cfg, out, log, initial, digest, from_step, to_step, auto,
+                progress or NullProgress())
         runner = Runner(resolved_flow, board, cfg, out, progress or NullProgress(), log)
         final, records = runner.run(initial, digest, from_step, to_step)
         # the export ran in the probe: report its real time, not the checkpoint hit
@@ -180,34 +177,40 @@ def _compile_locked(
 
 def _auto_flow(
     default: Flow, board: Board, cfg: CompileSettings, out: Path, log: logging.Logger, initial: Artifact,
-    digest: str, from_step: str | None, adjust: Callable[[Flow], Flow], progress: Progress,
-) -> tuple[Flow, str | None, list[PassRecord]]:
-    """Run ``default``'s export (checkpointed, so the chosen flow reuses it) and pick the flow the graph needs."""
-    if not default.steps or default.steps[0].spec.name != "export_qonnx":
-        return default, None, []
+    digest: str, from_step: str | None, to_step: str | None, adjust: Callable[[Flow], Flow], progress: Progress,
+) -> tuple[Flow, str | None, list[PassRecord], str | None]:
+    """Run ``default`` up to its QONNX export (checkpointed: the chosen flow reuses it) and pick the flow
+    the exported graph needs (hwkit/backends/finn/select.py). Returns the flow, the note saying why (None:
+    the default), the records of the passes that ran, and the ``--from`` step left for the main run."""
+    idx = next((i for i, s in enumerate(default.steps) if s.spec.name == "export_qonnx"), None)
+    if idx is None:
+        return default, None, [], from_step
     from hwkit.backends.finn.select import choose_flow
 
-    forced = from_step if from_step and _names_first(default, from_step) else None
-    art, records = Runner(default, board, cfg, out, progress, log).run(initial, digest, forced, "1")
-    if art.path is None or art.path.suffix != ".onnx":
-        return default, None, []
+    forced = from_step if from_step and _index(default, from_step) <= idx else None
+    art, records = Runner(default, board, cfg, out, progress, log).run(initial, digest, forced, str(idx + 1))
     ran = [r for r in records if not r.cached]
-    choice = choose_flow(art.path, default.name)
-    if choice is None:
-        return default, None, ran
-    log.info("%s", choice.reason)
-    say = getattr(progress, "note", None)  # the console shows it now, before the long part of the build
-    if callable(say):
-        say(choice.reason)
-    chosen = adjust(flow_for(board, choice.flow))
-    return chosen, choice.reason, ran
+    chosen, note = default, None
+    choice = choose_flow(art.path, default.name) if art.path is not None and art.path.suffix == ".onnx" else None
+    if choice is not None:
+        log.info("%s", choice.reason)
+        say = getattr(progress, "note", None)  # the console shows it now, before the long part of the build
+        if callable(say):
+            say(choice.reason)
+        chosen, note = adjust(flow_for(board, choice.flow)), choice.reason
+    if forced:
+        # the probe re-ran the passes --from asked for; the rest of the flow re-runs after them
+        stop = _index(chosen, to_step) if to_step else len(chosen.steps) - 1
+        from_step = str(idx + 2) if idx + 1 < len(chosen.steps) and stop > idx else None
+    return chosen, note, ran, from_step
 
 
-def _names_first(flow: Flow, ref: str) -> bool:
+def _index(flow: Flow, ref: str) -> int:
+    """Position of ``ref`` in ``flow`` (a large number when the flow has no such step)."""
     try:
-        return flow.find(ref) == 0
+        return flow.find(ref)
     except FlowError:
-        return False
+        return 1 << 30
 
 
 def design_hash(model: Path, target: str, flow: str, vivado: str, **settings: Any) -> str:

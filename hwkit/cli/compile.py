@@ -123,18 +123,27 @@ def run(args: argparse.Namespace) -> int:
     if args.bitstream and args.flow:
         raise InputError("--bitstream selects the finn-bitstream flow; leave out --flow")
     flow: Any = "finn-bitstream" if args.bitstream else args.flow
-    if args.quantize or args.calib:
-        flow = _quantized_flow(args, flow)
     finn = finn_options(args.finn_option)
-    adjust = None
+    steps: list[Any] = []  # what the command line adds to the flow, whichever flow runs
+    if args.quantize or args.calib:
+        from hwkit.compress.quantize.run import with_quantize
+
+        params = _quantize_params(args)
+        steps.append(lambda f: with_quantize(f, params))
     if finn or args.exporter or args.runs is not None:
-        if flow is None:  # the flow may still be chosen from the graph: the overrides go to whichever runs
-            def adjust(f: Any) -> Any:
-                return with_overrides(f, finn, args.exporter, args.runs)
-        else:
-            flow = with_overrides(flow_for(load_board(args.target), flow), finn, args.exporter, args.runs)
+        steps.append(lambda f: with_overrides(f, finn, args.exporter, args.runs))
+
+    def adjust(f: Any) -> Any:
+        for step in steps:
+            f = step(f)
+        return f
+
+    if flow is not None and steps:
+        flow = adjust(flow_for(load_board(args.target), flow))
+    # with no --flow, the flow may be chosen from the exported graph: the additions go to whichever runs
+    adjust_auto = adjust if flow is None and steps else None
     report = compile_model(
-        args.model, args.target, args.out, flow=flow, adjust=adjust,
+        args.model, args.target, args.out, flow=flow, adjust=adjust_auto,
         from_step=args.from_step, to_step=args.to_step,
         progress=progress, force=args.force, clock_ns=args.clock_ns, target_fps=args.target_fps,
         input_shape=args.input_shape,
@@ -150,11 +159,9 @@ def run(args: argparse.Namespace) -> int:
     return 6 if args.require_fit and report.fits is False else 0
 
 
-def _quantized_flow(args: argparse.Namespace, flow: str | None) -> Any:
-    """The target's flow with a ``quantize`` pass first (``--quantize wNaM --calib DATA``)."""
-    from hwkit.api import flow_for
-    from hwkit.board import load_board
-    from hwkit.compress.quantize.run import parse_bits, with_quantize
+def _quantize_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``quantize`` pass's parameters from ``--quantize wNaM --calib DATA`` (checked before any work)."""
+    from hwkit.compress.quantize.run import parse_bits
 
     if not (args.quantize and args.calib):
         raise InputError("--quantize and --calib go together, e.g. --quantize w4a4 --calib digits")
@@ -166,4 +173,4 @@ def _quantized_flow(args: argparse.Namespace, flow: str | None) -> Any:
         params["qat_epochs"] = args.qat_epochs
     if args.layer_bits:
         params["layer_bits"] = args.layer_bits
-    return with_quantize(flow_for(load_board(args.target), flow), params)
+    return params
