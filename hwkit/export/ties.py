@@ -122,8 +122,9 @@ def draw_golden(model: Any, draw: Callable[[int], np.ndarray], n: int, work_dir:
     outs, ulps = run_with_ties(model, cands[:n], work_dir)
     info: dict[str, Any] = {"candidates": n, "ties_in_first": int(np.sum(ulps < TIE_ULPS))}
     if info["ties_in_first"] and DRAW_ROUNDS > 1:
-        more_out, more_ulps = run_with_ties(model, cands[n:], work_dir)
-        outs, ulps = np.concatenate([outs, more_out]), np.concatenate([ulps, more_ulps])
+        more = [run_with_ties(model, cands[i:i + n], work_dir) for i in range(n, len(cands), n)]  # n at a time
+        outs = np.concatenate([outs, *(o for o, _ in more)])
+        ulps = np.concatenate([ulps, *(u for _, u in more)])
         keep = np.sort(np.argsort(-ulps, kind="stable")[:n])
         cands, outs, ulps = cands[keep], outs[keep], ulps[keep]
         info["candidates"] = n * DRAW_ROUNDS

@@ -114,7 +114,11 @@ def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool 
     one_ctx = model.make_empty_exec_context()
     opsets = model.get_opset_imports()
     sanitize = get_sanitize_quant_tensors() != 0
-    for node_b, node_1 in zip(batched.graph.node, model.graph.node, strict=True):
+    # a batch of large activations (MobileNet at 224x224) does not fit in memory many times over: each
+    # computed tensor is dropped after its last consumer unless it is asked for
+    last_use = {t: k for k, node in enumerate(model.graph.node) for t in node.input if t in dynamic}
+    keep = set(names) | {o.name for o in model.graph.output}
+    for k, (node_b, node_1) in enumerate(zip(batched.graph.node, model.graph.node, strict=True)):
         opset = opsets.get(node_b.domain, get_preferred_qonnx_opset())
         if sanitize:
             _sanitize(batched, node_b.input, ctx)
@@ -134,6 +138,9 @@ def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool 
                 ctx[t] = np.concatenate(acc)
         if sanitize:
             _sanitize(batched, node_b.output, ctx)
+        for t in node_b.input:
+            if last_use.get(t) == k and t not in keep and t != iname:
+                del ctx[t]
     return [np.asarray(ctx[t]) for t in names]
 
 
