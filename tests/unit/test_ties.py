@@ -67,6 +67,11 @@ def test_drawing_keeps_the_first_batch_without_ties_and_avoids_ties_otherwise(tm
     assert picked == sorted(picked)  # drawn order kept
     assert np.array_equal(outs, run_with_ties(model, inputs, tmp_path)[0])
 
+    all_tied = clean.copy()
+    all_tied[:, 0] = 0.25  # every candidate has a tie: no point in running more of them
+    inputs, outs, ulps, info = draw_golden(model, lambda k: all_tied[:k], 8, tmp_path)
+    assert info["candidates"] == 8 and info["ties"] == 8 and np.array_equal(inputs, all_tied[:8])
+
 
 def _stats(ref, out):
     from hwkit.verify import compare
