@@ -34,6 +34,8 @@ class RichProgress:
     def start(self, total: int) -> None:
         """Begin a flow of ``total`` passes."""
         self._progress.start()
+        if self._task is not None:  # a second flow (chosen from the graph after the export) replaces the bar
+            self._progress.remove_task(self._task)
         self._task = self._progress.add_task("starting", total=total)
 
     def pass_started(self, step: FlowStep) -> None:
