@@ -118,10 +118,11 @@ def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool 
     # computed tensor is dropped after its last consumer unless it is asked for
     last_use = {t: k for k, node in enumerate(model.graph.node) for t in node.input if t in dynamic}
     keep = set(names) | {o.name for o in model.graph.output}
+    produced = {t for node in model.graph.node for t in node.output}
     for k, (node_b, node_1) in enumerate(zip(batched.graph.node, model.graph.node, strict=True)):
         opset = opsets.get(node_b.domain, get_preferred_qonnx_opset())
-        if sanitize:
-            _sanitize(batched, node_b.input, ctx)
+        if sanitize:  # an input another node produced was sanitized as that node's output already
+            _sanitize(batched, [t for t in node_b.input if t not in produced], ctx)
         if batchable_node(node_b) or not any(t in dynamic for t in node_b.input):
             execute_node(node_b, ctx, batched.graph, opset)
         elif fast and run_batched(node_1, ctx, model, n):
