@@ -72,3 +72,33 @@ def test_drawing_keeps_the_first_batch_without_ties_and_avoids_ties_otherwise(tm
     inputs, outs, ulps, info = draw_golden(model, lambda k: all_tied[:k], 8, tmp_path)
     assert info["candidates"] == 32 and info["ties_in_first"] == 8
     assert sorted(ulps) == sorted(run_with_ties(model, all_tied[:32], tmp_path)[1])[-8:]  # the farthest 8
+
+
+def _stats(ref, out):
+    from hwkit.verify import compare
+
+    return compare(ref, out)
+
+
+def test_only_tied_samples_are_excused_and_only_a_few():
+    ref = np.tile(np.arange(10, dtype=np.float32), (16, 1))
+    out = ref.copy()
+    out[3, 9] += 1.0
+    ulps = np.full(16, 1e6)
+    ulps[3] = 2.0  # sample 3 has a tie
+    stats = _stats(ref, out)
+    assert not stats["ok"]
+    note = excuse_ties(ref, out, ulps, stats)
+    assert stats["ok"] and stats["tie_samples"] == [3] and "1 of 16" in note
+
+    clean_bad = out.copy()
+    clean_bad[5, 0] += 1.0  # sample 5 differs with no tie: a real divergence
+    stats = _stats(ref, clean_bad)
+    assert excuse_ties(ref, clean_bad, ulps, stats) is None and not stats["ok"]
+
+    many = ref.copy()
+    many[:3, 9] += 1.0  # three of sixteen differ: more than one in eight
+    ulps3 = np.full(16, 1e6)
+    ulps3[:3] = 1.0
+    stats = _stats(ref, many)
+    assert excuse_ties(ref, many, ulps3, stats) is None and not stats["ok"]
