@@ -239,6 +239,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         "outputs": str((ctx.work_dir / "golden_out_qonnx.npy").relative_to(root)),
         "stage": "qonnx",
         "int_outputs": None,
+        "ties_ulps": str((ctx.work_dir / "golden_ties_ulps.npy").relative_to(root)),
     }
     return art.evolve(stage="qonnx", path=out, model=model_info, golden=golden, verification=history,
                       warnings=warnings)

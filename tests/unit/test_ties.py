@@ -102,3 +102,27 @@ def test_only_tied_samples_are_excused_and_only_a_few():
     ulps3[:3] = 1.0
     stats = _stats(ref, many)
     assert excuse_ties(ref, many, ulps3, stats) is None and not stats["ok"]
+
+
+def test_the_streamlining_hand_off_excuses_ties_only_against_the_qonnx_reference(tmp_path):
+    from hwkit.verify import excuse_qonnx_ties
+
+    ref = np.tile(np.arange(10, dtype=np.float32), (16, 1))
+    out = ref.copy()
+    out[3, 9] += 1.0
+    ulps = np.full(16, 1e6)
+    ulps[3] = 2.0
+    np.save(tmp_path / "ulps.npy", ulps)
+    golden = {"stage": "qonnx", "int_outputs": None, "ties_ulps": "ulps.npy"}
+    stats = _stats(ref, out)
+    assert "1 of 16" in excuse_qonnx_ties(golden, ref, out, stats, tmp_path) and stats["ok"]
+    # a later hand-off (the reference is the streamlined graph, with integer outputs) stays exact
+    for later in ({**golden, "stage": "finn_streamlined"}, {**golden, "int_outputs": "ints.npy"},
+                  {k: v for k, v in golden.items() if k != "ties_ulps"}):
+        stats = _stats(ref, out)
+        assert excuse_qonnx_ties(later, ref, out, stats, tmp_path) is None and not stats["ok"]
+    # an untied differing sample is a real divergence at this hand-off too
+    ulps[3] = 1e6
+    np.save(tmp_path / "ulps.npy", ulps)
+    stats = _stats(ref, out)
+    assert excuse_qonnx_ties(golden, ref, out, stats, tmp_path) is None and not stats["ok"]
