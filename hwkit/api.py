@@ -101,8 +101,9 @@ def compile_model(
 
         require_tools(resolved_flow.requires, resolved_flow.name)  # before any work or directory
     model_path = Path(model).resolve()
-    if not model_path.is_file():
-        raise ModelLoadError(f"{model}: model file not found")
+    if not model_path.is_file() and not (model_path / "config.json").is_file():  # a Hugging Face directory is a model
+        raise ModelLoadError(f"{model}: model file not found" if not model_path.is_dir()
+                             else f"{model}: a directory without config.json (not a Hugging Face model directory)")
     owned = claim(out_dir, "compile", force=force, legacy_markers=(".hwkit.lock",))
     with _build_lock(owned.path):
         return _compile_locked(model_path, owned, board, resolved_flow, cfg, from_step, to_step, progress,

@@ -251,11 +251,15 @@ def _digest(*parts: Any) -> str:
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes."""
+    """sha256 of a file's bytes; for a directory (a Hugging Face model), of every file's relative name and bytes."""
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            h.update(str(file.relative_to(path)).encode() + b"\0")
+        with file.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
     return h.hexdigest()
 
 

@@ -107,10 +107,42 @@ def _io(sess: Any) -> tuple[str, str]:
     return sess.get_inputs()[0].name, sess.get_outputs()[0].name
 
 
-def run_session(sess: Any, x: np.ndarray) -> np.ndarray:
+Inputs = np.ndarray | dict[str, np.ndarray]
+"""One input array (float models), or named arrays (token models: input_ids, attention_mask, ...)."""
+
+
+def load_inputs(path: Path) -> Inputs:
+    """Inputs saved by a pass: a ``.npy`` array, or a ``.npz`` of named arrays (token models)."""
+    if path.suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    return np.load(path, allow_pickle=False)
+
+
+def n_samples(x: Inputs) -> int:
+    """Samples in ``x``."""
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
+def take(x: Inputs, i: int, j: int | None = None) -> Inputs:
+    """Samples ``i:j`` of ``x`` (``take(x, n)``: the first ``n``, repeated cyclically when ``x`` has fewer)."""
+    if isinstance(x, dict):
+        return {k: take(v, i, j) for k, v in x.items()}
+    if j is None:
+        return np.ascontiguousarray(x[:i]) if len(x) >= i else np.resize(x, (i, *x.shape[1:]))
+    return np.ascontiguousarray(x[i:j])
+
+
+def feeds(sess: Any, x: Inputs) -> dict[str, np.ndarray]:
+    """The session's input feed for ``x`` (named arrays by name, one array as float32 to the first input)."""
+    if isinstance(x, dict):
+        return {i.name: x[i.name] for i in sess.get_inputs()}
+    return {sess.get_inputs()[0].name: x.astype(np.float32)}
+
+
+def run_session(sess: Any, x: Inputs) -> np.ndarray:
     """Outputs of the first graph output for input ``x``."""
-    i, o = _io(sess)
-    return np.asarray(sess.run([o], {i: x.astype(np.float32)})[0])
+    return np.asarray(sess.run([sess.get_outputs()[0].name], feeds(sess, x))[0])
 
 
 @register("ort.session", uses=("board",))
@@ -165,15 +197,15 @@ def ort_verify(art: Artifact, ctx: Context) -> Artifact:
                                  "onnxruntime": {"execution_providers": ["CPUExecutionProvider"]}},
                                 "reference", ctx.board.source)
         ref_sess = make_session(art.path, cpu_board, level="disable")
-        ref_golden = run_session(ref_sess, np.load(root / refs["golden_in"]))
-        ref_test = run_session(ref_sess, np.load(root / refs["test_in"]))
+        ref_golden = run_session(ref_sess, load_inputs(root / refs["golden_in"]))
+        ref_test = run_session(ref_sess, load_inputs(root / refs["test_in"]))
         quantised = quantised or ptq
-    golden_in, test_in = np.load(root / refs["golden_in"]), np.load(root / refs["test_in"])
+    golden_in, test_in = load_inputs(root / refs["golden_in"]), load_inputs(root / refs["test_in"])
     out_golden, out_test = run_session(sess, golden_in), _batched(sess, test_in)
     stage = "onnxruntime-" + "+".join(p.replace("ExecutionProvider", "").lower() for p in sess.get_providers())
     rows = []
-    for split, ref, out, n in (("golden", ref_golden, out_golden, len(golden_in)),
-                               ("test-split", ref_test, out_test, len(test_in))):
+    for split, ref, out, n in (("golden", ref_golden, out_golden, n_samples(golden_in)),
+                               ("test-split", ref_test, out_test, n_samples(test_in))):
         stats = compare(ref, out, rtol)
         if quantised:
             agree = stats["class_agreement"]
@@ -195,8 +227,8 @@ def ort_verify(art: Artifact, ctx: Context) -> Artifact:
     return art.evolve(verification=history, warnings=warnings)
 
 
-def _batched(sess: Any, x: np.ndarray, batch: int = 512) -> np.ndarray:
-    return np.concatenate([run_session(sess, x[i:i + batch]) for i in range(0, len(x), batch)])
+def _batched(sess: Any, x: Inputs, batch: int = 512) -> np.ndarray:
+    return np.concatenate([run_session(sess, take(x, i, i + batch)) for i in range(0, n_samples(x), batch)])
 
 
 # ----------------------------------------------------------------------------------------- harness
@@ -226,16 +258,16 @@ def latency_stats(seconds: Sequence[float]) -> dict[str, float]:
             "max_ms": max(ms)}
 
 
-def benchmark(run: Callable[[np.ndarray], object], x: np.ndarray, batches: Sequence[int], warmup: int,
+def benchmark(run: Callable[[Any], object], x: Inputs, batches: Sequence[int], warmup: int,
               runs: int, batch_runs: int) -> dict[str, Any]:
     """Latency at batch 1 and throughput per batch size for one callable; the same for every runtime."""
-    one = x[:1]
+    one = take(x, 1)
     lat = latency_stats(time_calls(lambda: run(one), warmup, runs))
     thr = []
     for b in batches:
-        xb = np.ascontiguousarray(x[:b]) if len(x) >= b else np.resize(x, (b, *x.shape[1:]))
+        xb = take(x, b)
 
-        def call(xb: np.ndarray = xb) -> None:
+        def call(xb: Any = xb) -> None:
             run(xb)
 
         secs = time_calls(call, max(2, warmup // 10), batch_runs)
@@ -303,31 +335,31 @@ def energy_meter(board: Board) -> Any:
     return None
 
 
-def measure_session(path: Path, board: Board, x: np.ndarray, batches: Sequence[int], warmup: int, runs: int,
+def measure_session(path: Path, board: Board, x: Inputs, batches: Sequence[int], warmup: int, runs: int,
                     batch_runs: int, energy_runs: int) -> dict[str, Any]:
     """Memory, latency, throughput and energy of the board's ORT session on ``path``."""
     holder: dict[str, Any] = {}
 
     def build_and_run() -> None:
         holder["sess"] = make_session(path, board)
-        run_session(holder["sess"], np.resize(x, (max(batches), *x.shape[1:])))
+        run_session(holder["sess"], take(x, max(batches)))
 
     mem = peak_memory(build_and_run)
     sess = holder["sess"]
-    i, o = _io(sess)
+    _i, o = _io(sess)
 
-    def run(xb: np.ndarray) -> object:
-        return sess.run([o], {i: xb})
+    def run(xb: Any) -> object:
+        return sess.run([o], feeds(sess, xb) if isinstance(xb, dict) else {_i: xb})
 
     res = benchmark(run, x, batches, warmup, runs, batch_runs)
     res["memory"] = mem
     res["providers"] = list(sess.get_providers())
     meter = energy_meter(board)
     if meter is not None:
-        one = x[:1]
+        one = take(x, 1)
         e1 = meter.measure(lambda: [run(one) for _ in range(energy_runs)])
         b = res["best_batch"]
-        xb = np.resize(x, (b, *x.shape[1:]))
+        xb = take(x, b)
         n_best = max(3, energy_runs // b)
         eb = meter.measure(lambda: [run(xb) for _ in range(n_best)])
         res["energy"] = {"j_per_inference_b1": e1.energy_j / energy_runs, "runs_b1": energy_runs,
@@ -338,19 +370,21 @@ def measure_session(path: Path, board: Board, x: np.ndarray, batches: Sequence[i
     return res
 
 
-def _eager(art: Artifact, ctx: Context, x: np.ndarray, batches: Sequence[int], warmup: int, runs: int,
+def _eager(art: Artifact, ctx: Context, x: Inputs, batches: Sequence[int], warmup: int, runs: int,
            batch_runs: int) -> dict[str, Any] | None:
     source = Path(art.meta["onnx"]["source_model"])
     if source.suffix == ".onnx":
         return None
     import torch
 
-    from hwkit.load import load_model
+    from hwkit.load import load_any
 
-    module = load_model(source, ctx.settings).module
+    module = load_any(source, ctx.settings).module
 
-    def run(xb: np.ndarray) -> object:
+    def run(xb: Any) -> object:
         with torch.inference_mode():
+            if isinstance(xb, dict):
+                return module(**{k: torch.from_numpy(v) for k, v in xb.items()})
             return module(torch.from_numpy(xb))
 
     res = benchmark(run, x, batches, warmup, runs, batch_runs)
@@ -372,7 +406,16 @@ def ort_measure(art: Artifact, ctx: Context) -> Artifact:
     warmup, runs = int(p.get("warmup", 50)), int(p.get("runs", 500))
     batch_runs, energy_runs = int(p.get("batch_runs", 30)), int(p.get("energy_runs", 200))
     shape = tuple(art.meta["model"]["input_shape"])
-    x = sample_inputs(shape, art.meta["model"]["input_dtype"], max(batches), ctx.settings.seed + 3)
+    x: Inputs
+    if art.meta["model"].get("input_names"):  # a token model: full-length sequences (no padding), as exported
+        from hwkit.export.hf import token_samples
+        from hwkit.load import load_any
+
+        names = tuple(art.meta["model"]["input_names"])
+        x = token_samples(load_any(Path(art.meta["onnx"]["source_model"]), ctx.settings).module, names,
+                          max(batches), int(shape[-1]), ctx.settings.seed + 3, padded=False)
+    else:
+        x = sample_inputs(shape, art.meta["model"]["input_dtype"], max(batches), ctx.settings.seed + 3)
     res = measure_session(art.path, ctx.board, x, batches, warmup, runs, batch_runs, energy_runs)
     eager = _eager(art, ctx, x, batches, warmup, runs, batch_runs) if p.get("eager", True) else None
     res["eager"] = eager

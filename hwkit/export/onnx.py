@@ -156,6 +156,8 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
     info: dict[str, Any] = {}
     surgery: dict[str, Any] = {}
     torch_golden = torch_test = None
+    if art.path.is_dir():
+        return _export_hf_dir(art, ctx, out, n_test)
     if art.path.suffix == ".onnx":
         model = check_onnx_file(art.path)
         shape = settings.input_shape or _input_shape(model)
@@ -223,6 +225,45 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
     return art.evolve(stage="onnx", path=out, model=info, onnx=onnx_meta)
 
 
+def _export_hf_dir(art: Artifact, ctx: Context, out: Path, n_test: int) -> Artifact:
+    """A Hugging Face encoder directory (token inputs) to float ONNX; golden and test inputs are ``.npz`` of
+    named int64 arrays with masks (see :mod:`hwkit.export.hf`)."""
+    import onnx
+
+    from hwkit.export import hf, qcdq
+    from hwkit.load import load_hf_dir
+
+    assert art.path is not None
+    settings: CompileSettings = ctx.settings
+    loaded = load_hf_dir(art.path)
+    model = loaded.module.eval()
+    names = hf.input_names(model)
+    tokens = hf.sequence_length(model, settings.input_shape)
+    golden = hf.token_samples(model, names, settings.golden_batch, tokens, settings.seed)
+    n_test = min(n_test, 256)  # an encoder forward is costly; 256 padded sequences check the graph well
+    test = hf.token_samples(model, names, n_test, tokens, settings.seed + 1)
+    torch_golden = hf.run_torch(model, names, golden)  # before export: the exporter may change the module
+    torch_test = hf.run_torch(model, names, test)
+    hf.export(model, names, golden, out)
+    graph = onnx.load(str(out))
+    onnx.checker.check_model(graph)
+    refs = {}
+    for name, arr in (("golden_in", golden), ("test_in", test)):
+        np.savez(ctx.work_dir / f"{name}.npz", **arr)
+        refs[name] = str((ctx.work_dir / f"{name}.npz").relative_to(ctx.out_dir))
+    for name, arr in (("golden_out_torch", torch_golden), ("test_out_torch", torch_test)):
+        np.save(ctx.work_dir / f"{name}.npy", arr)
+        refs[name] = str((ctx.work_dir / f"{name}.npy").relative_to(ctx.out_dir))
+    info = {"format": loaded.format, "params": int(sum(p.numel() for p in model.parameters())),
+            "checkpoint_meta": loaded.meta, "output_shape": [1, *torch_golden.shape[1:]],
+            "input_shape": [1, tokens], "input_dtype": "INT64", "input_names": list(names)}
+    split = f"{n_test} seeded token sequences of up to {tokens} tokens (right-padded, masked)"
+    onnx_meta = {"form": "float", "precision": "float", "surgery": {}, "source_model": str(art.path),
+                 "opset": next((o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")), None),
+                 "ops": qcdq.op_counts(graph.graph.node), "test_split": split, "refs": refs}
+    return art.evolve(stage="onnx", path=out, model=info, onnx=onnx_meta)
+
+
 class _Calibration:
     """CalibrationDataReader over an array of inputs, one batch at a time."""
 
@@ -252,6 +293,9 @@ def quantize_onnx(art: Artifact, ctx: Context) -> Artifact:
         return art.evolve(onnx=meta, warnings=warnings)
     assert art.path is not None
     out = ctx.work_dir / "model.onnx"
+    if art.meta["model"].get("input_names"):
+        raise UnsupportedLayerError(f"quantize_onnx {method}: token models (several integer inputs) are not "
+                                    "supported; use --flow ort-cpu")
     if method == "int8-static":
         from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 

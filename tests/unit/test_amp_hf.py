@@ -258,3 +258,89 @@ def test_prefix_cache_replays_the_unchanged_layers_exactly(hf_dir, calib_txt):
         assert cache.loss(li, val, emb, cfg) == pytest.approx(amp.val_loss(m, emb, val, cfg), rel=1e-6, abs=1e-9)
     assert cache.ok == {1: True, 0: True}
     emb.close()
+
+
+def test_length_chunks_give_the_padded_batch_loss_with_fewer_tokens(hf_dir, calib_txt, monkeypatch):
+    m = load_hf_dir(hf_dir).module
+    x = tok.load_text(calib_txt, hf_dir, 32)[:24].batch()
+    pieces = amp.length_chunks(x, 6)
+    assert pieces is not None and len(pieces) == 4
+    assert sorted(torch.cat([i for _, i in pieces]).tolist()) == list(range(24))
+    assert sum(p["input_ids"].numel() for p, _ in pieces) < 0.9 * x["input_ids"].numel()
+    assert all(int(p["attention_mask"][:, -1].max()) == 1 for p, _ in pieces)  # each cut to its longest sample
+    cfg = amp.AmpConfig(batch_size=24)
+    emb = amp.make_embedding(m, x, cfg, [], print)
+    with torch.no_grad():
+        m(**x)
+        padded = float(amp.entropy_loss(emb.pooled(), cfg.temp_inv))
+        monkeypatch.setattr(amp, "CHUNK", 6)
+        chunked = float(amp._loss(m, emb, x, None, cfg))
+        monkeypatch.setattr(amp, "CHUNK", 10**6)
+        whole = float(amp._loss(m, emb, x, None, cfg))
+    emb.close()
+    assert whole == padded and chunked == pytest.approx(padded, rel=1e-5)
+    left = {**x, "attention_mask": x["attention_mask"].flip(1)}  # left padding: positions would shift, no cut
+    assert amp.length_chunks(left, 6) is None
+
+
+def test_prefix_cache_replays_every_piece_of_a_chunked_batch(hf_dir, calib_txt, monkeypatch):
+    from hwkit.compress.amp.blocks import Slicer
+
+    monkeypatch.setattr(amp, "CHUNK", 4)
+    m = load_hf_dir(hf_dir).module
+    val = amp.batches(tok.load_text(calib_txt, hf_dir, 32)[:32], None, 16)
+    assert amp.length_chunks(val[0][0]) is not None
+    cfg = amp.AmpConfig(batch_size=16)
+    blocks = find_mlp_blocks(m, val[0][0])
+    emb = amp.make_embedding(m, val[0][0], cfg, blocks, print)
+    cache = amp._PrefixCache(m, val[0][0], blocks)
+    sl = Slicer(m, blocks)
+    for li, width in ((1, 20), (1, 9), (0, 30)):
+        sl.set(li, torch.arange(width))
+        assert cache.loss(li, val, emb, cfg) == pytest.approx(amp.val_loss(m, emb, val, cfg), rel=1e-6, abs=1e-9)
+    assert cache.ok == {1: True, 0: True}
+    emb.close()
+
+
+def test_reconstruction_lowers_the_block_output_error_of_a_pruned_bert(hf_dir, calib_txt):
+    from hwkit.compress.amp.blocks import prune_blocks
+    from hwkit.compress.amp.reconstruct import next_modules, reconstruct
+
+    teacher = load_hf_dir(hf_dir).module
+    t = tok.load_text(calib_txt, hf_dir, 32)
+    fit, held = amp.batches(t[:64], None, 16), t[64:]
+    blocks = find_mlp_blocks(teacher, fit[0][0])
+    assert next_modules(teacher, fit[0][0], blocks) == [f"encoder.layer.{i}.output.LayerNorm" for i in range(2)]
+    keep = [torch.arange(0, 64, 3), torch.arange(1, 64, 2)]  # 22 and 32 of 64 neurons
+    student = prune_blocks(teacher, blocks, keep)
+    before = copy_of(student)
+    rep = reconstruct(student, teacher, blocks, [x for x, _ in fit], ridge=1e-3)
+    assert [r["target"] for r in rep] == ["next-input", "next-input"]
+    assert all(r["rel_err_after"] < 0.8 * r["rel_err_before"] for r in rep)
+    assert student.encoder.layer[0].output.dense.weight.shape == (32, 22)
+
+    def ln_input_error(model):  # the residual LayerNorm's input vs the unpruned model's, held-out sentences
+        got = {}
+        hooks = [mod.register_forward_pre_hook(lambda _m, i, k=k: got.__setitem__(k, i[0]))
+                 for k, mod in enumerate([model.encoder.layer[1].output.LayerNorm])]
+        hooks += [teacher.encoder.layer[1].output.LayerNorm.register_forward_pre_hook(
+            lambda _m, i: got.__setitem__("t", i[0]))]
+        with torch.no_grad():
+            x = held.batch()
+            model(**x)
+            teacher(**x)
+        for h in hooks:
+            h.remove()
+        mask = x["attention_mask"].bool()
+        return float(((got[0] - got["t"])[mask] ** 2).mean())
+
+    assert ln_input_error(student) < 0.8 * ln_input_error(before)
+    ref = amp.embed_tokens(teacher, held, "mean")
+    assert (amp.agreement(ref, amp.embed_tokens(student, held, "mean"))["cosine_mean"]
+            > amp.agreement(ref, amp.embed_tokens(before, held, "mean"))["cosine_mean"])
+
+
+def copy_of(model):
+    import copy
+
+    return copy.deepcopy(model)

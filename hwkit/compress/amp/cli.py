@@ -63,6 +63,11 @@ def add_parser(sub: Any) -> None:
                    help="token pooling (auto: the sentence-transformers config, else mean for the output, cls for "
                    "a head input)")
     p.add_argument("--embed-module", help="module whose input is the embedding (default: the last Linear called)")
+    p.add_argument("--reconstruct", choices=["auto", "on", "off"], default="auto",
+                   help="closed-form re-fit of each pruned block's output layer to the unpruned model's outputs "
+                   "(ridge least squares, seconds; auto: on for token sets)")
+    p.add_argument("--reconstruct-ridge", type=number(0, 1e6), default=0.1,
+                   help="ridge strength of the re-fit, relative to the activations' mean square (0.1)")
     p.add_argument("--distill-epochs", type=integer(0, 10**6), default=0,
                    help="feature-distillation recovery epochs (0: none)")
     p.add_argument("--distill-lr", type=number(0, 10, lo_open=True),
@@ -135,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
                   "delta_e_rel": args.delta_e_rel, "remove": args.remove,
                   "steps": args.steps, "batch_size": args.batch_size, "layer_wise": args.layer_wise,
                   "pool": pool, "embed_module": args.embed_module, "embed": args.embed, "rise": args.rise,
+                  "reconstruct": args.reconstruct, "reconstruct_ridge": args.reconstruct_ridge,
                   "distill_epochs": args.distill_epochs, "distill_patience": args.distill_patience,
                   "distill_seed": args.seed,
                   "distill_lr": args.distill_lr or (2e-4 if tokens else 1e-3),
@@ -176,6 +182,8 @@ def run(args: argparse.Namespace) -> int:
               f"FLOPs {f['before']:,} -> {f['after']:,} (-{f['reduction'] * 100:.1f} %)")
         if a["before"] is not None:
             print(f"accuracy {a['before'] * 100:.2f} % -> {a['after_prune'] * 100:.2f} % after pruning"
+                  + (f" -> {a['after_reconstruct'] * 100:.2f} % after reconstruction"
+                     if a.get("after_reconstruct") is not None else "")
                   + (f" -> {a['after_distill'] * 100:.2f} % after distillation" if a["after_distill"] is not None
                      else ""))
         for k, v in (report.get("agreement") or {}).items():

@@ -155,6 +155,22 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         agree["after_prune"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
         say(f"held-out agreement after pruning: cosine {agree['after_prune']['cosine_mean']:.4f}, "
             f"top-10 overlap {agree['after_prune'].get('top10_overlap', float('nan')):.3f}")
+    recon = None
+    if cfg.reconstruct not in ("auto", "on", "off"):
+        raise InputError(f"reconstruct must be auto, on or off, got {cfg.reconstruct!r}")
+    if cfg.reconstruct == "on" or (cfg.reconstruct == "auto" and tokens):
+        from hwkit.compress.amp.reconstruct import reconstruct
+
+        t1 = time.perf_counter()
+        rows = reconstruct(pruned, module, res.blocks, fit_batches(data.calib_x), cfg.reconstruct_ridge, say)
+        recon = {"ridge": cfg.reconstruct_ridge, "blocks": rows, "seconds": time.perf_counter() - t1,
+                 "data": "calibration split"}
+        if ref_emb is not None:
+            agree["after_reconstruct"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
+            say(f"held-out agreement after reconstruction: cosine {agree['after_reconstruct']['cosine_mean']:.4f}, "
+                f"top-10 overlap {agree['after_reconstruct'].get('top10_overlap', float('nan')):.3f}")
+        if data.test_y is not None:
+            acc["after_reconstruct"] = amp.accuracy(pruned, data.test_x, data.test_y)
     distilled = None
     if distill_cfg is not None and distill_cfg.epochs > 0 and tokens and res.pool:
         student = copy.deepcopy(pruned)
@@ -196,9 +212,21 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         "trace": [asdict(s) for s in res.trace],
         "accuracy": acc,
         "timing_s": {"score": res.score_s, "search": res.search_s, "total": total_s},
+        "reconstruct": recon,
         "distill": distilled,
     }
     return pruned, report
+
+
+def fit_batches(x: Any, size: int = 32) -> list[Any]:
+    """All of ``x`` as model inputs for the reconstruction: token sets in batches of similar length (little
+    padding), tensors in plain batches."""
+    if hasattr(x, "lengths"):
+        import torch
+
+        order = torch.argsort(torch.as_tensor(x.lengths), stable=True)
+        return [x[order[i:i + size]].batch() for i in range(0, len(x), size)]
+    return [x[i:i + 8 * size] for i in range(0, len(x), 8 * size)]
 
 
 def save_pruned(pruned: Any, report: dict[str, Any], out: Path, source: Path | None, loaded: Any) -> list[Path]:
@@ -334,6 +362,15 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         *[f"| {s['block']} | {s['step']} | {s['width']} | {s['loss']:.5f} | {s['rise']:+.5f} | "
           f"{'yes' if s['accepted'] else 'no'} |" for s in report["trace"]],
     ]
+    if report.get("reconstruct"):
+        r = report["reconstruct"]
+        lines += ["", f"## Reconstruction (closed-form re-fit of fc2, ridge {r['ridge']:g}, {r['data']}, "
+                  f"{r['seconds']:.1f} s)", "", "| block | target | rows | relative error before | after |",
+                  "|---|---|---:|---:|---:|",
+                  *[f"| {b['block']} | {b['target']} | {b['rows']:,} | {b['rel_err_before']:.4f} | "
+                    f"{b['rel_err_after']:.4f} |" for b in r["blocks"]]]
+        if a.get("after_reconstruct") is not None:
+            lines += ["", f"Accuracy after reconstruction: {_fmt_acc(a['after_reconstruct'])}."]
     if report.get("distill"):
         d = report["distill"]
         best = (f"held-out MSE {d['best_val_mse']:.6f}" if "best_val_mse" in d

@@ -80,6 +80,11 @@ class AmpConfig:
     rise: str = "signed"
     """signed: accept when E − E_prev ≤ ΔE (upstream); abs: when |E − E_prev| ≤ ΔE (upstream's commented-out
     alternative, stricter on small models where pruning can also *lower* the entropy)."""
+    reconstruct: str = "auto"
+    """Closed-form re-fit of each pruned block's fc2 after the search (:mod:`hwkit.compress.amp.reconstruct`):
+    on | off | auto (on for token inputs: Hugging Face encoders and --arch builders fed token sets)."""
+    reconstruct_ridge: float = 0.1
+    """Ridge strength of the re-fit, relative to the mean diagonal of the kept activations' Gram matrix."""
 
 
 @dataclass(frozen=True)
@@ -309,9 +314,52 @@ def head_name(model: Any, example: Any) -> str:
     return last[-1]
 
 
+CHUNK = 16
+"""Samples per forward when a padded token batch is evaluated in length-sorted pieces (:func:`length_chunks`)."""
+
+
+def length_chunks(x: Any, size: int | None = None) -> list[tuple[dict[str, Any], Any]] | None:
+    """A right-padded token batch (dict with a 2-D ``attention_mask``) as pieces of ``size`` samples sorted by
+    length, each cut to its own longest sample: ``[(inputs, sample indices), ...]``. The pieces compute exactly
+    what the padded batch computes for the real tokens (masked attention, positions from 0) with fewer padded
+    tokens: on the 64-sentence MiniLM validation batch 1,888 token rows instead of 3,520. None when ``x`` is
+    not such a batch or cutting saves less than 10 % (``size`` default: :data:`CHUNK`)."""
+    import torch
+
+    size = size or CHUNK
+
+    mask = x.get("attention_mask") if isinstance(x, dict) else None
+    if mask is None or not isinstance(mask, torch.Tensor) or mask.dim() != 2 or len(mask) <= size:
+        return None
+    lengths = mask.sum(1)
+    if not torch.equal(mask.bool(), torch.arange(mask.shape[1])[None] < lengths[:, None]):
+        return None  # not right-padded: positions would shift
+    order = torch.argsort(lengths, descending=True, stable=True)
+    pieces, rows = [], 0
+    for i in range(0, len(order), size):
+        idx = order[i:i + size]
+        n = max(int(lengths[idx].max()), 1)
+        rows += n * len(idx)
+        pieces.append(({k: (v[idx, :n] if isinstance(v, torch.Tensor) and v.shape == mask.shape
+                            else v[idx] if isinstance(v, torch.Tensor) and v.dim() >= 1 and len(v) == len(mask)
+                            else v) for k, v in x.items()}, idx))
+    return pieces if rows < 0.9 * mask.numel() else None
+
+
 def _loss(model: Any, emb: Any, x: Any, y: Any, cfg: AmpConfig) -> Any:
+    import torch
     import torch.nn.functional as F
 
+    pieces = length_chunks(x) if cfg.criterion == "entropy" and isinstance(emb, _OutputEmbedding) else None
+    if pieces is not None:  # same embeddings, fewer padded tokens; the softmax still spans the whole batch
+        parts, idx = [], []
+        for xb, ib in pieces:
+            call_model(model, xb)
+            parts.append(emb.pooled())
+            idx.append(ib)
+        z = torch.empty(len(x["attention_mask"]), *parts[0].shape[1:], dtype=parts[0].dtype)
+        z[torch.cat(idx)] = torch.cat(parts)
+        return entropy_loss(z, cfg.temp_inv)
     out = call_model(model, x)
     if cfg.criterion == "ce":
         return F.cross_entropy(out.float(), y)
@@ -454,8 +502,8 @@ class _PrefixCache:
 
         losses = []
         for bi, (x, y) in enumerate(val):
-            got: list[Any] = [None] * len(self.prefix[li])
-            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k, got=got: got.__setitem__(k, o))
+            got: list[list[Any]] = [[] for _ in self.prefix[li]]  # per module, its output of every forward call
+            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k, got=got: got[k].append(o))
                   for k, n in enumerate(self.prefix[li])]
             try:
                 with torch.no_grad():
@@ -470,7 +518,7 @@ class _PrefixCache:
         outs = self.store[(li, bi)]
         mods = [self.mods[n] for n in self.prefix[li]]
         for m, o in zip(mods, outs):
-            m.forward = (lambda *_a, _o=o, **_k: _o)
+            m.forward = (lambda *_a, _it=iter(o), **_k: next(_it))  # replayed in call order (one per forward)
         try:
             return _loss(self.model, emb, xy[0], xy[1], cfg)
         finally:
@@ -592,7 +640,11 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 if above is not None and below is not None:
                     if above[0] / max(below[0], 1e-30) < 1.2:
                         break  # close enough: the widths are interpolated below
-                    th = (above[0] * below[0]) ** 0.5
+                    # regula falsi on log ΔE (the share grows roughly linearly in it), kept inside the middle 70 %
+                    # of the bracket so that it always shrinks: 4 searches on MiniLM where bisection took 6
+                    t = (target - below[1]) / max(above[1] - below[1], 1e-12)
+                    t = min(max(t, 0.15), 0.85)
+                    th = below[0] * (above[0] / below[0]) ** t
                 elif above is not None:
                     th = above[0] / 8
                     if th < 1e-9 * max(abs(e0), 1e-6):
