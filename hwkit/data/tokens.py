@@ -73,6 +73,20 @@ class Tokens:
         return int(self.lengths.sum())
 
 
+def concat(parts: list[Tokens]) -> Tokens:
+    """One token set of ``parts`` (same input names), padded to the widest."""
+    import numpy as np
+
+    names = parts[0].names
+    if any(p.names != names for p in parts):
+        raise InputError("token sets with different inputs cannot be joined: "
+                         + " vs ".join(", ".join(p.names) for p in parts))
+    width = max(p.arrays[names[0]].shape[1] for p in parts)
+    return Tokens({k: np.concatenate([np.pad(p.arrays[k], ((0, 0), (0, width - p.arrays[k].shape[1])))
+                                      for p in parts]) for k in names},
+                  np.concatenate([p.lengths for p in parts]))
+
+
 def _lengths_from_mask(mask: Any, path: str) -> Any:
     import numpy as np
 

@@ -344,3 +344,24 @@ def copy_of(model):
     import copy
 
     return copy.deepcopy(model)
+
+
+def test_prune_reconstructs_by_default_for_token_sets_and_recovers_on_extra_text(tmp_path, hf_dir, calib_txt):
+    extra = _write(tmp_path / "extra.txt", tiny_bert.sentences(40, seed=7))
+    common = ["prune", str(hf_dir), "--calib", str(calib_txt), "--delta-e-rel", "0.5", "--batch-size", "16",
+              "--quiet"]
+    assert main([*common, "--reconstruct", "off", "--out", str(tmp_path / "plain")]) == 0
+    assert main([*common, "--recover-calib", str(extra), "--distill-epochs", "1", "--out", str(tmp_path / "rec")]) == 0
+    plain = json.loads((tmp_path / "plain" / "prune_report.json").read_text())
+    rec = json.loads((tmp_path / "rec" / "prune_report.json").read_text())
+    assert plain["reconstruct"] is None and set(plain["agreement"]) == {"after_prune"}
+    assert [b["width_after"] for b in plain["blocks"]] == [b["width_after"] for b in rec["blocks"]]
+    r = rec["reconstruct"]
+    assert r["samples"] == 48 + 40 and "--recover-calib" in r["data"]
+    assert all(b["rel_err_after"] < b["rel_err_before"] for b in r["blocks"])
+    assert set(rec["agreement"]) == {"after_prune", "after_reconstruct", "after_distill"}
+    a = rec["agreement"]
+    assert a["after_reconstruct"]["cosine_mean"] > a["after_prune"]["cosine_mean"]
+    assert a["after_prune"] == plain["agreement"]["after_prune"]
+    assert main([*common, "--recover-calib", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()

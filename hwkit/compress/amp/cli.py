@@ -68,6 +68,9 @@ def add_parser(sub: Any) -> None:
                    "(ridge least squares, seconds; auto: on for token sets)")
     p.add_argument("--reconstruct-ridge", type=number(0, 1e6), default=0.1,
                    help="ridge strength of the re-fit, relative to the activations' mean square (0.1)")
+    p.add_argument("--recover-calib", metavar="DATA",
+                   help="more unlabelled samples for the recovery only (a .txt or .npz token set like --calib): "
+                   "reconstruction and distillation train on the calibration split plus these")
     p.add_argument("--distill-epochs", type=integer(0, 10**6), default=0,
                    help="feature-distillation recovery epochs (0: none)")
     p.add_argument("--distill-lr", type=number(0, 10, lo_open=True),
@@ -112,6 +115,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
     from hwkit.config import CompileSettings
+    from hwkit.errors import InputError
     from hwkit.outdir import staged_files
 
     kwargs: tuple[tuple[str, Any], ...] = args.arch_kwargs or ()
@@ -131,6 +135,15 @@ def run(args: argparse.Namespace) -> int:
         tok_dir = Path(args.tokenizer) if args.tokenizer else (src if hf else None)
         tokens = is_token_file(args.calib)
         data = load_data(args.calib, args.labels, args.seed, tok_dir, args.max_length, loaded.module)
+        extra = None
+        if args.recover_calib:
+            from hwkit.data.tokens import fit_to_model, load_tokens
+
+            if not Path(args.recover_calib).is_file():
+                raise InputError(f"--recover-calib {args.recover_calib}: file not found")
+            if not (tokens and is_token_file(args.recover_calib)):
+                raise InputError("--recover-calib takes a token set (.txt or .npz) and needs a token --calib")
+            extra = fit_to_model(load_tokens(args.recover_calib, tok_dir, args.max_length)[0], loaded.module)
         check_data_fits(loaded.module, data, args.calib)
         pool = args.pool
         if pool == "auto" and tokens:
@@ -160,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
 
             od = claim(out, "prune", force=args.force)
             try:
-                pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
+                pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra)
                 files = save_pruned_hf(pruned, report, od.path, src)
                 files += write_report(report, od.path)
             except BaseException:
@@ -168,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
         else:
             assert stage is not None  # staged unless the output is a Hugging Face folder
-            pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn)
+            pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra)
             files = save_pruned(pruned, report, stage / out.name, src, loaded)
             files += write_report(report, stage)
     if stage is not None:

@@ -128,8 +128,11 @@ def check_data_fits(module: Any, data: PruneData, spec: str) -> None:
 
 
 def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
-                log: Any = None, warn: Any = None) -> tuple[Any, dict[str, Any]]:
-    """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict."""
+                log: Any = None, warn: Any = None, extra: Any = None) -> tuple[Any, dict[str, Any]]:
+    """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict.
+
+    ``extra``: more unlabelled samples (a token set) for the recovery only (reconstruction and distillation train
+    on the calibration split plus these; the search, early stopping and the held-out figures do not see them)."""
     import torch
 
     from hwkit.compress.amp import search as amp
@@ -155,6 +158,12 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         agree["after_prune"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
         say(f"held-out agreement after pruning: cosine {agree['after_prune']['cosine_mean']:.4f}, "
             f"top-10 overlap {agree['after_prune'].get('top10_overlap', float('nan')):.3f}")
+    train_x, train_src = data.calib_x, "calibration split"
+    if extra is not None and tokens:
+        from hwkit.data.tokens import concat
+
+        train_x = concat([data.calib_x, extra])
+        train_src = f"calibration split + {len(extra)} --recover-calib samples"
     recon = None
     if cfg.reconstruct not in ("auto", "on", "off"):
         raise InputError(f"reconstruct must be auto, on or off, got {cfg.reconstruct!r}")
@@ -162,9 +171,9 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         from hwkit.compress.amp.reconstruct import reconstruct
 
         t1 = time.perf_counter()
-        rows = reconstruct(pruned, module, res.blocks, fit_batches(data.calib_x), cfg.reconstruct_ridge, say)
+        rows = reconstruct(pruned, module, res.blocks, fit_batches(train_x), cfg.reconstruct_ridge, say)
         recon = {"ridge": cfg.reconstruct_ridge, "blocks": rows, "seconds": time.perf_counter() - t1,
-                 "data": "calibration split"}
+                 "data": train_src, "samples": len(train_x)}
         if ref_emb is not None:
             agree["after_reconstruct"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
             say(f"held-out agreement after reconstruction: cosine {agree['after_reconstruct']['cosine_mean']:.4f}, "
@@ -174,7 +183,7 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
     distilled = None
     if distill_cfg is not None and distill_cfg.epochs > 0 and tokens and res.pool:
         student = copy.deepcopy(pruned)
-        distilled = amp.distill_tokens(student, module, data.calib_x, data.val_x, res.pool, distill_cfg,
+        distilled = amp.distill_tokens(student, module, train_x, data.val_x, res.pool, distill_cfg,
                                        progress=lambda e, tr, va: say(f"distill epoch {e}: train loss {tr:.5f}, "
                                                                       f"held-out 1-cos {va:.5f}"))
         pruned = student
