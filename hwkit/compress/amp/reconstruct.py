@@ -16,6 +16,7 @@ right after the block (seconds on a MiniLM-sized encoder on one CPU core).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -81,6 +82,65 @@ def next_modules(model: Any, example: Any, blocks: Sequence[MlpBlock]) -> list[s
     return out
 
 
+def _sq_err(theta: Any, g: Any, c: Any, yy: Any) -> float:
+    """``||A theta - Y||²`` from the normal equations (``g = AᵀA``, ``c = AᵀY``, ``yy = ||Y||²``)."""
+    return float(yy - 2 * (theta * c).sum() + (theta * (g @ theta)).sum())
+
+
+def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], targets: Sequence[Any]
+                      ) -> tuple[Any, Any, Any, Any, int]:
+    """``AᵀA``, ``AᵀY``, ``||Y||²``, ``ΣY`` and the row count for one block: A = fc2's input in ``student`` (plus a
+    ones column when fc2 has a bias), Y = the teacher's ``targets`` minus the student's own residual at ``nxt``."""
+    import torch
+
+    k, d = fc2.in_features, fc2.out_features
+    n_in = k + int(fc2.bias is not None)
+    g = torch.zeros(n_in, n_in, dtype=torch.float64)
+    c = torch.zeros(n_in, d, dtype=torch.float64)
+    yy = torch.zeros((), dtype=torch.float64)
+    ysum = torch.zeros(d, dtype=torch.float64)
+    rows = 0
+    got: dict[str, Any] = {}
+
+    def cap_in(_m: Any, inp: Any) -> None:
+        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
+
+    def cap_out(_m: Any, _inp: Any, out: Any) -> None:
+        got["o"] = _rows(out.detach().float(), got["mask"])
+        if nxt is None:
+            raise _Stop
+
+    def cap_next(_m: Any, inp: Any) -> None:
+        got["n"] = _rows(_first(inp).detach().float(), got["mask"])
+        raise _Stop
+
+    hooks = [fc2.register_forward_pre_hook(cap_in), fc2.register_forward_hook(cap_out)]
+    if nxt is not None:
+        hooks.append(nxt.register_forward_pre_hook(cap_next))
+    try:
+        with torch.no_grad():
+            for bi, xb in enumerate(batches):
+                got.clear()
+                got["mask"] = _mask_of(xb)
+                with contextlib.suppress(_Stop):
+                    call_model(student, xb)
+                a = got["a"].double()
+                y = targets[bi].double()
+                if nxt is not None:  # remove the student's own residual: y becomes fc2's target
+                    y = y - (got["n"].double() - got["o"].double())
+                if n_in > k:
+                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+                g += a.T @ a
+                c += a.T @ y
+                yy += (y * y).sum()
+                ysum += y.sum(0)
+                rows += len(a)
+    finally:
+        for h in hooks:
+            h.remove()
+    return g, c, yy, ysum, rows
+
+
 def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches: Sequence[Any], ridge: float = 1e-2,
                 log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Re-fit every pruned block's fc2 (weight and bias) of ``student`` in place; ``teacher`` is the unpruned model
@@ -123,67 +183,19 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     report = []
     for i, b in enumerate(blocks):
         fc2 = smods[b.fc2]
-        k, d = fc2.in_features, fc2.out_features
+        k = fc2.in_features
         has_bias = fc2.bias is not None
-        n_in = k + int(has_bias)
-        g = torch.zeros(n_in, n_in, dtype=torch.float64)
-        c = torch.zeros(n_in, d, dtype=torch.float64)
-        yy = torch.zeros((), dtype=torch.float64)
-        ysum = torch.zeros(d, dtype=torch.float64)
-        rows = 0
-        got: dict[str, Any] = {}
-
-        def cap_in(_m: Any, inp: Any) -> None:
-            got["a"] = _rows(_first(inp).detach().float(), cur["mask"])
-
-        def cap_out(_m: Any, _inp: Any, out: Any) -> None:
-            got["o"] = _rows(out.detach().float(), cur["mask"])
-            if nxt[i] is None:
-                raise _Stop
-
-        def cap_next(_m: Any, inp: Any) -> None:
-            got["n"] = _rows(_first(inp).detach().float(), cur["mask"])
-            raise _Stop
-
-        hooks = [fc2.register_forward_pre_hook(cap_in), fc2.register_forward_hook(cap_out)]
-        if nxt[i] is not None:
-            hooks.append(smods[nxt[i]].register_forward_pre_hook(cap_next))
-        try:
-            with torch.no_grad():
-                for bi, xb in enumerate(batches):
-                    cur["mask"] = _mask_of(xb)
-                    got.clear()
-                    try:
-                        call_model(student, xb)
-                    except _Stop:
-                        pass
-                    a = got["a"].double()
-                    y = targets[i][bi].double()
-                    if nxt[i] is not None:  # remove the student's own residual: y = fc2 target
-                        y = y - (got["n"].double() - got["o"].double())
-                    if has_bias:
-                        a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
-                    g += a.T @ a
-                    c += a.T @ y
-                    yy += (y * y).sum()
-                    ysum += y.sum(0)
-                    rows += len(a)
-        finally:
-            for h in hooks:
-                h.remove()
+        nxt_mod = smods[nxt[i]] if nxt[i] is not None else None
+        g, c, yy, ysum, rows = _normal_equations(student, fc2, nxt_mod, batches, targets[i])
         w0 = fc2.weight.detach().double()
         theta0 = torch.cat([w0.T, fc2.bias.detach().double()[None]], 0) if has_bias else w0.T
         lam = ridge * float(torch.diagonal(g)[:k].mean().clamp(min=1e-12))
-        reg = torch.full((n_in,), lam, dtype=torch.float64)
+        reg = torch.full((len(g),), lam, dtype=torch.float64)
         if has_bias:
             reg[-1] = lam * 1e-6
         theta = torch.linalg.solve(g + torch.diag(reg), c + reg[:, None] * theta0)
-        var = float(yy - (ysum * ysum).sum() / max(rows, 1))
-
-        def err(th: Any) -> float:
-            return float(yy - 2 * (th * c).sum() + (th * (g @ th)).sum()) / max(var, 1e-30)
-
-        e0, e1 = err(theta0), err(theta)
+        var = max(float(yy - (ysum * ysum).sum() / max(rows, 1)), 1e-30)
+        e0, e1 = _sq_err(theta0, g, c, yy) / var, _sq_err(theta, g, c, yy) / var
         if e1 > e0:  # numerically worse (should not happen): keep the sliced weights
             theta, e1 = theta0, e0
         fc2.weight.data = theta[:k].T.to(fc2.weight.dtype).contiguous()

@@ -518,7 +518,8 @@ class _PrefixCache:
         outs = self.store[(li, bi)]
         mods = [self.mods[n] for n in self.prefix[li]]
         for m, o in zip(mods, outs):
-            m.forward = (lambda *_a, _it=iter(o), **_k: next(_it))  # replayed in call order (one per forward)
+            it = iter(o)
+            m.forward = (lambda *_a, _it=it, **_k: next(_it))  # replayed in call order (one per forward)
         try:
             return _loss(self.model, emb, xy[0], xy[1], cfg)
         finally:
