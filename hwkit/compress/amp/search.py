@@ -626,36 +626,22 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
             below: tuple[float, float] | None = None
             above: tuple[float, float] | None = None
             tried = []
-            last_side, pull = "", {"above": 1.0, "below": 1.0}
             for _ in range(16):
                 w, *_rest = search(th, False)
                 r = removed_fraction(blocks, w, costs)
                 tried.append({"delta_e": th, "removed": r})
                 say(f"AMP: ΔE {th:.3g} nats ({th / max(abs(e0), 1e-12):.3g} of E0) removes {r * 100:.1f} % "
                     f"of the MLP parameters")
-                side = "above" if r >= target else "below"
-                if side == "above":
+                if r >= target:
                     above = (th, r) if above is None or th < above[0] else above
                 else:
                     below = (th, r) if below is None or th > below[0] else below
-                # Illinois rule: when the same end moves twice in a row, halve the other end's distance to the target
-                pull[side] = 1.0
-                if side == last_side:
-                    other = "below" if side == "above" else "above"
-                    pull[other] /= 2
-                last_side = side
                 if above is not None and above[1] - target <= 0.02:
                     break
                 if above is not None and below is not None:
                     if above[0] / max(below[0], 1e-30) < 1.2:
                         break  # close enough: the widths are interpolated below
-                    # regula falsi (Illinois) on log ΔE (the share grows roughly linearly in it), kept inside the
-                    # middle 70 % of the bracket so that it always shrinks
-                    ra = target + (above[1] - target) * pull["above"]
-                    rb = target + (below[1] - target) * pull["below"]
-                    t = (target - rb) / max(ra - rb, 1e-12)
-                    t = min(max(t, 0.15), 0.85)
-                    th = below[0] * (above[0] / below[0]) ** t
+                    th = (above[0] * below[0]) ** 0.5
                 elif above is not None:
                     th = above[0] / 8
                     if th < 1e-9 * max(abs(e0), 1e-6):
