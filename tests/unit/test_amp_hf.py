@@ -281,6 +281,16 @@ def test_length_chunks_give_the_padded_batch_loss_with_fewer_tokens(hf_dir, cali
     assert whole == padded and chunked == pytest.approx(padded, rel=1e-5)
     left = {**x, "attention_mask": x["attention_mask"].flip(1)}  # left padding: positions would shift, no cut
     assert amp.length_chunks(left, 6) is None
+    # the Taylor scores see every piece: the same scores as from the padded batch
+    blocks = find_mlp_blocks(m, x)
+    emb = amp.make_embedding(m, x, cfg, blocks, print)
+    monkeypatch.setattr(amp, "CHUNK", 6)
+    chunked_scores = amp.taylor_scores(m, blocks, [(x, None)], emb, cfg)
+    monkeypatch.setattr(amp, "CHUNK", 10**6)
+    padded_scores = amp.taylor_scores(m, blocks, [(x, None)], emb, cfg)
+    emb.close()
+    for c, p in zip(chunked_scores, padded_scores):
+        assert torch.allclose(c, p, rtol=1e-4, atol=1e-9)
 
 
 def test_prefix_cache_replays_every_piece_of_a_chunked_batch(hf_dir, calib_txt, monkeypatch):

@@ -394,11 +394,11 @@ def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[
     import torch
 
     mods = dict(model.named_modules())
-    acts: dict[int, Any] = {}
+    acts: dict[int, list[Any]] = {}  # per block, fc2's input of every forward (a batch may run as length pieces)
 
     def hook(i: int) -> Callable[[Any, Any], None]:
         def h(_m: Any, inp: Any) -> None:
-            acts[i] = inp[0] if isinstance(inp, tuple) else inp
+            acts.setdefault(i, []).append(inp[0] if isinstance(inp, tuple) else inp)
         return h
 
     handles = [mods[b.fc2].register_forward_pre_hook(hook(i)) for i, b in enumerate(blocks)]
@@ -411,13 +411,19 @@ def taylor_scores(model: Any, blocks: Sequence[MlpBlock], calib: Sequence[tuple[
             acts.clear()
             with torch.enable_grad():
                 loss = _loss(model, emb, x, y, cfg)
-                a = [acts[i] for i in range(len(blocks))]
-                grads = torch.autograd.grad(loss, a, allow_unused=True)
-            for i, (ai, gi) in enumerate(zip(a, grads)):
+                a = [(i, t) for i in range(len(blocks)) for t in acts.get(i, [])]
+                grads = torch.autograd.grad(loss, [t for _, t in a], allow_unused=True)
+            sums = [torch.zeros_like(sc) for sc in scores]
+            count = [0] * len(blocks)
+            for (i, ai), gi in zip(a, grads):
+                count[i] += ai.shape[0]
                 if gi is None:
                     continue
                 prod = (ai.detach().float() * gi.float()).reshape(ai.shape[0], -1, ai.shape[-1])
-                scores[i] += prod.sum(dim=1).abs().mean(dim=0)
+                sums[i] += prod.sum(dim=1).abs().sum(dim=0)  # per sample |Σ_tokens a·g| (padding has g = 0)
+            for i in range(len(blocks)):
+                if count[i]:
+                    scores[i] += sums[i] / count[i]
     finally:
         for h in handles:
             h.remove()
