@@ -375,3 +375,21 @@ def test_prune_reconstructs_by_default_for_token_sets_and_recovers_on_extra_text
     assert a["after_prune"] == plain["agreement"]["after_prune"]
     assert main([*common, "--recover-calib", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
+
+
+def test_reconstruction_of_a_plain_mlp_stack_skips_the_shared_layer():
+    from hwkit.compress.amp.blocks import prune_blocks
+    from hwkit.compress.amp.reconstruct import reconstruct
+
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 24), torch.nn.ReLU(),
+                                  torch.nn.Linear(24, 5)).eval()
+    x = torch.randn(256, 8)
+    blocks = find_mlp_blocks(teacher, x[:4])
+    assert [(b.fc1[0], b.fc2) for b in blocks] == [("0", "2"), ("2", "4")]
+    student = prune_blocks(teacher, blocks, [torch.arange(0, 32, 2), torch.arange(0, 24, 2)])
+    rep = reconstruct(student, teacher, blocks, [x[:128], x[128:]], ridge=1e-3)
+    assert rep[0]["target"].startswith("skipped") and rep[1]["target"] == "fc2-output"
+    assert rep[1]["rel_err_after"] < rep[1]["rel_err_before"]
+    with torch.no_grad():
+        assert student(x).shape == (256, 5)

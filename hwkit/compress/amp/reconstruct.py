@@ -192,6 +192,11 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     report = []
     for i, b in enumerate(blocks):
         fc2 = smods[b.fc2]
+        if fc2.out_features != tmods[b.fc2].out_features:  # fc2 is also a pruned fc1 (plain MLP stacks): the
+            report.append({"block": b.name, "target": "skipped: fc2's outputs are pruned too", "next_module": None,
+                           "rows": 0, "rel_err_before": None, "rel_err_after": None})  # teacher has other rows
+            say(f"reconstruct {b.name}: skipped (its fc2 is the pruned fc1 of the next block)")
+            continue
         k = fc2.in_features
         has_bias = fc2.bias is not None
         nxt_mod = smods[nxt[i]] if nxt[i] is not None else None

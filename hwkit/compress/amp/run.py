@@ -332,6 +332,10 @@ def _fmt_acc(v: float | None) -> str:
     return "n/a" if v is None else f"{v * 100:.2f} %"
 
 
+def _fmt_err(v: float | None) -> str:
+    return "–" if v is None else f"{v:.4f}"
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """prune_report.json, prune_report.md and prune_widths.svg in ``out_dir``."""
     from hwkit.report.svg import hbar
@@ -376,8 +380,8 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
         lines += ["", f"## Reconstruction (closed-form re-fit of fc2, ridge {r['ridge']:g}, {r['data']}, "
                   f"{r['seconds']:.1f} s)", "", "| block | target | rows | relative error before | after |",
                   "|---|---|---:|---:|---:|",
-                  *[f"| {b['block']} | {b['target']} | {b['rows']:,} | {b['rel_err_before']:.4f} | "
-                    f"{b['rel_err_after']:.4f} |" for b in r["blocks"]]]
+                  *[f"| {b['block']} | {b['target']} | {b['rows']:,} | {_fmt_err(b['rel_err_before'])} | "
+                    f"{_fmt_err(b['rel_err_after'])} |" for b in r["blocks"]]]
         if a.get("after_reconstruct") is not None:
             lines += ["", f"Accuracy after reconstruction: {_fmt_acc(a['after_reconstruct'])}."]
     if report.get("distill"):
