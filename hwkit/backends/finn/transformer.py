@@ -1,0 +1,240 @@
+"""finn-plus's transformer layers behind hwkit passes: streamlining, attention conversion, folding.
+
+finn-plus 1.6.1 ships the pieces of an encoder's hardware (``ScaledDotProductAttention``, the
+multi-head split/merge, ``ElementwiseAdd`` for residuals, ``ReplicateStream`` for forks, ``Squeeze``)
+and ad-hoc steps for them (``finn.builder.custom_step_library.transformer_adhoc``: HW conversion
+with attention, folding of attention), but no streamlining step that brings a Brevitas encoder there.
+The steps here do, in this order (the order of finn-plus's transformer examples):
+
+``transformer_streamline``
+    finn-plus's ``StreamlinePlus`` (scales and biases moved through forks, residual adds and
+    transposes, absorbed into thresholds), alternating with :class:`MoveTransposeForward`: Brevitas's
+    batch-first ``QuantMultiheadAttention`` swaps the batch and token axes around its projections,
+    and those transposes must meet their inverse and vanish before the biases in between can reach
+    a threshold.
+``transformer_convert_to_hw``
+    finn-plus's attention inference (heads split, ``InferScaledDotProductAttention``, heads unrolled,
+    thresholds absorbed into the attention operator), then ``Squeeze`` (the batch axis of 1 dropped,
+    so the tokens are the stream of an MVAU), a second streamlining round, and finn-plus's
+    ``transformer_adhoc.step_convert_to_hw`` (MVAU, thresholds, element-wise adds, replicate-stream,
+    split/concat) plus LayerNorm and Squeeze/Unsqueeze layers.
+``transformer_set_folding``
+    finn-plus's ``transformer_adhoc.step_set_folding`` (attention folded along embedding then
+    sequence, everything else by ``SetFolding``) for the target throughput.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hwkit.backends.finn.passes import _make_step_pass
+from hwkit.registry import PassSpec, register_factory
+
+_ROUNDS = 4
+"""Most StreamlinePlus / transpose rounds (the small encoders settle in two)."""
+
+
+def move_transpose_forward(model: Any) -> tuple[Any, bool]:
+    """One pass of :class:`MoveTransposeForward`; returns (model, changed)."""
+    graph = model.graph
+    for node in graph.node:
+        if node.op_type != "Transpose" or model.is_fork_node(node):
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if perm is None:
+            continue
+        keeps_last = perm[-1] == len(perm) - 1
+        nxt = model.find_direct_successors(node)
+        if not nxt or len(nxt) != 1:
+            continue
+        succ = nxt[0]
+        mid = node.output[0]
+        if succ.input[0] != mid or len(succ.output) != 1:
+            continue
+        others = [model.get_initializer(t) for t in succ.input[1:]]
+        if any(o is None for o in others):
+            continue  # a join: not ours
+        if succ.op_type == "MatMul":
+            ok = keeps_last and others[0].ndim == 2
+        elif succ.op_type in ("Add", "Mul"):
+            # the constant must broadcast over every axis but the last
+            ok = keeps_last and (others[0].ndim <= 1 or all(d == 1 for d in others[0].shape[:-1]))
+        elif succ.op_type == "MultiThreshold":
+            ok = others[0].shape[0] == 1  # one threshold row for all elements: commutes with any transpose
+        else:
+            ok = False
+        if not ok:
+            continue
+        if succ.op_type == "MultiThreshold":
+            # the threshold now sees the axes before the transpose: its layout letters follow them
+            attr = next((a for a in succ.attribute if a.name == "data_layout"), None)
+            if attr is not None and len(attr.s) == len(perm):
+                old = attr.s.decode()
+                new = [""] * len(perm)
+                for j, p in enumerate(perm):
+                    new[p] = old[j]
+                attr.s = "".join(new).encode()
+        # x -T-> mid -succ-> out   becomes   x -succ-> mid -T-> out
+        src, out = node.input[0], succ.output[0]
+        succ.input[0] = src
+        succ.output[0] = mid
+        node.input[0] = mid
+        node.output[0] = out
+        in_shape = model.get_tensor_shape(src)
+        out_shape = model.get_tensor_shape(out)
+        inv = [perm.index(i) for i in range(len(perm))]
+        model.set_tensor_shape(mid, [out_shape[i] for i in inv] if out_shape else in_shape)
+        dt = model.get_tensor_datatype(out)
+        model.set_tensor_datatype(mid, dt)
+        # keep the graph topologically sorted: succ now runs before node
+        i, j = list(graph.node).index(node), list(graph.node).index(succ)
+        if j > i:
+            graph.node.remove(succ)
+            graph.node.insert(i, succ)
+        return model, True
+    return model, False
+
+
+def _transformation_class() -> Any:
+    from qonnx.transformation.base import Transformation
+
+    class MoveTransposeForward(Transformation):
+        """Move a Transpose past what commutes with it: MatMul-by-weights and per-channel Add/Mul when it
+        keeps the last axis (they act on the last axis only), a per-tensor MultiThreshold always."""
+
+        def apply(self, model: Any) -> tuple[Any, bool]:
+            return move_transpose_forward(model)
+
+    return MoveTransposeForward
+
+
+def _tidy(model: Any) -> Any:
+    from qonnx.transformation.general import GiveUniqueNodeNames
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    return model.transform(InferShapes()).transform(InferDataTypes()).transform(GiveUniqueNodeNames())
+
+
+def _transposes(model: Any) -> Any:
+    from finn.transformation.streamline.collapse_repeated import CollapseRepeatedTranspose
+    from finn.transformation.streamline.remove import RemoveIdentityReshape, RemoveIdentityTranspose
+    from finn.transformation.streamline.reorder import (
+        MoveTransposePastEltwise,
+        MoveTransposePastFork,
+        MoveTransposePastJoinAdd,
+        MoveTransposePastJoinMul,
+    )
+    from qonnx.transformation.composed import ComposedTransformation
+
+    return model.transform(ComposedTransformation([
+        _transformation_class()(), MoveTransposePastFork(), MoveTransposePastEltwise(), MoveTransposePastJoinMul(),
+        MoveTransposePastJoinAdd(), CollapseRepeatedTranspose(), RemoveIdentityTranspose(), RemoveIdentityReshape(),
+    ]))
+
+
+def _fingerprint(model: Any) -> tuple[str, ...]:
+    return tuple(n.op_type for n in model.graph.node)
+
+
+def step_transformer_streamline(model: Any, cfg: Any) -> Any:
+    """Streamline a Brevitas transformer encoder (see the module docstring)."""
+    from finn.transformation.streamline.streamline_plus import StreamlinePlus
+
+    for _ in range(_ROUNDS):
+        before = _fingerprint(model)
+        model = _tidy(model.transform(StreamlinePlus()))
+        model = _tidy(_transposes(model))
+        if _fingerprint(model) == before:
+            break
+    return model
+
+
+def _reshape_shapes_1d(model: Any) -> Any:
+    """finn-plus's Squeeze leaves rank-0 shapes/axes (ONNX and finn-plus's RemoveIdentityReshape want a
+    1-d tensor) and Squeeze/Unsqueeze nodes with their axes given twice (input and attribute)."""
+    import numpy as np
+
+    for node in model.graph.node:
+        if node.op_type in ("Reshape", "Squeeze", "Unsqueeze") and len(node.input) > 1:
+            shape = model.get_initializer(node.input[1])
+            if shape is not None and shape.ndim == 0:
+                model.set_initializer(node.input[1], np.atleast_1d(shape).astype(np.int64))
+            # it also writes the axes as an attribute, which opset >= 13 forbids next to the input
+            for attr in [a for a in node.attribute if a.name == "axes"]:
+                node.attribute.remove(attr)
+    return model
+
+
+def _keep_vector_batch(model: Any) -> Any:
+    """After Squeeze, a Reshape that flattens the tokens for a classifier gives a bare vector, which an
+    MVAU cannot take (it needs at least one input vector): give it back its batch axis of 1, and drop
+    the Unsqueeze that Squeeze put at the output for it."""
+    import numpy as np
+
+    graph = model.graph
+    fixed = None
+    for node in graph.node:
+        if node.op_type != "Reshape":
+            continue
+        shape = model.get_initializer(node.input[1])
+        if shape is None or shape.ndim != 1 or len(shape) != 1:
+            continue
+        consumers = model.find_consumers(node.output[0]) or []
+        if not any(c.op_type == "MatMul" for c in consumers):
+            continue
+        model.set_initializer(node.input[1], np.array([1, int(shape[0])], dtype=np.int64))
+        fixed = node
+        break
+    if fixed is None:
+        return model
+    nodes = list(graph.node)
+    after = {t for n in nodes[nodes.index(fixed):] for t in n.output}
+    out = graph.output[0].name
+    last = model.find_producer(out)
+    if last is not None and last.op_type == "Unsqueeze":
+        src = last.input[0]
+        graph.node.remove(last)
+        for n in graph.node:
+            for i, t in enumerate(n.output):
+                if t == src:
+                    n.output[i] = out
+            for i, t in enumerate(n.input):
+                if t == src:
+                    n.input[i] = out
+    for vi in list(graph.value_info):  # shapes after the reshape change: re-inferred by the caller
+        if vi.name in after:
+            graph.value_info.remove(vi)
+    return model
+
+
+def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
+    """Attention, heads, squeeze, then finn-plus's transformer HW conversion (see the module docstring)."""
+    from finn.builder.custom_step_library.transformer_adhoc import step_convert_to_hw
+    from finn.transformation.fpgadataflow.attention import (
+        AbsorbMultiThresholdIntoScaledDotProductAttention,
+        InferScaledDotProductAttention,
+    )
+    from finn.transformation.fpgadataflow.attention_heads import (
+        InferMultiHeads,
+        MoveMergeMultiHeadsPastMultiThreshold,
+        MoveSplitMultiHeadsPastMultiThreshold,
+        UnrollMultiHeadAttention,
+    )
+    from finn.transformation.fpgadataflow.convert_to_hw.layer_norm import InferLayerNorm
+    from finn.transformation.squeeze import Squeeze
+    from finn.transformation.streamline.absorb import AbsorbAddIntoMultiThreshold
+    from finn.transformation.streamline.streamline_plus import StreamlinePlus
+
+    for t in (InferMultiHeads(), MoveSplitMultiHeadsPastMultiThreshold(), AbsorbAddIntoMultiThreshold(),
+              InferScaledDotProductAttention(), UnrollMultiHeadAttention(), MoveMergeMultiHeadsPastMultiThreshold(),
+              AbsorbMultiThresholdIntoScaledDotProductAttention()):
+        model = _tidy(model.transform(t))
+    model = _tidy(_keep_vector_batch(_reshape_shapes_1d(model.transform(Squeeze()))))
+    model = _tidy(_transposes(model))
+    model = _tidy(model.transform(AbsorbAddIntoMultiThreshold()))
+    model = _tidy(model.transform(AbsorbMultiThresholdIntoScaledDotProductAttention()))
+    model = _tidy(model.transform(StreamlinePlus()))
+    # Squeeze() leaves a Squeeze at the input and an Unsqueeze at the output: host side, as finn-plus does
+    model = _tidy(model.transform(InferLayerNorm()))
+    return step_convert_to_hw(model, cfg)
