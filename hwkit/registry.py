@@ -14,6 +14,7 @@ PassFn = Callable[[Artifact, Context], Artifact]
 
 # Modules whose import registers passes. They import heavy toolchains only inside pass bodies.
 _PASS_MODULES = ("hwkit.export.qonnx", "hwkit.backends.finn.passes", "hwkit.backends.finn.recipes",
+                 "hwkit.backends.finn.transformer",
                  "hwkit.backends.finn.power", "hwkit.verify", "hwkit.export.onnx",
                  "hwkit.backends.ort", "hwkit.backends.analog",
                  "hwkit.compress.amp.run", "hwkit.compress.shiftadd.run",

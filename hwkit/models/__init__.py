@@ -21,6 +21,7 @@ ARCHS: dict[str, str] = {
     "cnn": "hwkit.models.floatnets:build_cnn",
     "rescnn": "hwkit.models.floatnets:build_rescnn",
     "quantized": "hwkit.compress.quantize.recipe:rebuild",
+    "encoder": "hwkit.models.encoder:build_encoder",
 }
 
 

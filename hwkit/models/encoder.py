@@ -154,3 +154,51 @@ def with_positions(x: torch.Tensor) -> torch.Tensor:
     b, t, _ = x.shape
     eye = torch.eye(t, dtype=x.dtype, device=x.device).expand(b, t, t)
     return torch.cat([x, eye], dim=2)
+
+
+def digits_tokens(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits as 8 tokens (image rows) of 8 pixels (0..16) plus the one-hot position:
+    (x_train, y_train, x_test, y_test), a fixed 80/20 split."""
+    import numpy as np
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    order = np.random.default_rng(seed).permutation(len(d.target))
+    x = with_positions(torch.tensor(d.images[order], dtype=torch.float32))
+    y = torch.tensor(d.target[order], dtype=torch.long)
+    cut = int(0.8 * len(y))
+    return x[:cut], y[:cut], x[cut:], y[cut:]
+
+
+def train_encoder(model: QuantEncoder, x: torch.Tensor, y: torch.Tensor, epochs: int = 10, lr: float = 3e-3,
+                  batch: int = 64, seed: int = 0) -> QuantEncoder:
+    """Adam with cross-entropy, cosine-decayed learning rate; returns ``model`` in eval mode."""
+    torch.manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr)
+    steps = epochs * ((len(y) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1))
+    model.train()
+    for _ in range(epochs):
+        perm = torch.randperm(len(y))
+        for i in range(0, len(y), batch):
+            idx = perm[i:i + batch]
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return model.eval()
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy of ``model`` on (x, y)."""
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def checkpoint(model: QuantEncoder, arch_kwargs: dict[str, Any], golden: torch.Tensor,
+               meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A hwkit checkpoint (docs/model-input.md) of an ``encoder`` model; inputs are UINT5 (0..16 pixels)."""
+    return {"hwkit_checkpoint": 1, "arch": "encoder", "arch_kwargs": dict(arch_kwargs),
+            "state_dict": model.state_dict(), "input_shape": [1, *golden.shape[1:]], "input_dtype": "UINT5",
+            "golden_inputs": golden, "meta": dict(meta or {})}

@@ -67,6 +67,9 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
     int_name = _integer_tensor(model)
     names = [oname] + ([int_name] if int_name else [])
+    if not batch_leading(model):
+        got = _execute_per_sample(model, inputs.astype(np.float32), names)
+        return got[0], (got[1] if int_name else None)
     if _batchable(model):
         batched = _with_batch(model, len(inputs))
         ctx = execute_onnx(batched, {iname: inputs.astype(np.float32)}, return_full_exec_context=True)
@@ -81,6 +84,8 @@ def execute_values(model: Any, inputs: np.ndarray, names: list[str], work_dir: P
     from hwkit.backends.finn.passes import ensure_finn
 
     ensure_finn(work_dir)
+    if not batch_leading(model):
+        return _execute_per_sample(model, inputs.astype(np.float32), names)
     if _batchable(model):
         from finn.core.onnx_exec import execute_onnx
 
@@ -89,6 +94,34 @@ def execute_values(model: Any, inputs: np.ndarray, names: list[str], work_dir: P
                            return_full_exec_context=True)
         return [np.asarray(ctx[t]) for t in names]
     return _execute_mixed(model, inputs.astype(np.float32), names)
+
+
+def batch_leading(model: Any) -> bool:
+    """True when every tensor computed from the input keeps the batch (of 1) as its leading axis.
+
+    Transformer graphs break this: attention's transposes move the batch axis inward, and finn-plus's
+    Squeeze drops it; such graphs run sample by sample as a whole.
+    """
+    dynamic = dynamic_tensors(model)
+    for t in dynamic:
+        shape = model.get_tensor_shape(t)
+        if shape is not None and (not shape or shape[0] != 1):
+            return False
+    return True
+
+
+def _execute_per_sample(model: Any, inputs: np.ndarray, names: list[str]) -> list[np.ndarray]:
+    from finn.core.onnx_exec import execute_onnx
+
+    iname = model.graph.input[0].name
+    shape = tuple(model.get_tensor_shape(iname))
+    outs: list[list[np.ndarray]] = [[] for _ in names]
+    for x in inputs:
+        ctx = execute_onnx(model, {iname: x.reshape(shape)}, return_full_exec_context=True)
+        for acc, n in zip(outs, names, strict=True):
+            v = np.asarray(ctx[n])
+            acc.append(v if v.ndim and v.shape[0] == 1 else v[None])  # a squeezed tensor gets its batch back
+    return [np.concatenate(acc) for acc in outs]
 
 
 def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool = True) -> list[np.ndarray]:

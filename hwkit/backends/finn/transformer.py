@@ -238,3 +238,38 @@ def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
     # Squeeze() leaves a Squeeze at the input and an Unsqueeze at the output: host side, as finn-plus does
     model = _tidy(model.transform(InferLayerNorm()))
     return step_convert_to_hw(model, cfg)
+
+
+def step_transformer_set_folding(model: Any, cfg: Any) -> Any:
+    """finn-plus's transformer folding (attention, then SetFolding) for the target fps; without a target
+    (and without a folding config) every layer stays fully folded, finn-plus's default."""
+    from finn.builder.custom_step_library.transformer_adhoc import step_set_folding
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    if cfg._resolve_cycles_per_frame() is None and cfg.folding_config_file is None:  # noqa: SLF001
+        return model.transform(AnnotateCycles())
+    return step_set_folding(model, cfg)
+
+
+TRANSFORMER_STEPS = {
+    "streamline": ("step_transformer_streamline", step_transformer_streamline),
+    # named as finn-plus's step so the pass checks that nothing unmapped is left between HW layers
+    "convert_to_hw": ("step_convert_to_hw", step_transformer_convert_to_hw),
+    "set_folding": ("step_transformer_set_folding", step_transformer_set_folding),
+}
+
+
+def _factory(name: str) -> PassSpec | None:
+    key = name.removeprefix("transformer.")
+    found = TRANSFORMER_STEPS.get(key)
+    if found is None:
+        return None
+    step, fn = found
+    uses = ("clock_ns", "target_fps", "board") if key == "set_folding" else ("clock_ns", "board")
+    run = _make_step_pass(step, fn)
+    doc = (fn.__doc__ or "").strip().splitlines()[0]
+    run.__doc__ = doc
+    return PassSpec(name, run, uses, doc)
+
+
+register_factory("transformer.", _factory)
