@@ -72,17 +72,23 @@ def _norm(kind: str, dim: int) -> nn.Module:
 
 
 class Mlp(nn.Module):
-    """The encoder block's feed-forward network (what AMP prunes)."""
+    """The encoder block's feed-forward network (what AMP prunes).
+
+    It passes plain tensors (float biases, no QuantTensor between its layers), so that AMP's tracing
+    sees fc1 -> ReLU -> fc2; the exported graph is the same (the quantisers are there either way, and
+    finn-plus absorbs the float biases into the next thresholds).
+    """
 
     def __init__(self, dim: int, hidden: int, bits: int) -> None:
         super().__init__()
         import brevitas.nn as qnn
 
-        self.fc1 = _qlinear(dim, hidden, bits)
-        self.act = qnn.QuantReLU(act_quant=_act(bits, signed=False), return_quant_tensor=True)
-        self.fc2 = _qlinear(hidden, dim, bits)
+        self.fc1 = qnn.QuantLinear(dim, hidden, bias=True, weight_quant=_weight(bits), bias_quant=None)
+        self.act = qnn.QuantReLU(act_quant=_act(bits, signed=False))
+        self.fc2 = qnn.QuantLinear(hidden, dim, bias=True, weight_quant=_weight(bits), bias_quant=None)
 
     def forward(self, x: Any) -> Any:
+        x = x.value if hasattr(x, "value") else x  # the quantised values (the graph keeps the quantiser)
         return self.fc2(self.act(self.fc1(x)))
 
 
@@ -134,14 +140,14 @@ class QuantEncoder(nn.Module):
         self.embed = _qlinear(features + tokens, dim, input_bits, quant_bias=False)
         self.q_embed = qnn.QuantIdentity(act_quant=_act(bits), return_quant_tensor=True)
         self.blocks = nn.ModuleList(EncoderBlock(dim, heads, h, bits, norm) for h in hiddens)
-        self.head = _qlinear(tokens * dim, classes, input_bits)
+        self.head = _qlinear(tokens * dim, classes, input_bits, quant_bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.q_embed(self.embed(x))
         for block in self.blocks:
             x = block(x)
-        out = self.head(x.flatten(1))
-        return out.value if hasattr(out, "value") else out
+        x = x.value if hasattr(x, "value") else x  # plain tensors for the head (AMP's embedding is its input)
+        return self.head(x.flatten(1))
 
 
 def build_encoder(**kwargs: Any) -> QuantEncoder:

@@ -216,7 +216,12 @@ def _check_candidate(model: Any, x: Any, fc1: tuple[str, ...], fc2: str, hidden:
     gen = torch.Generator().manual_seed(0)
     big = 1e3 * (1.0 + float(clean_a.abs().max()))
     # 2. exclusive: noise on fc1's output, fc2's input pinned -> model output unchanged
+    opaque = []
+
     def noisy(out: Any) -> Any:
+        if not isinstance(out, torch.Tensor):  # e.g. a Brevitas QuantTensor: cannot be perturbed, not a block
+            opaque.append(out)
+            return out
         return out + torch.randn(out.shape, generator=gen, dtype=out.dtype) * big
 
     def pin(_m: Any, inp: Any) -> Any:
@@ -225,7 +230,7 @@ def _check_candidate(model: Any, x: Any, fc1: tuple[str, ...], fc2: str, hidden:
     mods = dict(model.named_modules())
     with _hooks(model, {n: (lambda _m, _i, o: noisy(o)) for n in fc1}, {fc2: pin}), torch.no_grad():
         out = flat_tensors(call_model(model, x))
-    if len(out) != len(clean_out) or not all(torch.equal(a, b) for a, b in zip(out, clean_out)):
+    if opaque or len(out) != len(clean_out) or not all(torch.equal(a, b) for a, b in zip(out, clean_out)):
         return False
     # 3./4. token- and channel-locality, and that fc1 feeds fc2 at all
     width = mods[fc1[-1]].out_features

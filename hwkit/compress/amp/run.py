@@ -19,7 +19,7 @@ from hwkit.data.calib import load_data as load_calib
 from hwkit.errors import InputError, ModelLoadError
 from hwkit.registry import register
 
-REBUILDABLE = ("qmlp", "cqmlp")
+REBUILDABLE = ("qmlp", "cqmlp", "encoder")
 """Built-in architectures whose pruned widths are described by the ``hidden`` keyword."""
 
 
