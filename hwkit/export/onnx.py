@@ -122,7 +122,14 @@ def _export_torch(module: Any, shape: tuple[int, ...], out: Path, quantised: boo
             if quantised:
                 from brevitas.export import export_onnx_qcdq
 
-                export_onnx_qcdq(module, torch.zeros(shape), str(out), **kwargs)
+                try:
+                    export_onnx_qcdq(module, torch.zeros(shape), str(out), **kwargs)
+                except RuntimeError as exc:
+                    if "does not support quantized bias" not in str(exc):
+                        raise
+                    # Brevitas's dynamo QCDQ exporter refuses integer biases (e.g. QuantMultiheadAttention's);
+                    # its TorchScript exporter takes them
+                    export_onnx_qcdq(module, torch.zeros(shape), str(out), dynamo=False, **kwargs)
             else:
                 torch.onnx.export(module, (torch.zeros(shape),), str(out), **kwargs)
     except Exception as exc:  # the exporters raise many types; all mean "cannot export this model"

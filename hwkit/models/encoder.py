@@ -31,9 +31,18 @@ def _act(bits: int, signed: bool = True) -> Any:
     return base.let(bit_width=bits)
 
 
-def _weight(bits: int) -> Any:
+def _weight(bits: int, values: str = "int") -> Any:
+    """Per-tensor signed ``bits``-bit weights: every integer (``"int"``) or powers of two on that grid
+    (``"pow2"``: hwkit's ShiftAdd quantiser, exponents 0..bits-2, see hwkit.compress.shiftadd.finn)."""
     from brevitas.quant import Int8WeightPerTensorFloat
 
+    if values == "pow2":
+        from hwkit.compress.shiftadd.pow2 import Pow2IntScaling, Pow2RoundSte
+
+        return Int8WeightPerTensorFloat.let(bit_width=bits, float_to_int_impl=Pow2RoundSte,
+                                            int_scaling_impl=Pow2IntScaling)
+    if values != "int":
+        raise ValueError(f"weights must be 'int' or 'pow2', not {values!r}")
     return Int8WeightPerTensorFloat.let(bit_width=bits)
 
 
@@ -79,13 +88,13 @@ class Mlp(nn.Module):
     finn-plus absorbs the float biases into the next thresholds).
     """
 
-    def __init__(self, dim: int, hidden: int, bits: int) -> None:
+    def __init__(self, dim: int, hidden: int, bits: int, weights: str = "int") -> None:
         super().__init__()
         import brevitas.nn as qnn
 
-        self.fc1 = qnn.QuantLinear(dim, hidden, bias=True, weight_quant=_weight(bits), bias_quant=None)
+        self.fc1 = qnn.QuantLinear(dim, hidden, bias=True, weight_quant=_weight(bits, weights), bias_quant=None)
         self.act = qnn.QuantReLU(act_quant=_act(bits, signed=False))
-        self.fc2 = qnn.QuantLinear(hidden, dim, bias=True, weight_quant=_weight(bits), bias_quant=None)
+        self.fc2 = qnn.QuantLinear(hidden, dim, bias=True, weight_quant=_weight(bits, weights), bias_quant=None)
 
     def forward(self, x: Any) -> Any:
         x = x.value if hasattr(x, "value") else x  # the quantised values (the graph keeps the quantiser)
@@ -95,21 +104,21 @@ class Mlp(nn.Module):
 class EncoderBlock(nn.Module):
     """Post-norm transformer encoder block (see the module docstring)."""
 
-    def __init__(self, dim: int, heads: int, hidden: int, bits: int, norm: str) -> None:
+    def __init__(self, dim: int, heads: int, hidden: int, bits: int, norm: str, weights: str = "int") -> None:
         super().__init__()
         import brevitas.nn as qnn
 
         self.attn = qnn.QuantMultiheadAttention(
             dim, heads, bias=True, batch_first=True, packed_in_proj=False,
-            in_proj_input_quant=None, in_proj_weight_quant=_weight(bits), in_proj_bias_quant=_bias(),
+            in_proj_input_quant=None, in_proj_weight_quant=_weight(bits, weights), in_proj_bias_quant=_bias(),
             softmax_input_quant=_act(bits), attn_output_weights_quant=_act(bits),
             q_scaled_quant=_act(bits), k_transposed_quant=_act(bits), v_quant=_act(bits),
-            out_proj_input_quant=_act(bits), out_proj_weight_quant=_weight(bits), out_proj_bias_quant=_bias(),
+            out_proj_input_quant=_act(bits), out_proj_weight_quant=_weight(bits, weights), out_proj_bias_quant=_bias(),
             out_proj_output_quant=None, return_quant_tensor=True)
         self.add1 = qnn.QuantEltwiseAdd(input_quant=_act(bits), output_quant=None, return_quant_tensor=True)
         self.norm1 = _norm(norm, dim)
         self.q1 = qnn.QuantIdentity(act_quant=_act(bits), return_quant_tensor=True)
-        self.mlp = Mlp(dim, hidden, bits)
+        self.mlp = Mlp(dim, hidden, bits, weights)
         self.add2 = qnn.QuantEltwiseAdd(input_quant=_act(bits), output_quant=None, return_quant_tensor=True)
         self.norm2 = _norm(norm, dim)
         self.q2 = qnn.QuantIdentity(act_quant=_act(bits), return_quant_tensor=True)
@@ -122,6 +131,9 @@ class EncoderBlock(nn.Module):
 class QuantEncoder(nn.Module):
     """Token classifier: (batch, tokens, features + tokens) integers -> class logits.
 
+    ``weights="pow2"`` makes the encoder blocks' weights (attention projections and FFN) ShiftAdd
+    power-of-two weights; the embedding and the head keep ``input_bits`` integer weights.
+
     The input's last ``tokens`` features are the token's position, one-hot (:func:`with_positions`):
     the embedding's weights on them are the learned positional encoding, so the encoding needs no
     separate add of a (tokens, dim) tensor, which finn-plus could not absorb into a threshold.
@@ -129,7 +141,7 @@ class QuantEncoder(nn.Module):
 
     def __init__(self, tokens: int = 8, features: int = 8, dim: int = 16, heads: int = 1, layers: int = 1,
                  hidden: int | list[int] = 32, classes: int = 10, bits: int = 4, input_bits: int = 8,
-                 norm: str = "batch") -> None:
+                 norm: str = "batch", weights: str = "int") -> None:
         super().__init__()
         import brevitas.nn as qnn
 
@@ -139,7 +151,7 @@ class QuantEncoder(nn.Module):
         self.tokens = tokens
         self.embed = _qlinear(features + tokens, dim, input_bits, quant_bias=False)
         self.q_embed = qnn.QuantIdentity(act_quant=_act(bits), return_quant_tensor=True)
-        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, h, bits, norm) for h in hiddens)
+        self.blocks = nn.ModuleList(EncoderBlock(dim, heads, h, bits, norm, weights) for h in hiddens)
         self.head = _qlinear(tokens * dim, classes, input_bits, quant_bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
