@@ -29,8 +29,8 @@ def builds(tmp_path_factory):
     acc = accuracy(model, xte, yte)
     dense = d / "dense.pt"
     torch.save(checkpoint(model, KW, xte[:8], {"test_accuracy": acc}), dense)
-    np.save(d / "x.npy", xtr[:600].numpy())
-    np.save(d / "y.npy", ytr[:600].numpy())
+    np.save(d / "x.npy", xtr.numpy())
+    np.save(d / "y.npy", ytr.numpy())
     pruned = d / "pruned.pt"
     rc = main(["prune", str(dense), "--calib", str(d / "x.npy"), "--labels", str(d / "y.npy"), "--remove", "50%",
                "--out", str(pruned), "--quiet"])

@@ -208,6 +208,24 @@ def _keep_vector_batch(model: Any) -> Any:
     return model
 
 
+def _unmapped_attention(model: Any, transform: str, exc: BaseException) -> Exception:
+    """The one-line error (exit 3) for an attention pattern finn-plus cannot convert, naming its node."""
+    from hwkit.backends.finn.execute import dynamic_tensors
+    from hwkit.errors import UnsupportedLayerError
+
+    dynamic = dynamic_tensors(model)
+    joins = [n for n in model.graph.node if n.op_type == "MatMul" and all(t in dynamic for t in n.input)]
+    heads = next((model.get_tensor_shape(n.input[0])[0] for n in joins
+                  if len(model.get_tensor_shape(n.input[0]) or ()) == 3), None)
+    where = f"node '{joins[0].name}' (op MatMul, attention scores)" if joins else "the attention"
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "an assertion on the pattern"
+    hint = (f"; the graph has {heads} attention heads: hwkit maps single-head attention (heads=1) of Brevitas's "
+            "QuantMultiheadAttention, finn-plus's multi-head split does not match its batch-first export"
+            if heads and heads > 1 else "")
+    return UnsupportedLayerError(f"{where}: finn-plus {transform} cannot map this scaled dot-product attention "
+                                 f"({type(exc).__name__}: {detail}){hint}")
+
+
 def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
     """Attention, heads, squeeze, then finn-plus's transformer HW conversion (see the module docstring)."""
     from finn.builder.custom_step_library.transformer_adhoc import step_convert_to_hw
@@ -229,7 +247,10 @@ def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
     for t in (InferMultiHeads(), MoveSplitMultiHeadsPastMultiThreshold(), AbsorbAddIntoMultiThreshold(),
               InferScaledDotProductAttention(), UnrollMultiHeadAttention(), MoveMergeMultiHeadsPastMultiThreshold(),
               AbsorbMultiThresholdIntoScaledDotProductAttention()):
-        model = _tidy(model.transform(t))
+        try:
+            model = _tidy(model.transform(t))
+        except Exception as exc:  # finn-plus asserts (or fails otherwise) on attention patterns it cannot map
+            raise _unmapped_attention(model, type(t).__name__, exc) from exc
     model = _tidy(_keep_vector_batch(_reshape_shapes_1d(model.transform(Squeeze()))))
     model = _tidy(_transposes(model))
     model = _tidy(model.transform(AbsorbAddIntoMultiThreshold()))
