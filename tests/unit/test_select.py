@@ -57,3 +57,19 @@ def test_grouped_conv_picks_the_recipes_and_plain_graphs_nothing(tmp_path):
 def test_rules_name_shipped_flows():
     shipped = set(flow_names())
     assert all(rule.flow in shipped and set(rule.replaces) <= shipped for rule in RULES)
+
+
+def test_attention_picks_the_transformer_flow_before_the_recipes(tmp_path):
+    # x (1,4,6,6) used as 4 x (6x6) "heads": scores = softmax(x @ x^T), out = scores @ x, plus a residual join
+    nodes = [helper.make_node("Transpose", ["x"], ["xt"], name="kt", perm=[0, 1, 3, 2]),
+             helper.make_node("MatMul", ["x", "xt"], ["s"], name="qk"),
+             helper.make_node("Softmax", ["s"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "x"], ["o"], name="av"),
+             helper.make_node("Add", ["o", "x"], ["y"], name="residual")]
+    choice = choose_flow(_save(tmp_path, nodes, {}), "finn-estimate")
+    assert choice is not None and choice.flow == "finn-transformer"
+    assert choice.found["attention"] == ["qk", "av"]
+
+    # a MatMul by weights without a softmax is a linear layer, not attention
+    linear = _save(tmp_path, [helper.make_node("MatMul", ["x", "w"], ["y"], name="fc")], {"w": np.ones((6, 6))})
+    assert choose_flow(linear, "finn-estimate") is None

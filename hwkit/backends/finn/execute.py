@@ -115,13 +115,17 @@ def _execute_per_sample(model: Any, inputs: np.ndarray, names: list[str]) -> lis
 
     iname = model.graph.input[0].name
     shape = tuple(model.get_tensor_shape(iname))
+    dynamic = dynamic_tensors(model)
     outs: list[list[np.ndarray]] = [[] for _ in names]
+    first: dict[str, np.ndarray] = {}
     for x in inputs:
         ctx = execute_onnx(model, {iname: x.reshape(shape)}, return_full_exec_context=True)
+        first = first or {n: np.asarray(ctx[n]) for n in names}
         for acc, n in zip(outs, names, strict=True):
             v = np.asarray(ctx[n])
             acc.append(v if v.ndim and v.shape[0] == 1 else v[None])  # a squeezed tensor gets its batch back
-    return [np.concatenate(acc) for acc in outs]
+    # constants (a quantiser's scale, say) are the same for every sample: returned once, as batched runs do
+    return [np.concatenate(acc) if n in dynamic else first[n] for n, acc in zip(names, outs, strict=True)]
 
 
 def _execute_mixed(model: Any, inputs: np.ndarray, names: list[str], fast: bool = True) -> list[np.ndarray]:

@@ -30,7 +30,19 @@ def _depthwise_convs(model: Any) -> list[str]:
             if n.op_type == "Conv" and next((a.i for a in n.attribute if a.name == "group"), 1) > 1]
 
 
+def _attention(model: Any) -> list[str]:
+    """``MatMul`` nodes of two computed tensors (attention scores or weighted values) in a graph with a Softmax."""
+    from hwkit.backends.finn.execute import dynamic_tensors
+
+    if not any(n.op_type == "Softmax" for n in model.graph.node):
+        return []
+    dynamic = dynamic_tensors(model)
+    return [n.name or n.output[0] for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) == 2 and all(t in dynamic for t in n.input)]
+
+
 FEATURES: dict[str, tuple[Callable[[Any], list[str]], str]] = {
+    "attention": (_attention, "scaled dot-product attention"),
     "residual": (_residual_adds, "residual adds"),
     "depthwise": (_depthwise_convs, "depthwise convolutions"),
 }
@@ -52,6 +64,9 @@ class Rule:
 
 
 RULES: tuple[Rule, ...] = (
+    Rule("finn-transformer", ("finn-estimate",), ("attention",),
+         "finn-plus's default steps have no attention layer; finn-transformer streamlines the encoder and maps it "
+         "to finn-plus's ScaledDotProductAttention, ElementwiseAdd and ReplicateStream layers"),
     Rule("finn-recipes", ("finn-estimate",), ("residual", "depthwise"),
          "finn-plus's default streamlining leaves such convolutions with float inputs, which it cannot map to "
          "HW layers; finn-recipes adds the reordering FINN's own example builds use"),
