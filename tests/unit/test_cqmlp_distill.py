@@ -209,3 +209,75 @@ def test_device_choice():
     if not torch.cuda.is_available():
         with pytest.raises(InputError, match="no CUDA GPU"):
             resolve_device("cuda")
+
+
+def test_init_from_checkpoint_continues_a_trained_model(tmp_path):
+    import torch
+
+    from hwkit.compress.cqmlp.model import build_cqmlp
+    from hwkit.compress.cqmlp.train import TrainConfig, init_from_checkpoint, train_cqmlp
+
+    split = _split()
+    first = train_cqmlp(split, TrainConfig(epochs=1, batch_size=256, lr=3e-3, patience=0, seed=3), tmp_path / "a.pt",
+                        {"name": "test"})
+    saved = torch.load(first.checkpoint, weights_only=True)["state_dict"]
+    # every tensor is copied, the activation scales included
+    model = build_cqmlp(per_channel=True)
+    init_from_checkpoint(model, first.checkpoint)
+    for k, v in saved.items():
+        assert torch.equal(model.state_dict()[k], v), k
+    # a run with lr ~0 that starts from it keeps its weights; one from scratch (another seed) does not
+    tiny = TrainConfig(epochs=1, batch_size=256, lr=1e-12, patience=0, seed=0, schedule="constant")
+    cont = train_cqmlp(split, TrainConfig(**{**tiny.__dict__, "init_from": str(first.checkpoint)}),
+                       tmp_path / "b.pt", {"name": "test"})
+    fresh = train_cqmlp(split, tiny, tmp_path / "c.pt", {"name": "test"})
+    w_cont = torch.load(cont.checkpoint, weights_only=True)["state_dict"]["0.weight"]
+    w_fresh = torch.load(fresh.checkpoint, weights_only=True)["state_dict"]["0.weight"]
+    torch.testing.assert_close(w_cont, saved["0.weight"])
+    assert not torch.allclose(w_fresh, saved["0.weight"])
+    assert cont.summary["config"]["init_from"] == str(first.checkpoint)
+    with pytest.raises(InputError, match="do not match"):
+        init_from_checkpoint(build_cqmlp(depth=2, per_channel=True), first.checkpoint)
+    with pytest.raises(InputError, match="give one"):
+        train_cqmlp(split, TrainConfig(epochs=1, teacher=str(first.checkpoint), init_from_teacher=True,
+                                       init_from=str(first.checkpoint)), tmp_path / "d.pt", {"name": "test"})
+
+
+def test_bn_recalibration_sets_the_plain_average_of_the_pre_activations(tmp_path):
+    import torch
+    from torch import nn
+
+    from hwkit.compress.cqmlp.model import build_cqmlp
+    from hwkit.compress.cqmlp.train import TrainConfig, recalibrate_bn, train_cqmlp
+
+    split = _split()
+    torch.manual_seed(0)
+    model = build_cqmlp(per_channel=True)
+    model.train()
+    model(torch.from_numpy(split.train.x[:256]).float())  # initialise the activation scales; moves running stats
+    x = split.train.x[:1000]
+    pre: list[torch.Tensor] = []
+    h = model[0].register_forward_hook(lambda _m, _i, out: pre.append(out.detach()))
+    recalibrate_bn(model, x, batch=250)  # 4 equal batches: the cumulative average, not a momentum one
+    h.remove()
+    first = torch.cat(pre)
+    bn = model[1]
+    assert isinstance(bn, nn.BatchNorm1d) and not model.training and bn.momentum == 0.1
+    torch.testing.assert_close(bn.running_mean, first.mean(0), rtol=1e-5, atol=1e-4)
+    # per batch, unbiased variances averaged over the 4 batches
+    var = torch.stack([first[i:i + 250].var(0, unbiased=True) for i in range(0, 1000, 250)])
+    torch.testing.assert_close(bn.running_var, var.mean(0), rtol=1e-4, atol=1e-3)
+    # in training, the saved model's statistics are the recalibrated ones (they differ from the momentum ones)
+    cfg = TrainConfig(epochs=1, batch_size=256, lr=3e-3, patience=0, seed=0)
+    plain = train_cqmlp(split, cfg, tmp_path / "p.pt", {"name": "test"})
+    recal = train_cqmlp(split, TrainConfig(**{**cfg.__dict__, "bn_recalibrate": 700}), tmp_path / "r.pt",
+                        {"name": "test"})
+    sp = torch.load(plain.checkpoint, weights_only=True)["state_dict"]
+    sr = torch.load(recal.checkpoint, weights_only=True)["state_dict"]
+    torch.testing.assert_close(sp["0.weight"], sr["0.weight"])  # same training
+    assert not torch.allclose(sp["1.running_mean"], sr["1.running_mean"])
+    check = build_cqmlp(per_channel=True)
+    check.load_state_dict(sp)
+    pick = np.sort(np.random.default_rng(1).choice(len(split.train), 700, replace=False))
+    recalibrate_bn(check, split.train.x[pick])
+    torch.testing.assert_close(check.state_dict()["1.running_mean"], sr["1.running_mean"])

@@ -70,6 +70,12 @@ def add_parser(sub: Any) -> None:
                    help="weight of hidden-feature matching (MSE of the BatchNorm outputs; default 0 = off)")
     d.add_argument("--init-from-teacher", action="store_true",
                    help="start from the teacher's weights, then anneal through --pretrain-bits to --bits")
+    t.add_argument("--init-from", metavar="CKPT",
+                   help="start from this trained CQMLP checkpoint (same topology; e.g. continue the bundled model "
+                        "with a distillation tail)")
+    t.add_argument("--bn-recalibrate", type=integer(0), metavar="N",
+                   help="before every validation, re-estimate the BatchNorm statistics over N seeded training "
+                        "windows with the current weights (default 0 = off)")
     t.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                    help="where to train (default cpu; auto = cuda when torch sees a GPU)")
     t.add_argument("--patience", type=integer(0, 10**6), default=3,
@@ -102,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
     if args.float_twin and (args.distill or args.teacher or args.init_from_teacher):
         raise InputError("--float-twin trains the teacher itself; it takes no --teacher, --distill or "
                          "--init-from-teacher")
+    if args.init_from and (args.init_from_teacher or args.float_twin):
+        raise InputError("--init-from sets the starting weights; it takes no --init-from-teacher or --float-twin")
+    if args.init_from and not Path(args.init_from).is_file():
+        raise InputError(f"--init-from {args.init_from}: no checkpoint there")
     if args.init_from_teacher and not (args.distill or args.teacher):
         raise InputError("--init-from-teacher needs --teacher CKPT or --distill")
     # the integer flags are range-checked by argparse (hwkit.cli.args.integer)

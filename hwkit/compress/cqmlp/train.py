@@ -126,6 +126,13 @@ class TrainConfig:
     them), then train at ``pretrain_bits`` (annealing) and ``bits``."""
     float_twin: bool = False
     """Train the unquantised twin of the topology instead (the teacher that ``distill`` trains)."""
+    init_from: str | None = None
+    """Start from this trained CQMLP checkpoint (same topology, any width): every tensor whose name and shape match,
+    quantiser scales included (a learned weight scale it lacks starts from statistics). Continues a finished model
+    with another loss or schedule, e.g. a distillation tail after the bundled 2-bit run."""
+    bn_recalibrate: int = 0
+    """Before every validation, re-estimate the BatchNorm running statistics as the plain average over this many
+    seeded training windows with the current weights (0 = off: the running averages of training, momentum 0.1)."""
     device: str = "cpu"
     """cpu | cuda | auto (cuda when torch sees a GPU)."""
 
@@ -147,13 +154,14 @@ class TrainConfig:
 # Settings that must match between a saved training state and a resumed run (others may change).
 RESUME_FIXED = ("bits", "depth", "window", "stride", "split", "fractions", "batch_size", "max_train_windows", "seed",
                 "per_channel", "weight_scaling", "weight_values", "pretrain_bits", "pretrain_epochs", "distill",
-                "ce_weight", "kd_weight", "kd_temperature", "feature_weight", "init_from_teacher", "float_twin")
+                "ce_weight", "kd_weight", "kd_temperature", "feature_weight", "init_from_teacher", "float_twin",
+                "init_from")
 SCHEDULES = ("constant", "onecycle")
 DEVICES = ("cpu", "cuda", "auto")
 _FIELD_DEFAULTS: dict[str, Any] = {"weight_scaling": "max", "weight_values": "int", "pretrain_bits": [],
                                    "pretrain_epochs": [], "distill": False, "ce_weight": 1.0, "kd_weight": 1.0,
                                    "kd_temperature": 2.0, "feature_weight": 0.0, "init_from_teacher": False,
-                                   "float_twin": False}
+                                   "float_twin": False, "init_from": None}
 STAGE_WARMUP = 0.02
 """Warm-up fraction of every progressive-quantisation stage after the first (it starts from trained weights)."""
 
@@ -546,6 +554,8 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     if cfg.max_train_windows is not None and len(train_w) > cfg.max_train_windows:
         pick = np.random.default_rng(cfg.seed).choice(len(train_w), cfg.max_train_windows, replace=False)
         train_w = train_w.take(np.sort(pick))
+    if cfg.init_from is not None and cfg.init_from_teacher:
+        raise InputError("--init-from and --init-from-teacher both set the starting weights; give one")
     fp = fingerprint(split)
     device = resolve_device(cfg.device)
     teacher_path = _teacher_for(split, cfg, out, data_desc, progress, fp)
@@ -573,6 +583,12 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
             init_from(model, teacher, teacher_path)
     elif cfg.init_from_teacher:
         raise InputError("--init-from-teacher needs a teacher (--teacher FILE or --distill)")
+    if cfg.init_from is not None:
+        init_from_checkpoint(model, Path(cfg.init_from))
+    recal_x = None
+    if cfg.bn_recalibrate:
+        k = min(cfg.bn_recalibrate, len(train_w))
+        recal_x = train_w.x[np.sort(np.random.default_rng(cfg.seed + 1).choice(len(train_w), k, replace=False))]
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -688,6 +704,8 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
         s_feats.clear()
         train_s += dt
         samples += n
+        if recal_x is not None:
+            recalibrate_bn(model, recal_x, device)
         val_loss, val_pred = _evaluate(model, split.val, device)
         val_acc = float((val_pred == split.val.y).mean())
         improved = final and val_loss < best["val_loss"]
@@ -752,6 +770,53 @@ def init_from(model: Any, teacher: Any, where: Path | str = "teacher") -> None:
     if wrong:
         raise InputError(f"{where}: the teacher's layers do not match this CQMLP's ({', '.join(wrong[:3])})")
     model.load_state_dict({k: v for k, v in src.items()}, strict=False)
+
+
+def init_from_checkpoint(model: Any, path: Path) -> None:
+    """Copy every tensor of the CQMLP checkpoint ``path`` whose name and shape match into ``model`` (weights, biases,
+    BatchNorm, quantiser scales); read with ``weights_only=True``. Every Linear weight must match."""
+    src = load_teacher(path, _window_of(model)).state_dict()
+    dst = model.state_dict()
+    wrong = [k for k, v in dst.items() if k.endswith(".weight") and (k not in src or src[k].shape != v.shape)]
+    if wrong:
+        raise InputError(f"{path}: its layers do not match this CQMLP's ({', '.join(wrong[:3])})")
+    # keys the model does not list yet are Brevitas' activation scales, created on their first statistics pass:
+    # loading them sets them (and ends that pass)
+    model.load_state_dict({k: v for k, v in src.items() if k not in dst or src[k].shape == dst[k].shape},
+                          strict=False)
+
+
+def _window_of(model: Any) -> int:
+    from hwkit.compress.cqmlp.model import FRAME_BYTES
+
+    first = next(m for m in model.modules() if hasattr(m, "in_features"))
+    return int(first.in_features) // FRAME_BYTES
+
+
+def recalibrate_bn(model: Any, x: np.ndarray, device: Any = "cpu", batch: int = 4096) -> None:
+    """Re-estimate every BatchNorm1d's running mean and variance as the plain average over the windows ``x`` (uint8)
+    with the model's current weights (training-mode batch statistics, no gradient); leaves ``model`` in eval mode.
+
+    During quantisation-aware training the 2-bit weights keep flipping between levels, so the momentum averages
+    lag the final weights; re-estimating them is free accuracy (docs/cqmlp.md)."""
+    import torch
+    from torch import nn
+
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm1d)]
+    model.eval()
+    momenta = [b.momentum for b in bns]
+    for b in bns:
+        b.reset_running_stats()
+        b.momentum = None  # cumulative average
+        b.train()
+    try:
+        with torch.no_grad():
+            for i in range(0, len(x), batch):
+                model(torch.from_numpy(x[i:i + batch]).float().to(device))
+    finally:
+        for b, mo in zip(bns, momenta, strict=True):
+            b.momentum = mo
+        model.eval()
 
 
 def _teacher_for(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, Any],
