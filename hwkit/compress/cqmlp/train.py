@@ -588,7 +588,8 @@ def train_cqmlp(split: Split, cfg: TrainConfig, out: Path, data_desc: dict[str, 
     recal_x = None
     if cfg.bn_recalibrate:
         k = min(cfg.bn_recalibrate, len(train_w))
-        recal_x = train_w.x[np.sort(np.random.default_rng(cfg.seed + 1).choice(len(train_w), k, replace=False))]
+        # in random order: batches of consecutive windows would miss the variance between stretches of a capture
+        recal_x = train_w.x[np.random.default_rng(cfg.seed + 1).choice(len(train_w), k, replace=False)]
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -796,6 +797,7 @@ def _window_of(model: Any) -> int:
 def recalibrate_bn(model: Any, x: np.ndarray, device: Any = "cpu", batch: int = 4096) -> None:
     """Re-estimate every BatchNorm1d's running mean and variance as the plain average over the windows ``x`` (uint8)
     with the model's current weights (training-mode batch statistics, no gradient); leaves ``model`` in eval mode.
+    ``x`` should be in random order: the variance is averaged within batches.
 
     During quantisation-aware training the 2-bit weights keep flipping between levels, so the momentum averages
     lag the final weights; re-estimating them is free accuracy (docs/cqmlp.md)."""
