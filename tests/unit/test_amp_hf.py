@@ -393,3 +393,21 @@ def test_reconstruction_of_a_plain_mlp_stack_skips_the_shared_layer():
     assert rep[1]["rel_err_after"] < rep[1]["rel_err_before"]
     with torch.no_grad():
         assert student(x).shape == (256, 5)
+
+
+def test_remove_search_stops_early_with_the_same_widths(tmp_path):
+    """--remove: ΔE searches whose share is already known to be off target stop early; the widths, the ΔE and the
+    loss equal those of the search that finishes every ΔE search, with fewer probes."""
+    hf = tiny_bert.save_dir(tmp_path / "tiny4", num_hidden_layers=4)
+    t = tok.load_text(_write(tmp_path / "s.txt", tiny_bert.sentences(64)), hf, 32)
+    m = load_hf_dir(hf).module
+    cal, val = amp.batches(t[:32], None, 16), amp.batches(t[32:64], None, 16)
+    for target in (0.4, 0.6):
+        full, fast = (amp.amp_search(m, cal, val, amp.AmpConfig(remove=target, remove_exact=exact, batch_size=16))
+                      for exact in (True, False))
+        assert fast.widths_after == full.widths_after and fast.threshold == full.threshold
+        assert fast.loss_after == full.loss_after and fast.mlp_removed == full.mlp_removed >= target
+        assert not any(s.get("stopped_early") for s in full.remove["searches"])
+        assert any(s.get("stopped_early") for s in fast.remove["searches"])
+        assert fast.remove["probes_evaluated"] < full.remove["probes_evaluated"]
+        assert [s["delta_e"] for s in fast.remove["searches"]] == [s["delta_e"] for s in full.remove["searches"]]

@@ -83,6 +83,9 @@ class AmpConfig:
     reconstruct: str = "auto"
     """Closed-form re-fit of each pruned block's fc2 after the search (:mod:`hwkit.compress.amp.reconstruct`):
     on | off | auto (on for token inputs: Hugging Face encoders and --arch builders fed token sets)."""
+    remove_exact: bool = False
+    """With ``remove``: finish every ΔE search of the bisection (by default a search stops once its removed share is
+    known to be below the target or above target + 0.02; the widths found are the same, the probes fewer)."""
     reconstruct_ridge: float = 0.1
     """Ridge strength of the re-fit, relative to the mean diagonal of the kept activations' Gram matrix."""
 
@@ -585,7 +588,23 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 return torch.argsort(rescored[key], descending=True, stable=True)
             return torch.argsort(scores[li], descending=True, stable=True)
 
-        def search(th: float, verbose: bool) -> tuple[list[int], list[Any], list[SearchStep], float]:
+        def narrowest(h: int) -> int:
+            """The smallest width the halvings can reach from [0, h] (every probe accepted)."""
+            hi = h
+            for _ in range(cfg.steps):
+                if hi // 2 < cfg.min_width:
+                    break
+                hi //= 2
+            return hi
+
+        floor = [narrowest(b.hidden) for b in blocks]
+
+        def search(th: float, verbose: bool, target: float | None = None
+                   ) -> tuple[list[int], list[Any], list[SearchStep], float]:
+            """One search at ΔE ``th``. With ``target`` it stops as soon as the removed fraction is known to be
+            below ``target`` or above ``target`` + 0.02 whatever the blocks not yet searched do (only that class
+            matters to the --remove bisection): the blocks not searched are then left whole (so the fraction of
+            the returned widths falls in the same class) and the loss returned is NaN."""
             slicer.restore()
             widths = [b.hidden for b in blocks]
             orders: list[Any] = [torch.arange(b.hidden) for b in blocks]
@@ -621,6 +640,11 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 e_prev = e_keep
                 if verbose:
                     say(f"AMP: {b.name}: {b.hidden} -> {k} neurons, loss {e_prev:.5f}")
+                if target is not None and li > 0:
+                    least = removed_fraction(blocks, widths, costs)  # the blocks before li kept whole
+                    most = removed_fraction(blocks, [*floor[:li], *widths[li:]], costs)
+                    if least > target + 0.02 or most < target:
+                        return widths, orders, trace, float("nan")
             return widths, orders, trace, e_prev
 
         remove_info: dict[str, Any] | None = None
@@ -633,11 +657,13 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
             above: tuple[float, float] | None = None
             tried = []
             for _ in range(16):
-                w, *_rest = search(th, False)
+                w, _o, _t, e_end = search(th, False, None if cfg.remove_exact else target)
                 r = removed_fraction(blocks, w, costs)
-                tried.append({"delta_e": th, "removed": r})
-                say(f"AMP: ΔE {th:.3g} nats ({th / max(abs(e0), 1e-12):.3g} of E0) removes {r * 100:.1f} % "
-                    f"of the MLP parameters")
+                partial = e_end != e_end  # stopped early: r is a lower bound above target + 0.02 or below target
+                tried.append({"delta_e": th, "removed": r, **({"stopped_early": True} if partial else {})})
+                say(f"AMP: ΔE {th:.3g} nats ({th / max(abs(e0), 1e-12):.3g} of E0) removes "
+                    f"{'at least ' if partial and r > target else 'less than ' if partial else ''}"
+                    f"{(r if not partial or r > target else target) * 100:.1f} % of the MLP parameters")
                 if r >= target:
                     above = (th, r) if above is None or th < above[0] else above
                 else:
