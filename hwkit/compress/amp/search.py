@@ -603,8 +603,9 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                    ) -> tuple[list[int], list[Any], list[SearchStep], float]:
             """One search at ΔE ``th``. With ``target`` it stops as soon as the removed fraction is known to be
             below ``target`` or above ``target`` + 0.02 whatever the blocks not yet searched do (only that class
-            matters to the --remove bisection): the blocks not searched are then left whole (so the fraction of
-            the returned widths falls in the same class) and the loss returned is NaN."""
+            matters to the --remove bisection): the block being searched is then returned at the widest width
+            it can still end on and the blocks not searched whole (so the fraction of the returned widths falls in
+            the same class), and the loss returned is NaN."""
             slicer.restore()
             widths = [b.hidden for b in blocks]
             orders: list[Any] = [torch.arange(b.hidden) for b in blocks]
@@ -615,6 +616,10 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 order = order_of(li, widths)
                 lo, hi, k, e_keep = 0, b.hidden, b.hidden, None
                 for step in range(cfg.steps):
+                    # the width this search ends on lies in [max(lo, floor), hi]: stop when that already decides
+                    if target is not None and decided(li, widths, hi, max(lo, floor[li]), target):
+                        widths[li] = hi
+                        return widths, orders, trace, float("nan")
                     mid = (lo + hi) // 2
                     if mid < cfg.min_width:
                         break
@@ -640,12 +645,16 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                 e_prev = e_keep
                 if verbose:
                     say(f"AMP: {b.name}: {b.hidden} -> {k} neurons, loss {e_prev:.5f}")
-                if target is not None and li > 0:
-                    least = removed_fraction(blocks, widths, costs)  # the blocks before li kept whole
-                    most = removed_fraction(blocks, [*floor[:li], *widths[li:]], costs)
-                    if least > target + 0.02 or most < target:
-                        return widths, orders, trace, float("nan")
+                if target is not None and li > 0 and decided(li, widths, k, k, target):
+                    return widths, orders, trace, float("nan")
             return widths, orders, trace, e_prev
+
+        def decided(li: int, widths: list[int], widest: int, narrowest_k: int, target: float) -> bool:
+            """Whether the removed share is surely below ``target`` or above ``target`` + 0.02 when block ``li`` ends
+            between ``narrowest_k`` and ``widest`` neurons and the blocks before it anywhere they can reach."""
+            least = removed_fraction(blocks, [*(b.hidden for b in blocks[:li]), widest, *widths[li + 1:]], costs)
+            most = removed_fraction(blocks, [*floor[:li], narrowest_k, *widths[li + 1:]], costs)
+            return least > target + 0.02 or most < target
 
         remove_info: dict[str, Any] | None = None
         if cfg.remove is None:
