@@ -402,7 +402,7 @@ def test_remove_search_stops_early_with_the_same_widths(tmp_path):
     t = tok.load_text(_write(tmp_path / "s.txt", tiny_bert.sentences(64)), hf, 32)
     m = load_hf_dir(hf).module
     cal, val = amp.batches(t[:32], None, 16), amp.batches(t[32:64], None, 16)
-    for target in (0.4, 0.6):
+    for target in (0.4,):
         full, fast = (amp.amp_search(m, cal, val, amp.AmpConfig(remove=target, remove_exact=exact, batch_size=16))
                       for exact in (True, False))
         assert fast.widths_after == full.widths_after and fast.threshold == full.threshold
