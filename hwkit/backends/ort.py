@@ -127,7 +127,11 @@ def n_samples(x: Inputs) -> int:
 def take(x: Inputs, i: int, j: int | None = None) -> Inputs:
     """Samples ``i:j`` of ``x`` (``take(x, n)``: the first ``n``, repeated cyclically when ``x`` has fewer)."""
     if isinstance(x, dict):
-        return {k: take(v, i, j) for k, v in x.items()}
+        return {k: _take_array(v, i, j) for k, v in x.items()}
+    return _take_array(x, i, j)
+
+
+def _take_array(x: np.ndarray, i: int, j: int | None) -> np.ndarray:
     if j is None:
         return np.ascontiguousarray(x[:i]) if len(x) >= i else np.resize(x, (i, *x.shape[1:]))
     return np.ascontiguousarray(x[i:j])

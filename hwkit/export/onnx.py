@@ -14,7 +14,7 @@ static QDQ int8 (``quantize_static`` with a calibration set) or weight-only 4-bi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -255,8 +255,8 @@ def _export_hf_dir(art: Artifact, ctx: Context, out: Path, n_test: int) -> Artif
     graph = onnx.load(str(out))
     onnx.checker.check_model(graph)
     refs = {}
-    for name, arr in (("golden_in", golden), ("test_in", test)):
-        np.savez(ctx.work_dir / f"{name}.npz", **arr)
+    for name, named in (("golden_in", golden), ("test_in", test)):
+        np.savez(ctx.work_dir / f"{name}.npz", **cast("dict[str, Any]", named))  # numpy stubs type ** as allow_pickle
         refs[name] = str((ctx.work_dir / f"{name}.npz").relative_to(ctx.out_dir))
     for name, arr in (("golden_out_torch", torch_golden), ("test_out_torch", torch_test)):
         np.save(ctx.work_dir / f"{name}.npy", arr)

@@ -189,7 +189,7 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
         for h in hooks:
             h.remove()
 
-    report = []
+    report: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
         fc2 = smods[b.fc2]
         if fc2.out_features != tmods[b.fc2].out_features:  # fc2 is also a pruned fc1 (plain MLP stacks): the

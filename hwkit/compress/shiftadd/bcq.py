@@ -430,6 +430,7 @@ def _plain_eager() -> bool:
     return _DISPATCH_MODE is None or _DISPATCH_MODE() is None  # not under FlopCounterMode, fake tensors, ...
 
 
+_DISPATCH_MODE: Any
 try:
     from torch.utils._python_dispatch import _get_current_dispatch_mode as _DISPATCH_MODE
 except ImportError:  # pragma: no cover - older torch
