@@ -147,7 +147,7 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_budget(tmp_path):
     assert victim is not None, "no trial was training while another had finished"
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=60)
-    assert worker.returncode == 130 and "interrupted; finished trials are kept" in err
+    assert worker.returncode == 130 and "interrupted; finished trials are kept" in err, (worker.returncode, err[-3000:])
     after = {t.number: t for t in load(url, "r").get_trials()}
     assert [n for n, t in after.items() if t.state.name == "FAIL"] == [victim]  # the interrupted trial
     assert not any(t.state.name == "RUNNING" for t in after.values())
