@@ -11,8 +11,8 @@ and runs every test window through
 - the Brevitas model in PyTorch (eval mode, float logits);
 - the streamlined FINN graph (``passes/04-finn.streamline/model.onnx``, batched);
 - the folded HW graph (``passes/12-finn.minimize_bit_width/model.onnx``, the input of the
-  ``finn-hw`` verify pass), sample by sample with FINN's Python execution (1-10 ms a window here,
-  depending on the load; ``--jobs`` splits the windows over processes).
+  ``finn-hw`` verify pass), through hwkit's executor (MVAU and Thresholding on the whole batch with
+  FINN's integer arithmetic, hwkit/backends/finn/batched.py; ``--jobs`` splits the windows over processes).
 
 It prints the number of windows, the predicted classes that differ between PyTorch and the HW graph
 (apart from exact ties), the largest absolute logit error, and the integer-domain elements (the last
