@@ -125,8 +125,11 @@ def test_ctrl_c_keeps_finished_trials_and_resume_completes_the_budget(tmp_path):
     cfg = write_cfg(tmp_path / "r.toml", trials=4, epochs=epochs, windows=3000)
     out = tmp_path / "out"
     url = f"sqlite:///{out / 'explore.db'}"
+    # a shell starts background jobs with SIGINT ignored, and an ignored signal is inherited: restore the
+    # default so that the worker gets Python's KeyboardInterrupt however pytest itself was started
     worker = subprocess.Popen([sys.executable, "-m", "hwkit.cli", "explore", str(cfg), "--out", str(out)],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     done: dict[int, tuple[float, ...]] = {}
     victim = None
