@@ -259,18 +259,7 @@ def _check_candidate(model: Any, x: Any, fc1: tuple[str, ...], fc2: str, hidden:
 
 
 def _trial_slice(model: Any, block: MlpBlock, x: Any, clean_out: list[Any]) -> bool:
-    import torch
-
-    sl = Slicer(model, [block])
-    try:
-        sl.set(0, torch.arange(1, block.hidden))
-        with torch.no_grad():
-            out = flat_tensors(call_model(model, x))
-        return len(out) == len(clean_out) and all(a.shape == b.shape for a, b in zip(out, clean_out))
-    except (RuntimeError, ValueError, IndexError):
-        return False
-    finally:
-        sl.restore()
+    return _trial_slice_all(model, [block], x, clean_out)
 
 
 def find_mlp_blocks_reference(model: Any, example: Any) -> list[MlpBlock]:
