@@ -11,6 +11,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "mlp_w2a2_digits.pt"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests (small models: one thread is fastest, and CI has two cores);
+    the previous count is restored afterwards. Use with ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def make_qmlp(in_features: int = 16, hidden: tuple[int, ...] = (16, 8), out: int = 4, bits: int = 2, seed: int = 0):
     """A small Brevitas MLP with non-trivial BatchNorm statistics, in eval mode."""
     import torch

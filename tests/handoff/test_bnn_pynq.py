@@ -25,12 +25,7 @@ from tests.handoff.bnn import SMALL, bnn_pynq, calibrate, compile_args, input_sh
 STAGES = [("torch", "qonnx"), ("qonnx", "finn-streamlined"), ("finn-streamlined", "finn-hw")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _check_verified(report) -> None:

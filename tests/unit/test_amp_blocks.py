@@ -17,12 +17,7 @@ FC2 = {"vit": "mlp.fc2", "bert": "output.dense", "clip": "mlp.c_proj", "swiglu":
        "eva-subln": "mlp.fc2"}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _x(n: int = 6, seed: int = 0):

@@ -22,12 +22,7 @@ from tests.unit import tiny_bert  # noqa: E402
 ARCH = "tests.unit.tiny_bert:build"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _float_ckpt(path, hidden=(24, 12), softmax=False, seed=0):
