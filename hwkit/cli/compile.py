@@ -40,7 +40,7 @@ def add_parser(sub: Any) -> None:
                    "or pkg.mod:fn returning a DataLoader")
     c.add_argument("--quantize-method", choices=["ptq", "qat"],
                    help="with --quantize: ptq or qat (PTQ then distillation epochs; the default with --qat-epochs)")
-    c.add_argument("--qat-epochs", type=int, help="with --quantize-method qat: epochs (default 3)")
+    c.add_argument("--qat-epochs", type=integer(0, 100_000), help="with --quantize-method qat: epochs (default 3)")
     c.add_argument("--layer-bits", help="with --quantize: per-layer weight widths NAME=BITS[,NAME=BITS...]")
     c.add_argument("--finn-option", action="append", default=[], metavar="KEY=VALUE",
                    help="set a finn-plus DataflowBuildConfig field for every finn.* pass (repeatable; VALUE is "
@@ -48,7 +48,7 @@ def add_parser(sub: Any) -> None:
     c.add_argument("--exporter", choices=("auto", "torchscript", "dynamo"),
                    help="PyTorch ONNX exporter for the QONNX export (default auto: Brevitas's default, then the "
                    "TorchScript exporter if that fails)")
-    c.add_argument("--runs", type=int, metavar="N",
+    c.add_argument("--runs", type=integer(1, 10_000_000), metavar="N",
                    help="timed runs of each measurement on measuring targets (--target cpu; default 500); "
                    "warm-up and batch runs shrink with it")
     c.add_argument("--require-fit", action="store_true", help="exit with 6 when the design does not fit the part")

@@ -131,6 +131,7 @@ _COMPILE = ["compile", "{tiny}", "--target", "zcu104", "--out", "{out}", "--quie
     (["--target-fps", "0.1"], "--target-fps"), (["--golden-batch", "-3"], "--golden-batch"),
     (["--golden-batch", "0"], "--golden-batch"), (["--golden-batch", "1e9"], "--golden-batch"),
     (["--input-shape", "1,nan"], "--input-shape"), (["--input-dtype", "BOGUS"], "--input-dtype"),
+    (["--runs", "0"], "--runs"), (["--quantize", "w4a4", "--qat-epochs", "-2"], "--qat-epochs"),
 ])
 def test_compile_numbers(extra: list[str], flag: str, files: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "build"
@@ -166,6 +167,12 @@ def test_bench_numbers(extra: list[str], flag: str, files: dict[str, Path], tmp_
     ("prune", ["--delta-e", "nan"], "--delta-e"), ("prune", ["--temp-inv", "inf"], "--temp-inv"),
     ("prune", ["--distill-lr", "nan"], "--distill-lr"), ("shiftadd", ["--lr", "nan"], "--lr"),
     ("shiftadd", ["--route-share", "2"], "--route-share"), ("shiftadd", ["--weight-bits", "0"], "--weight-bits"),
+    # hwkit quantize once took these unchecked: nan lr -> internal error, --weight-bits 0 -> silently 8 bits,
+    # --seed -5 -> internal error, --bias-bits 99 -> accepted
+    ("quantize", ["--qat-lr", "nan", "--method", "qat"], "--qat-lr"), ("quantize", ["--qat-lr", "0"], "--qat-lr"),
+    ("quantize", ["--weight-bits", "0"], "--weight-bits"), ("quantize", ["--act-bits", "1"], "--act-bits"),
+    ("quantize", ["--seed", "-5"], "--seed"), ("quantize", ["--bias-bits", "99"], "--bias-bits"),
+    ("quantize", ["--qat-epochs", "-1"], "--qat-epochs"), ("quantize", ["--threads", "0"], "--threads"),
 ])
 def test_compress_numbers(cmd: str, extra: list[str], flag: str, files: dict[str, Path], tmp_path: Path) -> None:
     res = run_inprocess([cmd, files["tiny"], "--calib", "digits", "--out", tmp_path / "o" / "m.pt", "--quiet", *extra])

@@ -172,3 +172,20 @@ def test_with_quantize_puts_the_pass_first_and_renumbers():
     assert [s.id for s in flow.steps[:3]] == ["01-quantize", "02-export_qonnx", "03-finn.qonnx_to_finn"]
     assert len(flow.steps) == len(base.steps) + 1 and flow.steps[-1].id == f"{len(flow.steps):02d}-finn.hw_codegen"
     assert opts_from_params({"bits": "w2a4", "calib": "x"}) == {"weight_bits": 2, "act_bits": 4, "calib": "x"}
+
+
+@pytest.mark.parametrize("opts,flag", [
+    ({"weight_bits": 0}, "--weight-bits"), ({"act_bits": "x"}, "--act-bits"), ({"qat_lr": float("nan")}, "--qat-lr"),
+    ({"qat_lr": -1e-3}, "--qat-lr"), ({"seed": -1}, "--seed"), ({"bias_bits": 1}, "--bias-bits"),
+    ({"qat_epochs": 2.5}, "--qat-epochs"), ({"weight_bits": True}, "--weight-bits"),
+])
+def test_flow_params_numbers_are_checked(opts, flag, tmp_path):
+    """A flow file's quantize params are checked like the flags (0 bits once fell back to 8 silently)."""
+    from hwkit.compress.quantize.run import quantize_file
+    from hwkit.config import CompileSettings
+    from hwkit.errors import InputError
+
+    src = _float_ckpt(tmp_path / "m.pt")
+    with pytest.raises(InputError, match=flag):
+        quantize_file(src, CompileSettings(), {"calib": "digits", **opts}, tmp_path / "q.pt", tmp_path)
+    assert not (tmp_path / "q.pt").exists()

@@ -12,15 +12,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from hwkit.cli.args import json_object, shape
+from hwkit.cli.args import integer, json_object, number, shape
 
 
 def add_parser(sub: Any) -> None:
     """Register the subcommand."""
     p = sub.add_parser("quantize", help="quantise a float model with Brevitas (PTQ / QAT) for FINN and CPUs")
     p.add_argument("model", help="float hwkit checkpoint, or a state dict with --arch")
-    p.add_argument("--weight-bits", type=int, default=8, help="weight bit width (default 8)")
-    p.add_argument("--act-bits", type=int, default=8, help="activation bit width (default 8)")
+    p.add_argument("--weight-bits", type=integer(2, 16), default=8, help="weight bit width (default 8)")
+    p.add_argument("--act-bits", type=integer(2, 16), default=8, help="activation bit width (default 8)")
     p.add_argument("--bits", help="both at once, e.g. w4a4 (overrides --weight-bits/--act-bits)")
     p.add_argument("--layer-bits", help="per-layer weight widths, NAME=BITS[,NAME=BITS...] (PyTorch module paths)")
     p.add_argument("--calib", required=True,
@@ -31,16 +31,17 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--method", choices=["ptq", "qat"],
                    help="ptq: calibration (+ GPTQ / bias correction where they help); qat: then distillation "
                         "epochs (default: qat when --qat-epochs > 0, else ptq)")
-    p.add_argument("--qat-epochs", type=int, help="QAT epochs (default 3 with --method qat)")
-    p.add_argument("--qat-lr", type=float, help="QAT peak learning rate (default 1e-3)")
+    p.add_argument("--qat-epochs", type=integer(0, 100_000), help="QAT epochs (default 3 with --method qat)")
+    p.add_argument("--qat-lr", type=number(0, 10, lo_open=True), help="QAT peak learning rate (default 1e-3)")
     p.add_argument("--weight-method", choices=["auto", "gptq", "none"], default="auto",
                    help="GPTQ weight rounding: auto keeps it when the held-out score is not lower (default)")
     p.add_argument("--bias-correction", choices=["auto", "on", "off"], default="auto",
                    help="Brevitas bias correction: auto keeps it when the held-out score is not lower (default)")
-    p.add_argument("--bias-bits", type=int, help="integer Linear biases of this width (FINN only: ONNX Runtime's "
-                   "QCDQ export refuses quantised biases); default float biases, folded into thresholds")
-    p.add_argument("--seed", type=int, default=0, help="data split / training seed")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--bias-bits", type=integer(2, 32),
+                   help="integer Linear biases of this width (FINN only: ONNX Runtime's QCDQ export refuses "
+                   "quantised biases); default float biases, folded into thresholds")
+    p.add_argument("--seed", type=integer(0, 2**32 - 1), default=0, help="data split / training seed")
+    p.add_argument("--threads", type=integer(1, 1024), default=1, help="torch threads (default 1)")
     p.add_argument("--input-shape", type=shape, help="input shape with batch, e.g. 1,64 (state dicts)")
     p.add_argument("--arch", help="module:function that builds the float architecture of a plain state dict")
     p.add_argument("--arch-kwargs", type=json_object, help="JSON object of keyword arguments for --arch")

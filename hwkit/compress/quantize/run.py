@@ -7,6 +7,7 @@ puts it first in the flow, see :func:`with_quantize`).
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import time
@@ -36,6 +37,37 @@ def _check_bits(b: int, what: str) -> int:
     if not MIN_BITS <= b <= MAX_BITS:
         raise InputError(f"{what} bit width must be {MIN_BITS}..{MAX_BITS}, got {b}")
     return b
+
+
+def _int_opt(opts: dict[str, Any], key: str, lo: int | None, hi: int | None, default: int) -> int:
+    """``opts[key]`` as an integer in [lo, hi] (``default`` when absent); the error names the flag."""
+    v = opts.get(key)
+    if v is None:
+        return default
+    flag = "--" + key.replace("_", "-")
+    if isinstance(v, bool) or not isinstance(v, (int, str, float)):
+        raise InputError(f"{flag}: expected an integer, got {v!r}")
+    try:
+        n = int(v) if not isinstance(v, float) or v.is_integer() else None
+    except (ValueError, OverflowError):
+        n = None
+    if n is None:
+        raise InputError(f"{flag}: expected an integer, got {v!r}")
+    if (lo is not None and n < lo) or (hi is not None and n > hi):
+        rng = f">= {lo}" if hi is None else f"<= {hi}" if lo is None else f"in [{lo}, {hi}]"
+        raise InputError(f"{flag} must be {rng}, got {n}")
+    return n
+
+
+def _lr_opt(v: Any) -> float:
+    """A learning rate: a finite number > 0."""
+    try:
+        lr = float(v)
+    except (TypeError, ValueError):
+        raise InputError(f"--qat-lr: expected a number, got {v!r}") from None
+    if not math.isfinite(lr) or lr <= 0 or isinstance(v, bool):
+        raise InputError(f"--qat-lr must be a finite number > 0, got {v!r}")
+    return lr
 
 
 def parse_layer_bits(text: str | dict[str, Any] | None) -> dict[str, int]:
@@ -187,17 +219,16 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     bc = str(opts.get("bias_correction") or "auto")
     if bc not in ("auto", "on", "off"):
         raise InputError(f"--bias-correction {bc}: expected auto, on or off")
-    seed = int(opts.get("seed") or 0)
-    qat_epochs = int(opts["qat_epochs"]) if opts.get("qat_epochs") is not None else (3 if method == "qat" else 0)
-    if qat_epochs < 0:
-        raise InputError("--qat-epochs must be >= 0")
+    seed = _int_opt(opts, "seed", 0, 2**32 - 1, 0)
+    qat_epochs = _int_opt(opts, "qat_epochs", 0, 100_000, 3 if method == "qat" else 0)
     cfg = QuantSettings(method=method, weight_method=wm, bias_correction=bc, qat_epochs=qat_epochs, seed=seed)
-    if opts.get("qat_lr"):
-        cfg = replace(cfg, qat_lr=float(opts["qat_lr"]))
-    recipe = QuantRecipe(weight_bits=_check_bits(int(opts.get("weight_bits") or 8), "weight"),
-                         act_bits=_check_bits(int(opts.get("act_bits") or 8), "activation"),
+    if opts.get("qat_lr") is not None:
+        cfg = replace(cfg, qat_lr=_lr_opt(opts["qat_lr"]))
+    bias_bits = opts.get("bias_bits")
+    recipe = QuantRecipe(weight_bits=_int_opt(opts, "weight_bits", MIN_BITS, MAX_BITS, 8),
+                         act_bits=_int_opt(opts, "act_bits", MIN_BITS, MAX_BITS, 8),
                          layer_bits=layer_bits, dropped=dropped,
-                         bias_bits=int(opts["bias_bits"]) if opts.get("bias_bits") else None)
+                         bias_bits=None if bias_bits is None else _int_opt(opts, "bias_bits", MIN_BITS, 32, 0))
     calib = opts.get("calib")
     if not calib:
         raise InputError("quantisation needs calibration data: --calib digits | data.npz | images/ | pkg.mod:fn")
