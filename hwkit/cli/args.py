@@ -32,6 +32,7 @@ def _interval(lo: float | None, hi: float | None, lo_open: bool, hi_open: bool) 
         return f"in {'(' if lo_open else '['}{_fmt(lo)}, {_fmt(hi)}{')' if hi_open else ']'}"
     if lo is not None:
         return f"{'>' if lo_open else '>='} {_fmt(lo)}"
+    assert hi is not None
     return f"{'<' if hi_open else '<='} {_fmt(hi)}"
 
 
