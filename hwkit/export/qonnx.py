@@ -140,9 +140,13 @@ def fixed_input_shape(model: Any, path: Path) -> tuple[int, ...]:
 
 
 def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[int, ...], str, np.ndarray | None]:
-    from hwkit.load import check_input_shape, load_model
+    from hwkit.load import check_input_shape, is_hf_dir, load_model
 
     assert art.path is not None
+    if is_hf_dir(art.path):
+        raise UnsupportedLayerError(
+            f"{art.path}: a Hugging Face transformers model compiles for ONNX Runtime targets (--target cpu); "
+            "FPGA targets need a Brevitas-quantised encoder (see docs/transformer-fpga.md)")
     loaded = load_model(art.path, settings)
     if loaded.input_shape is None:
         raise InputError(f"{art.path}: input shape unknown; pass --input-shape (e.g. 1,64)")

@@ -80,3 +80,16 @@ def test_token_model_input_shape_and_int8_are_one_line_errors(dirs, capsys):
     assert main(["compile", str(dirs["src"]), "--target", "cpu", "--flow", "ort-cpu-int8", "--out",
                  str(dirs["root"] / "int8"), "--quiet"]) == 3
     assert "token models" in capsys.readouterr().err
+
+
+def test_hf_dir_to_fpga_or_quantize_is_unsupported_not_missing(dirs, capsys):
+    """A Hugging Face directory once reached FINN's export and `hwkit quantize` as "model file not found" (exit 2)."""
+    assert main(["compile", str(dirs["src"]), "--target", "zcu104", "--out", str(dirs["root"] / "fpga"),
+                 "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "Hugging Face" in err and "--target cpu" in err and "not found" not in err
+    assert main(["quantize", str(dirs["src"]), "--calib", "digits", "--out", str(dirs["root"] / "q" / "q.pt"),
+                 "--quiet"]) == 3
+    err = capsys.readouterr().err
+    assert "Hugging Face" in err and "not found" not in err
+    assert not (dirs["root"] / "q").exists()

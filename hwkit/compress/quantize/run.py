@@ -17,7 +17,7 @@ from typing import Any
 
 from hwkit.artifact import Artifact, write_json_atomic, write_text_atomic
 from hwkit.config import CompileSettings, Context
-from hwkit.errors import InputError
+from hwkit.errors import InputError, UnsupportedLayerError
 from hwkit.registry import register
 
 MIN_BITS, MAX_BITS = 2, 16
@@ -191,10 +191,15 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     from hwkit.compress.quantize.ptq import QuantSettings, outputs, run_ptq, score
     from hwkit.compress.quantize.recipe import QuantRecipe, check_supported, float_layer_names, trailing_softmax
     from hwkit.data.calib import load_data
-    from hwkit.load import load_model
+    from hwkit.load import is_hf_dir, load_model
 
     say = say or (lambda _s: None)
     t_start = time.perf_counter()
+    if is_hf_dir(src):
+        raise UnsupportedLayerError(
+            f"{src}: a Hugging Face transformers model; hwkit quantize rewrites Linear/Conv models (MLPs, CNNs) for "
+            "FINN. Transformers: hwkit shiftadd (BCQ, CPU), or hwkit's Brevitas encoder for FPGAs "
+            "(docs/transformer-fpga.md)")
     loaded = load_model(src, settings)
     module = loaded.module.eval()
     if _is_quantized(module):
