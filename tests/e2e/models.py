@@ -51,3 +51,14 @@ def random_loader():
     """A DataLoader-like iterable of (x, y) batches, for ``--calib tests.e2e.models:random_loader``."""
     g = torch.Generator().manual_seed(0)
     return [(torch.randn(16, 16, generator=g), torch.randint(0, 4, (16,), generator=g)) for _ in range(4)]
+
+
+
+def float_first_layer() -> torch.nn.Sequential:
+    """A float Linear (no bias) in front of a quantised body (4-level activations, a 2-bit Linear): FINN maps the
+    body and leaves the first layer's MatMul on the host. (A float layer at the end would be followed by the
+    body's output scale Mul, which finn-plus turns into a HW layer, so it would sit between hardware layers.)"""
+    import brevitas.nn as qnn
+
+    return torch.nn.Sequential(torch.nn.Linear(16, 12, bias=False), qnn.QuantReLU(bit_width=2),
+                               qnn.QuantLinear(12, 4, bias=False, weight_bit_width=2))

@@ -190,6 +190,7 @@ def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> list[d
     if not any(n.domain.startswith(HW_DOMAIN) for n in model.graph.node):
         middle = start  # nothing maps to hardware: every node is the problem
     if not middle:
+        refuse_float_weights(model, [*start, *end], weight_layers)
         return [{"name": n.name, "op": n.op_type, "where": where}
                 for where, group in (("input", start), ("output", end)) for n in group]
     bad = middle
@@ -215,6 +216,38 @@ def check_all_hw(model: Any, weight_layers: Sequence[str | None] = ()) -> list[d
         f"{where}: op {node.op_type} (input {in_dt}) between hardware layers has no FINN hardware layer{others}. "
         f"{advice}"
     )
+
+
+WEIGHT_OPS = ("MatMul", "Gemm", "Conv", "ConvTranspose")
+"""ONNX ops that carry a layer's weights (as an initializer input)."""
+
+
+def host_weight_nodes(model: Any, nodes: Sequence[Any]) -> list[Any]:
+    """The nodes of ``nodes`` that are weight layers: a MatMul/Gemm/Conv with a constant weight input."""
+    inits = {i.name for i in model.graph.initializer}
+    return [n for n in nodes if n.op_type in WEIGHT_OPS and any(t in inits for t in n.input[1:2])]
+
+
+def refuse_float_weights(model: Any, host: Sequence[Any], weight_layers: Sequence[str | None] = ()) -> None:
+    """Every weight layer left on the host and none in hardware: the "accelerator" would hold no layer of the
+    model (e.g. a float MLP, whose ReLUs alone map), and its estimate would describe nothing. Exit 3."""
+    from hwkit.export.provenance import torch_layer_of
+
+    on_host = host_weight_nodes(model, host)
+    if not on_host or any(n.domain.startswith(HW_DOMAIN) and n.op_type.startswith(("MVAU", "VVAU"))
+                          for n in model.graph.node):
+        return
+    labels = weight_node_layers(model, weight_layers)
+    names = []
+    for n in on_host[:4]:
+        layer = torch_layer_of(n) or labels.get(n.name)
+        names.append(f"{n.name} ({n.op_type}{', PyTorch layer ' + layer if layer else ''})")
+    more = f" and {len(on_host) - 4} more" if len(on_host) > 4 else ""
+    hw = sorted({n.op_type for n in model.graph.node if n.domain.startswith(HW_DOMAIN)})
+    raise UnsupportedLayerError(
+        f"no weight layer maps to FPGA hardware: {', '.join(names)}{more} compute in floating point and would run "
+        f"on the host (the accelerator would hold only {', '.join(hw)}). FINN maps quantised layers: quantise "
+        "first (--quantize w4a4 --calib DATA, docs/quantize.md), or use an ONNX Runtime target (--target cpu)")
 
 
 def float_layers(model: Any) -> list[tuple[str, str, bool]]:
@@ -259,6 +292,10 @@ def float_warnings(model: Any, host: dict[str, Any] | None) -> list[str]:
     if host and host.get("nodes"):
         nodes = ", ".join(f"{n['name']} ({n['op']}, {n['where']})" for n in host["nodes"])
         out.append(f"nodes left on the host (software, outside the accelerator, as finn-plus does): {nodes}")
+        weights = [n["name"] for n in host["nodes"] if n.get("weights")]
+        if weights:
+            out.append(f"weight layers {', '.join(weights)} run on the host in floating point: their work is not "
+                       "in the accelerator's estimates (quantise them to map them: docs/quantize.md)")
     return out
 
 
@@ -302,8 +339,10 @@ def split_host(model: Any, work_dir: Path) -> dict[str, Any]:
     start, middle, end = host_nodes(model)
     if middle:
         return {"input": None, "output": None, "nodes": []}
+    weights = {n.name for n in host_weight_nodes(model, [*start, *end])}
     out: dict[str, Any] = {"input": None, "output": None,
-                           "nodes": [{"name": n.name, "op": n.op_type, "where": w}
+                           "nodes": [{"name": n.name, "op": n.op_type, "where": w,
+                                      **({"weights": True} if n.name in weights else {})}
                                      for w, grp in (("input", start), ("output", end)) for n in grp]}
     g = model.graph
     if start:
