@@ -103,6 +103,16 @@ def make_session(path: Path, board: Board, optimized_path: Path | None = None,
         raise InputError(f"{path}: onnxruntime {ort.__version__} cannot load the model: {first}") from None
 
 
+def fixed_batch(model: Any) -> int | None:
+    """The batch size an ONNX model fixes on its first input, or None when the batch axis is dynamic."""
+    init = {i.name for i in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in init)
+    dims = inp.type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return int(dims[0].dim_value)
+    return None
+
+
 def _io(sess: Any) -> tuple[str, str]:
     return sess.get_inputs()[0].name, sess.get_outputs()[0].name
 
@@ -144,9 +154,26 @@ def feeds(sess: Any, x: Inputs) -> dict[str, np.ndarray]:
     return {sess.get_inputs()[0].name: x.astype(np.float32)}
 
 
+def session_fixed_batch(sess: Any) -> int | None:
+    """The batch size the session's first input fixes (an ONNX file exported without a dynamic batch axis)."""
+    shape = sess.get_inputs()[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) and shape[0] > 0 else None
+
+
 def run_session(sess: Any, x: Inputs) -> np.ndarray:
-    """Outputs of the first graph output for input ``x``."""
-    return np.asarray(sess.run([sess.get_outputs()[0].name], feeds(sess, x))[0])
+    """Outputs of the first graph output for input ``x`` (in chunks of the batch a fixed-batch graph takes)."""
+    name = sess.get_outputs()[0].name
+    fixed, n = session_fixed_batch(sess), n_samples(x)
+    if fixed is None or n == fixed:
+        return np.asarray(sess.run([name], feeds(sess, x))[0])
+    outs = []
+    for i in range(0, n, fixed):
+        chunk = take(x, i, i + fixed)
+        m = n_samples(chunk)
+        if m < fixed:  # the last chunk: repeat its samples to the fixed size, keep the first m outputs
+            chunk = take(chunk, fixed)
+        outs.append(np.asarray(sess.run([name], feeds(sess, chunk))[0])[:m])
+    return np.concatenate(outs)
 
 
 @register("ort.session", uses=("board",))
@@ -410,6 +437,13 @@ def ort_measure(art: Artifact, ctx: Context) -> Artifact:
     warmup, runs = int(p.get("warmup", 50)), int(p.get("runs", 500))
     batch_runs, energy_runs = int(p.get("batch_runs", 30)), int(p.get("energy_runs", 200))
     shape = tuple(art.meta["model"]["input_shape"])
+    warnings = list(art.meta.get("warnings", ()))
+    fixed = art.meta["model"].get("fixed_batch")
+    if fixed is not None and batches != [fixed]:
+        warnings.append(f"the ONNX file fixes the batch dimension to {fixed} (torch.onnx.export's default): measured "
+                        f"at batch {fixed} only, not {','.join(map(str, batches))}; export with a dynamic batch axis "
+                        "to measure larger batches")
+        batches = [int(fixed)]
     x: Inputs
     if art.meta["model"].get("input_names"):  # a token model: full-length sequences (no padding), as exported
         from hwkit.export.hf import token_samples
@@ -429,7 +463,7 @@ def ort_measure(art: Artifact, ctx: Context) -> Artifact:
         by_b = {r["batch"]: r["samples_per_s"] for r in eager["throughput"]}
         res["eager_throughput_ratio"] = {str(r["batch"]): r["samples_per_s"] / by_b[r["batch"]]
                                          for r in res["throughput"]}
-    return art.evolve(measurement=res)
+    return art.evolve(measurement=res, warnings=warnings)
 
 
 # ------------------------------------------------------------------------------------------- report

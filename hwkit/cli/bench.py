@@ -33,16 +33,6 @@ def add_parser(sub: Any) -> None:
     be.add_argument("--json", action="store_true", help="print report.json to stdout, nothing else")
 
 
-def fixed_batch(model: Any) -> int | None:
-    """The batch size the ONNX file fixes on its first input, or None when the batch axis is dynamic."""
-    init = {i.name for i in model.graph.initializer}
-    inp = next(i for i in model.graph.input if i.name not in init)
-    dims = inp.type.tensor_type.shape.dim
-    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-        return int(dims[0].dim_value)
-    return None
-
-
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -74,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace, path: Any, board: Any) -> Any:
-    from hwkit.backends.ort import measure_session
+    from hwkit.backends.ort import fixed_batch, measure_session
     from hwkit.export.onnx import _input_shape, check_onnx_file, sample_inputs
     from hwkit.flow import file_digest, tool_versions
     from hwkit.report import build_report

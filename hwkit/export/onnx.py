@@ -166,8 +166,16 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
     if art.path.is_dir():
         return _export_hf_dir(art, ctx, out, n_test)
     if art.path.suffix == ".onnx":
+        from hwkit.backends.ort import fixed_batch
+
         model = check_onnx_file(art.path)
         shape = settings.input_shape or _input_shape(model)
+        fixed = fixed_batch(model)
+        if fixed is not None and fixed != 1:
+            raise InputError(f"{art.path}: the file fixes the batch dimension to {fixed}; export with batch 1 or a "
+                             "dynamic batch axis (dynamic_axes={'input': {0: 'batch'}})")
+        if fixed == 1:
+            info["fixed_batch"] = 1  # verification runs sample by sample, the measurement at batch 1 only
         dtype = settings.input_dtype or "FLOAT32"
         form = "onnx-input"
         removed = qcdq.constants_from_inputs(model)
@@ -315,7 +323,8 @@ def quantize_onnx(art: Artifact, ctx: Context) -> Artifact:
         # Measured here (AMD EPYC, AVX2, no VNNI): class agreement 0.977 with 8-bit weights vs the float model.
         reduce = ctx.params.get("reduce_range")
         reduce_range = bool(reduce) if reduce is not None else not cpu_has_vnni()
-        quantize_static(str(art.path), str(out), _Calibration(name, cal), quant_format=QuantFormat.QDQ,
+        batch = int(art.meta["model"].get("fixed_batch") or 32)  # a fixed-batch graph takes its own batch size
+        quantize_static(str(art.path), str(out), _Calibration(name, cal, batch), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
                         reduce_range=reduce_range)
         meta["ort_quantization"] = {"method": method, "calibration_samples": n_cal,

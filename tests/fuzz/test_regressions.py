@@ -359,6 +359,25 @@ def test_bench_fixed_batch_not_one_names_it(files: dict[str, Path], tmp_path: Pa
     assert not (tmp_path / "b").exists()
 
 
+@pytest.mark.parametrize("flow", ["ort-cpu", "ort-cpu-int8"])
+def test_compile_fixed_batch_onnx_for_cpu(flow: str, files: dict[str, Path], tmp_path: Path) -> None:
+    """A batch-1 ONNX file (torch.onnx.export's default) once failed `compile --target cpu` with exit 5: ONNX Runtime
+    refused the 32-sample golden batch. Verification now runs it sample by sample; the measurement is batch 1."""
+    out = tmp_path / "b"
+    res = run_inprocess(["compile", files["onnx_fixed1"], "--target", "cpu", "--flow", flow, "--runs", "3",
+                         "--out", out, "--quiet"])
+    assert res.code == 0, res.err
+    doc = json.loads((out / "report.json").read_text())
+    assert [(r["samples"], r["ok"]) for r in doc["verification"]][-2:] == [(32, True), (2000, True)]
+    assert [r["batch"] for r in doc["measurement"]["throughput"]] == [1]
+    assert any("fixes the batch dimension to 1" in w for w in doc["warnings"]), doc["warnings"]
+
+
+def test_compile_fixed_batch_not_one_names_it(files: dict[str, Path], tmp_path: Path) -> None:
+    res = run_inprocess(["compile", files["onnx_fixed4"], "--target", "cpu", "--out", tmp_path / "b", "--quiet"])
+    check_failure(res, 2, "batch dimension to 4")
+
+
 def test_no_traceback_in_a_fresh_process(files: dict[str, Path], demo: Path, tmp_path: Path) -> None:
     before = snapshot(demo)
     for argv, code, culprit in [
