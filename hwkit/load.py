@@ -17,7 +17,9 @@ Accepted inputs (see docs/model-input.md):
 2. **state dict + architecture**: a plain ``state_dict`` file, with ``--arch module:callable`` (and
    ``--arch-kwargs JSON``) naming the user's builder, and ``--input-shape``.
 3. **full pickle** of an ``nn.Module``: only with ``--trust-pickle`` (unpickling runs code from the file).
-4. **QONNX** (``.onnx``): an already exported model; the flow starts at the QONNX stage.
+4. **TorchScript** archive (``torch.jit.save``): only with ``--trust-pickle`` (loading runs its TorchScript
+   code), read with ``torch.jit.load``; the input shape comes from ``--input-shape``.
+5. **QONNX** (``.onnx``): an already exported model; the flow starts at the QONNX stage.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class LoadedModel:
     module: Any
     """The torch.nn.Module."""
     format: str
-    """hwkit-checkpoint | state-dict | pickle."""
+    """hwkit-checkpoint | state-dict | pickle | torchscript | hf-dir."""
     input_shape: tuple[int, ...] | None
     """Input shape with batch dimension, if known."""
     input_dtype: str | None
@@ -159,12 +161,43 @@ def _apply_state(module: Any, state: Any, path: Path) -> None:
         raise ModelLoadError(f"{path}: weights do not fit the architecture ({what}; {n} key(s) differ)")
 
 
+def is_torchscript(path: Path) -> bool:
+    """``path`` is a TorchScript archive (``torch.jit.save``: a zip with a ``code/`` folder)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.split("/")[1:2] == ["code"] for n in z.namelist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return False
+
+
+def _load_torchscript(path: Path, settings: CompileSettings) -> LoadedModel:
+    import torch
+
+    if not settings.trust_pickle:
+        raise ModelLoadError(
+            f"{path}: a TorchScript archive; loading it runs the TorchScript code inside it. Re-run with "
+            "--trust-pickle if you trust it (plus --input-shape), or save a state dict or hwkit checkpoint "
+            "(docs/model-input.md)")
+    try:
+        module = torch.jit.load(str(path), map_location="cpu")
+    except Exception as exc:  # a damaged archive surfaces as many types
+        raise ModelLoadError(f"{path}: not a readable TorchScript archive ({type(exc).__name__}: "
+                             f"{_first_line(exc)})") from None
+    module.eval()
+    _check_finite([*module.named_parameters(), *module.named_buffers()], path)
+    return LoadedModel(module, "torchscript", settings.input_shape, settings.input_dtype)
+
+
 def load_model(path: Path, settings: CompileSettings) -> LoadedModel:
     """Load ``path`` as described in the module docstring; never unpickles code unless trusted."""
     import torch
 
     if not path.is_file():
         raise ModelLoadError(f"{path}: model file not found")
+    if is_torchscript(path):
+        return _load_torchscript(path, settings)
     if settings.trust_pickle:
         obj = _torch_load(path, weights_only=False)
         if isinstance(obj, torch.nn.Module):

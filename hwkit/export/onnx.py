@@ -131,6 +131,8 @@ def _export_torch(module: Any, shape: tuple[int, ...], out: Path, quantised: boo
                     # its TorchScript exporter takes them
                     export_onnx_qcdq(module, torch.zeros(shape), str(out), dynamo=False, **kwargs)
             else:
+                if isinstance(module, torch.jit.ScriptModule):  # only the TorchScript exporter takes these
+                    kwargs["dynamo"] = False
                 torch.onnx.export(module, (torch.zeros(shape),), str(out), **kwargs)
     except Exception as exc:  # the exporters raise many types; all mean "cannot export this model"
         text = str(exc).strip().splitlines()

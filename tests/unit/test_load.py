@@ -62,6 +62,33 @@ def test_full_module_pickle_needs_opt_in(tmp_path):
     assert loaded.format == "pickle" and loaded.input_shape == (1, 16)
 
 
+def test_torchscript_needs_opt_in_then_loads_and_compiles_for_cpu(tmp_path):
+    """A torch.jit.save archive once failed as "not a readable PyTorch file"; loading it runs its TorchScript code,
+    so it needs --trust-pickle like a full pickle, and then goes through the ONNX Runtime flow."""
+    import json
+
+    from hwkit.cli import main
+    from hwkit.load import is_torchscript
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4)).eval()
+    path = tmp_path / "ts.pt"
+    torch.jit.save(torch.jit.script(model), str(path))
+    assert is_torchscript(path) and not is_torchscript(save_checkpoint(tmp_path / "ck.pt", make_qmlp()))
+    with pytest.raises(ModelLoadError, match="TorchScript archive.*--trust-pickle"):
+        load_model(path, S)
+    loaded = load_model(path, CompileSettings(clock_ns=5.0, trust_pickle=True, input_shape=(1, 16)))
+    assert loaded.format == "torchscript" and loaded.input_shape == (1, 16)
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(x), model(x))
+    out = tmp_path / "build"
+    assert main(["compile", str(path), "--trust-pickle", "--input-shape", "1,16", "--target", "cpu", "--runs", "3",
+                 "--out", str(out), "--quiet"]) == 0
+    rows = json.loads((out / "report.json").read_text())["verification"]
+    assert [r["ok"] for r in rows] == [True, True] and rows[0]["reference"] == "torch"
+
+
 def test_corrupt_and_missing_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00garbage" * 100)

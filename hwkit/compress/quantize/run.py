@@ -103,7 +103,9 @@ def _float_source(path: Path, loaded: Any, settings: CompileSettings) -> tuple[s
         return str(ckpt["arch"]), dict(ckpt.get("arch_kwargs", {})), False, dict(ckpt.get("meta", {}))
     if settings.arch:
         return settings.arch, dict(settings.arch_kwargs), True, {}
-    raise InputError(f"{path}: a pickled model cannot be rebuilt without unpickling; save a state dict and name "
+    what = "a TorchScript model cannot be rewritten" if loaded.format == "torchscript" else \
+        "a pickled model cannot be rebuilt without unpickling"
+    raise InputError(f"{path}: {what}; save a state dict and name "
                      "its builder with --arch module:function (or save a hwkit checkpoint)")
 
 
