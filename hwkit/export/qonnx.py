@@ -139,6 +139,36 @@ def fixed_input_shape(model: Any, path: Path) -> tuple[int, ...]:
     return tuple(int(d.dim_value) for d in dims)
 
 
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def qdq_to_quant(model: Any, path: Path) -> Any:
+    """ONNX QuantizeLinear / Clip / DequantizeLinear (QCDQ, e.g. Brevitas's export_onnx_qcdq) -> QONNX Quant nodes,
+    which FINN streamlines. qonnx converts per-tensor scales; what it cannot convert stops here with exit 3."""
+    from onnx import helper
+    from qonnx.transformation.qcdq_to_qonnx import QCDQToQuant
+    from qonnx.util.cleanup import cleanup_model
+
+    why = ""
+    try:
+        model = cleanup_model(model).transform(QCDQToQuant())
+    except Exception as exc:  # qonnx raises numpy broadcasting errors for per-channel scales
+        why = f" ({type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''})"
+    left = [nd for nd in model.graph.node if nd.op_type in QDQ_OPS]
+    if why or left:
+        node = left[0] if left else None
+        where = f": node '{node.name or node.output[0]}' ({node.op_type})" if node is not None else ""
+        raise UnsupportedLayerError(
+            f"{path}: ONNX QuantizeLinear/DequantizeLinear quantisation that qonnx cannot turn into QONNX Quant nodes"
+            f"{where}{why}; FINN takes per-tensor QCDQ (e.g. Brevitas export_onnx_qcdq) or QONNX. Per-channel or "
+            "zero-point QDQ (ONNX Runtime's quantize_static) compiles for --target cpu; for an FPGA, quantise the "
+            "float model with hwkit quantize")
+    domain = "qonnx.custom_op.general"
+    if not any(o.domain == domain for o in model.model.opset_import):
+        model.model.opset_import.append(helper.make_opsetid(domain, 1))
+    return model
+
+
 def _load_input(art: Artifact, settings: CompileSettings) -> tuple[Any, tuple[int, ...], str, np.ndarray | None]:
     from hwkit.load import check_input_shape, is_hf_dir, load_model
 
@@ -180,6 +210,9 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         shape = fixed_input_shape(model, art.path)
         dtype = _check_dtype(settings.input_dtype or model.get_tensor_datatype(model.graph.input[0].name).name)
         model_info.update(format="qonnx")
+        if any(nd.op_type in QDQ_OPS for nd in model.graph.node):
+            model = qdq_to_quant(model, art.path)
+            model_info.update(format="qcdq", converted="QuantizeLinear/Clip/DequantizeLinear -> QONNX Quant")
     else:
         loaded, shape, dtype, shipped = _load_input(art, settings)
         if shipped is not None and tuple(shipped.shape[1:]) != tuple(shape[1:]):
@@ -236,6 +269,20 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
             if note:
                 warnings.append(f"torch -> qonnx: {note}")
         rec = record("qonnx", "torch", len(inputs), stats)
+        history.append(rec)
+        fail_if_bad(rec)
+    elif model_info.get("format") == "qcdq":  # the conversion is a hand-off too: the file itself in ONNX Runtime
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(art.path), providers=["CPUExecutionProvider"])
+        name = sess.get_inputs()[0].name
+        ref = np.concatenate([sess.run(None, {name: inputs[i:i + 1]})[0] for i in range(len(inputs))])
+        stats = {**compare(ref, q_out), "int_exact": None, "int_mismatches": None}
+        if not stats["ok"]:
+            note = excuse_ties(ref, q_out, ulps, stats)
+            if note:
+                warnings.append(f"qcdq -> qonnx: {note}")
+        rec = record("qonnx", "onnxruntime-qcdq", len(inputs), stats)
         history.append(rec)
         fail_if_bad(rec)
     golden = {
