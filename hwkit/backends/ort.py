@@ -103,16 +103,6 @@ def make_session(path: Path, board: Board, optimized_path: Path | None = None,
         raise InputError(f"{path}: onnxruntime {ort.__version__} cannot load the model: {first}") from None
 
 
-def fixed_batch(model: Any) -> int | None:
-    """The batch size an ONNX model fixes on its first input, or None when the batch axis is dynamic."""
-    init = {i.name for i in model.graph.initializer}
-    inp = next(i for i in model.graph.input if i.name not in init)
-    dims = inp.type.tensor_type.shape.dim
-    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
-        return int(dims[0].dim_value)
-    return None
-
-
 def _io(sess: Any) -> tuple[str, str]:
     return sess.get_inputs()[0].name, sess.get_outputs()[0].name
 

@@ -64,8 +64,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace, path: Any, board: Any) -> Any:
-    from hwkit.backends.ort import fixed_batch, measure_session
-    from hwkit.export.onnx import _input_shape, check_onnx_file, sample_inputs
+    from hwkit.backends.ort import measure_session
+    from hwkit.export.onnx import _input_shape, check_onnx_file, fixed_batch, sample_inputs
     from hwkit.flow import file_digest, tool_versions
     from hwkit.report import build_report
 

@@ -142,6 +142,16 @@ def _export_torch(module: Any, shape: tuple[int, ...], out: Path, quantised: boo
         ) from exc
 
 
+def fixed_batch(model: Any) -> int | None:
+    """The batch size an ONNX model fixes on its first input, or None when the batch axis is dynamic."""
+    init = {i.name for i in model.graph.initializer}
+    inp = next(i for i in model.graph.input if i.name not in init)
+    dims = inp.type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return int(dims[0].dim_value)
+    return None
+
+
 def split_inputs(loaded: Any, shape: tuple[int, ...], dtype: str, n: int, seed: int) -> tuple[np.ndarray, str]:
     """The inputs the class-agreement check runs on: the checkpoint's own samples, or seeded ones."""
     if loaded is not None and loaded.golden_inputs is not None and len(loaded.golden_inputs) >= 2:
@@ -168,8 +178,6 @@ def export_onnx(art: Artifact, ctx: Context) -> Artifact:
     if art.path.is_dir():
         return _export_hf_dir(art, ctx, out, n_test)
     if art.path.suffix == ".onnx":
-        from hwkit.backends.ort import fixed_batch
-
         model = check_onnx_file(art.path)
         shape = settings.input_shape or _input_shape(model)
         fixed = fixed_batch(model)
