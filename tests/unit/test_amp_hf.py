@@ -406,3 +406,42 @@ def test_remove_search_stops_early_with_the_same_widths(tmp_path):
         assert any(s.get("stopped_early") for s in fast.remove["searches"])
         assert fast.remove["probes_evaluated"] < full.remove["probes_evaluated"]
         assert [s["delta_e"] for s in fast.remove["searches"]] == [s["delta_e"] for s in full.remove["searches"]]
+
+
+def test_cached_probes_land_on_the_plain_widths_with_less_linear_work(tmp_path, monkeypatch):
+    """The prefix cache and the cached full-width fc1 of the block being searched change no probe's result: the
+    --remove search lands on the same widths, ΔE and loss as a search whose every probe runs the whole model, and
+    the multiply work of the Linear layers (rows x in x out of every F.linear call) goes down at each step."""
+    import torch.nn.functional as F
+
+    hf = tiny_bert.save_dir(tmp_path / "tiny4", num_hidden_layers=4)
+    t = tok.load_text(_write(tmp_path / "s.txt", tiny_bert.sentences(64, seed=3)), hf, 32)
+    m = load_hf_dir(hf).module
+    cal, val = amp.batches(t[:32], None, 16), amp.batches(t[32:64], None, 16)
+    linear, work = F.linear, [0]
+
+    def counted(x, w, b=None):
+        work[0] += x.numel() // x.shape[-1] * w.shape[0] * w.shape[1]
+        return linear(x, w, b)
+
+    monkeypatch.setattr(F, "linear", counted)
+    cfg = amp.AmpConfig(remove=0.4, batch_size=16)
+    runs = {}
+    for name in ("plain", "prefix", "prefix+fc1"):
+        with monkeypatch.context() as mp:
+            if name == "plain":
+                mp.setattr(amp._PrefixCache, "loss", lambda self, li, v, emb, c: amp.val_loss(self.model, emb, v, c))
+            if name == "prefix":
+                mp.setattr(amp, "FC1_MIN", 10**9)
+            work[0] = 0
+            res = amp.amp_search(m, cal, val, cfg)
+            runs[name] = (res, work[0])
+    plain = runs["plain"][0]
+    for name in ("prefix", "prefix+fc1"):
+        res = runs[name][0]
+        assert res.widths_after == plain.widths_after and res.threshold == plain.threshold
+        assert res.loss_after == pytest.approx(plain.loss_after, rel=1e-6)
+        assert [s.width for s in res.trace] == [s.width for s in plain.trace]
+        assert [s.loss for s in res.trace] == pytest.approx([s.loss for s in plain.trace], rel=1e-6)
+    print({k: v[1] for k, v in runs.items()}, plain.widths_after, plain.remove["probes_evaluated"])
+    assert runs["prefix+fc1"][1] < runs["prefix"][1] < 0.8 * runs["plain"][1]

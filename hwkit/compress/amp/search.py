@@ -460,37 +460,66 @@ def removed_fraction(blocks: Sequence[MlpBlock], widths: Sequence[int], costs: S
     return sum((b.hidden - w) * c for b, w, c in zip(blocks, widths, costs)) / max(total, 1)
 
 
+FC1_MIN = 16
+"""Kept widths below this are computed by the sliced fc1 itself, not sliced from its cached full output (a matrix
+product a few columns wide can take another kernel whose rounding differs)."""
+
+
+class _Columns:
+    """A tensor [..., n] stored column by column, so that a subset of its last dimension is copied fast."""
+
+    def __init__(self, t: Any) -> None:
+        self.lead = t.shape[:-1]
+        self.t = t.reshape(-1, t.shape[-1]).t().contiguous()
+
+    def take(self, idx: Any) -> Any:
+        """``t[..., idx]`` (contiguous)."""
+        return self.t.index_select(0, idx).t().contiguous().reshape(*self.lead, len(idx))
+
+
 class _PrefixCache:
-    """Skips the work before block ``li`` while block ``li`` is searched.
+    """Skips the work before block ``li``, and block ``li``'s fc1, while block ``li`` is searched.
 
     Blocks are searched last to first, so while block ``li`` is probed every block before it is at full width:
     the modules that finish before its fc1 starts (maximal ones, called once per forward) compute the same
     outputs in every probe. Their outputs are recorded per validation batch on one full pass and returned from
-    then on instead of running them. A cached pass is checked against an uncached one before it is trusted.
+    then on instead of running them. With the ``slicer``, block ``li``'s fc1 (plain ``nn.Linear`` layers called
+    once per forward, not also the fc2 of another block) is run once at full width on its recorded input and each
+    probe takes the kept neurons' columns of that output instead of multiplying by the kept rows: the same numbers
+    (each output column is the same dot product; widths below :data:`FC1_MIN` are multiplied as before). A cached
+    pass is checked against an uncached one before it is trusted.
     """
 
-    def __init__(self, model: Any, example: Any, blocks: Sequence[MlpBlock]) -> None:
+    def __init__(self, model: Any, example: Any, blocks: Sequence[MlpBlock], slicer: Slicer | None = None) -> None:
+        from torch import nn
+
         from hwkit.compress.amp.blocks import _trace_spans
 
         self.model = model
+        self.slicer = slicer
         spans, calls = _trace_spans(model, example)
         self.mods = dict(model.named_modules())
         self.prefix: list[list[str]] = []
+        self.fc1: list[list[str]] = []
         for b in blocks:
             start = min(spans[n][0] for n in b.fc1)
             done = [n for n, (_s, e) in spans.items() if e < start and calls.get(n) == 1]
             done_set = set(done)
             maximal = [n for n in done if not any(n.startswith(p + ".") for p in done_set if p != n)]
             self.prefix.append(maximal)
+            plain = slicer is not None and all(
+                type(self.mods[n]) is nn.Linear and calls.get(n) == 1 and n not in slicer.cols
+                and "weight" in slicer.full[n] for n in b.fc1)
+            self.fc1.append(list(b.fc1) if plain else [])
         self.store: dict[tuple[int, int], list[Any]] = {}
+        self.fc1_store: dict[tuple[int, int], list[Any]] = {}
         self.ok: dict[int, bool] = {}
 
     def loss(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
-        """val_loss with block ``li``'s prefix cached (built and checked on first use)."""
+        """val_loss with block ``li``'s prefix (and fc1) cached (built and checked on first use)."""
         import torch
 
-        names = self.prefix[li]
-        if not names or self.ok.get(li) is False:
+        if not (self.prefix[li] or self.fc1[li]) or self.ok.get(li) is False:
             return val_loss(self.model, emb, val, cfg)
         if li not in self.ok:
             losses = self._record(li, val, emb, cfg)
@@ -502,18 +531,23 @@ class _PrefixCache:
             if not self.ok[li]:
                 for bi in range(len(val)):
                     self.store.pop((li, bi), None)
+                    self.fc1_store.pop((li, bi), None)
             return full
         with torch.no_grad():
             return float(sum(float(self._cached_loss(li, bi, xy, emb, cfg)) for bi, xy in enumerate(val)) / len(val))
 
     def _record(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> list[float]:
         import torch
+        import torch.nn.functional as F
 
         losses = []
         for bi, (x, y) in enumerate(val):
             got: list[list[Any]] = [[] for _ in self.prefix[li]]  # per module, its output of every forward call
+            ins: list[list[Any]] = [[] for _ in self.fc1[li]]  # per fc1, its input of every forward call
             hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k, got=got: got[k].append(o))
                   for k, n in enumerate(self.prefix[li])]
+            hs += [self.mods[n].register_forward_pre_hook(lambda _m, i, k=k, ins=ins: ins[k].append(i[0]))
+                   for k, n in enumerate(self.fc1[li])]
             try:
                 with torch.no_grad():
                     losses.append(float(_loss(self.model, emb, x, y, cfg)))
@@ -521,6 +555,12 @@ class _PrefixCache:
                 for h in hs:
                     h.remove()
             self.store[(li, bi)] = got
+            if self.fc1[li]:
+                assert self.slicer is not None
+                with torch.no_grad():
+                    self.fc1_store[(li, bi)] = [[_Columns(F.linear(t, self.slicer.full[n]["weight"],
+                                                                   self.slicer.full[n].get("bias"))) for t in calls]
+                                                for n, calls in zip(self.fc1[li], ins)]
         return losses
 
     def _cached_loss(self, li: int, bi: int, xy: tuple[Any, Any], emb: Any, cfg: AmpConfig) -> Any:
@@ -529,6 +569,15 @@ class _PrefixCache:
         for m, o in zip(mods, outs):
             it = iter(o)
             m.forward = (lambda *_a, _it=it, **_k: next(_it))  # replayed in call order (one per forward)
+        if self.fc1[li] and self.slicer is not None:
+            for n, full in zip(self.fc1[li], self.fc1_store[(li, bi)]):
+                idx = self.slicer._row_idx(n)
+                if len(idx) < FC1_MIN:
+                    continue
+                m = self.mods[n]
+                it = iter(full)
+                m.forward = (lambda *_a, _it=it, _idx=idx, **_k: next(_it).take(_idx))
+                mods.append(m)
         try:
             return _loss(self.model, emb, xy[0], xy[1], cfg)
         finally:
@@ -572,7 +621,7 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
         scores = taylor_scores(work, blocks, calib, emb, cfg)
         score_s = time.perf_counter() - t0
         slicer = Slicer(work, blocks)
-        cache = _PrefixCache(work, small, blocks)
+        cache = _PrefixCache(work, small, blocks, slicer)
         e0 = val_loss(work, emb, val, cfg)
         say(f"AMP: {len(blocks)} MLP blocks, {cfg.criterion} loss before pruning {e0:.5f}")
         costs = neuron_costs(work, blocks)
