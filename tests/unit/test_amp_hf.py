@@ -445,3 +445,28 @@ def test_cached_probes_land_on_the_plain_widths_with_less_linear_work(tmp_path, 
         assert [s.loss for s in res.trace] == pytest.approx([s.loss for s in plain.trace], rel=1e-6)
     print({k: v[1] for k, v in runs.items()}, plain.widths_after, plain.remove["probes_evaluated"])
     assert runs["prefix+fc1"][1] < runs["prefix"][1] < 0.8 * runs["plain"][1]
+
+
+def test_length_groups_minimise_padded_rows_plus_a_cost_per_piece():
+    import itertools
+    import random
+
+    r = random.Random(0)
+    for _ in range(30):
+        n = r.randint(1, 9)
+        lengths = sorted((r.randint(1, 40) for _ in range(n)), reverse=True)
+        c = r.choice((0, 8, 32, 200))
+
+        def cost(sizes):
+            i, total = 0, 0
+            for k in sizes:
+                total += lengths[i] * k + c
+                i += k
+            return total
+
+        best = min(cost([b - a for a, b in zip((0, *cuts), (*cuts, n))])
+                   for m in range(n) for cuts in itertools.combinations(range(1, n), m))
+        got = amp.length_groups(lengths, c)
+        assert sum(got) == n and min(got) >= 1 and cost(got) == best
+    assert amp.length_groups([50, 10, 10, 10], 0) == [1, 3]
+    assert amp.length_groups([50, 10, 10, 10], 10**6) == [4]
