@@ -245,9 +245,11 @@ def test_prefix_cache_replays_the_unchanged_layers_exactly(hf_dir, calib_txt):
     cfg = amp.AmpConfig(batch_size=8)
     blocks = find_mlp_blocks(m, val[0][0])
     emb = amp.make_embedding(m, val[0][0], cfg, blocks, print)
-    cache = amp._PrefixCache(m, val[0][0], blocks)
-    assert cache.prefix[0][0] == "embeddings" and "encoder.layer.0" in cache.prefix[1]
     sl = Slicer(m, blocks)
+    cache = amp._PrefixCache(m, val[0][0], blocks, sl)
+    assert cache.prefix[0][0] == "embeddings" and "encoder.layer.0" in cache.prefix[1]
+    assert cache.fc1 == [list(b.fc1) for b in blocks]
+    assert cache.start(val, emb, cfg) == amp.val_loss(m, emb, val, cfg)
     for li, width in ((1, 20), (1, 7), (0, 30)):  # later block pruned while an earlier one is probed: as the search
         sl.set(li, torch.arange(width))
         assert cache.loss(li, val, emb, cfg) == pytest.approx(amp.val_loss(m, emb, val, cfg), rel=1e-6, abs=1e-9)
@@ -298,8 +300,9 @@ def test_prefix_cache_replays_every_piece_of_a_chunked_batch(hf_dir, calib_txt, 
     cfg = amp.AmpConfig(batch_size=16)
     blocks = find_mlp_blocks(m, val[0][0])
     emb = amp.make_embedding(m, val[0][0], cfg, blocks, print)
-    cache = amp._PrefixCache(m, val[0][0], blocks)
     sl = Slicer(m, blocks)
+    cache = amp._PrefixCache(m, val[0][0], blocks, sl)
+    cache.start(val, emb, cfg)
     for li, width in ((1, 20), (1, 9), (0, 30)):
         sl.set(li, torch.arange(width))
         assert cache.loss(li, val, emb, cfg) == pytest.approx(amp.val_loss(m, emb, val, cfg), rel=1e-6, abs=1e-9)
@@ -443,7 +446,6 @@ def test_cached_probes_land_on_the_plain_widths_with_less_linear_work(tmp_path, 
         assert res.loss_after == pytest.approx(plain.loss_after, rel=1e-6)
         assert [s.width for s in res.trace] == [s.width for s in plain.trace]
         assert [s.loss for s in res.trace] == pytest.approx([s.loss for s in plain.trace], rel=1e-6)
-    print({k: v[1] for k, v in runs.items()}, plain.widths_after, plain.remove["probes_evaluated"])
     assert runs["prefix+fc1"][1] < runs["prefix"][1] < 0.8 * runs["plain"][1]
 
 
@@ -457,7 +459,7 @@ def test_length_groups_minimise_padded_rows_plus_a_cost_per_piece():
         lengths = sorted((r.randint(1, 40) for _ in range(n)), reverse=True)
         c = r.choice((0, 8, 32, 200))
 
-        def cost(sizes):
+        def cost(sizes, lengths=lengths, c=c):
             i, total = 0, 0
             for k in sizes:
                 total += lengths[i] * k + c
@@ -470,3 +472,12 @@ def test_length_groups_minimise_padded_rows_plus_a_cost_per_piece():
         assert sum(got) == n and min(got) >= 1 and cost(got) == best
     assert amp.length_groups([50, 10, 10, 10], 0) == [1, 3]
     assert amp.length_groups([50, 10, 10, 10], 10**6) == [4]
+
+
+def test_embed_tokens_keeps_the_order_and_matches_one_sentence_at_a_time(hf_dir, calib_txt):
+    m = load_hf_dir(hf_dir).module
+    t = tok.load_text(calib_txt, hf_dir, 32)[:20]
+    assert len(set(t.lengths.tolist())) > 3
+    got = amp.embed_tokens(m, t, "mean", batch=6)
+    alone = torch.cat([amp.embed_tokens(m, t[i], "mean") for i in range(len(t))])
+    assert got.shape == alone.shape and torch.allclose(got, alone, rtol=1e-5, atol=1e-6)

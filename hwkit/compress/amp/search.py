@@ -34,10 +34,11 @@ Faithful to ``score.py::ScoreEstimator`` (see /work/shared/reference/amp.md) wit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -382,11 +383,16 @@ def length_chunks(x: Any, size: int | None = None) -> list[tuple[dict[str, Any],
     return pieces if rows < 0.9 * mask.numel() else None
 
 
+def loss_pieces(x: Any, emb: Any, cfg: AmpConfig) -> list[tuple[dict[str, Any], Any]] | None:
+    """The length pieces :func:`_loss` runs ``x`` in (None: one forward of the whole batch)."""
+    return length_chunks(x) if cfg.criterion == "entropy" and isinstance(emb, _OutputEmbedding) else None
+
+
 def _loss(model: Any, emb: Any, x: Any, y: Any, cfg: AmpConfig) -> Any:
     import torch
     import torch.nn.functional as F
 
-    pieces = length_chunks(x) if cfg.criterion == "entropy" and isinstance(emb, _OutputEmbedding) else None
+    pieces = loss_pieces(x, emb, cfg)
     if pieces is not None:  # same embeddings, fewer padded tokens; the softmax still spans the whole batch
         parts, idx = [], []
         for xb, ib in pieces:
@@ -515,12 +521,13 @@ class _PrefixCache:
 
     Blocks are searched last to first, so while block ``li`` is probed every block before it is at full width:
     the modules that finish before its fc1 starts (maximal ones, called once per forward) compute the same
-    outputs in every probe. Their outputs are recorded per validation batch on one full pass and returned from
-    then on instead of running them. With the ``slicer``, block ``li``'s fc1 (plain ``nn.Linear`` layers called
-    once per forward, not also the fc2 of another block) is run once at full width on its recorded input and each
-    probe takes the kept neurons' columns of that output instead of multiplying by the kept rows: the same numbers
-    (each output column is the same dot product; widths below :data:`FC1_MIN` are multiplied as before). A cached
-    pass is checked against an uncached one before it is trusted.
+    outputs in every probe. Their outputs are recorded per validation batch by :meth:`start` (the pass of the
+    unpruned model, for every block at once) and returned from then on instead of running them. With the
+    ``slicer``, block ``li``'s fc1 (plain ``nn.Linear`` layers called once per forward, not also the fc2 of another
+    block) is run once at full width on its recorded input and each probe takes the kept neurons' columns of that
+    output instead of multiplying by the kept rows: the same numbers (each output column is the same dot product;
+    widths below :data:`FC1_MIN` are multiplied as before). Before block ``li``'s first cached probe, the model's
+    outputs on the cheapest piece of the first batch are computed plainly and cached (twice) and compared.
     """
 
     def __init__(self, model: Any, example: Any, blocks: Sequence[MlpBlock], slicer: Slicer | None = None) -> None:
@@ -544,75 +551,97 @@ class _PrefixCache:
                 type(self.mods[n]) is nn.Linear and calls.get(n) == 1 and n not in slicer.cols
                 and "weight" in slicer.full[n] for n in b.fc1)
             self.fc1.append(list(b.fc1) if plain else [])
-        self.store: dict[tuple[int, int], list[Any]] = {}
-        self.fc1_store: dict[tuple[int, int], list[Any]] = {}
+        self.outs: dict[tuple[str, int], list[Any]] = {}
+        """(module, batch) -> the module's output of every forward call of that batch (one per length piece)."""
+        self.fc1_full: dict[tuple[str, int], list[Any]] = {}
+        """(fc1, batch) -> its full-width output of every forward call, stored by columns."""
         self.ok: dict[int, bool] = {}
+        self.started = False
 
-    def loss(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
-        """val_loss with block ``li``'s prefix (and fc1) cached (built and checked on first use)."""
-        import torch
-
-        if not (self.prefix[li] or self.fc1[li]) or self.ok.get(li) is False:
-            return val_loss(self.model, emb, val, cfg)
-        if li not in self.ok:
-            losses = self._record(li, val, emb, cfg)
-            full = sum(losses) / len(losses)
-            with torch.no_grad():
-                cached = float(self._cached_loss(li, 0, val[0], emb, cfg))
-            plain = losses[0]
-            self.ok[li] = abs(cached - plain) <= 1e-5 * max(1.0, abs(plain))
-            if not self.ok[li]:
-                for bi in range(len(val)):
-                    self.store.pop((li, bi), None)
-                    self.fc1_store.pop((li, bi), None)
-            return full
-        with torch.no_grad():
-            return float(sum(float(self._cached_loss(li, bi, xy, emb, cfg)) for bi, xy in enumerate(val)) / len(val))
-
-    def _record(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> list[float]:
+    def start(self, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
+        """val_loss of the model as it is (every block at full width), recording what every block's probes replay."""
         import torch
         import torch.nn.functional as F
 
+        names = sorted({n for p in self.prefix for n in p})
+        fc1 = sorted({n for f in self.fc1 for n in f})
         losses = []
         for bi, (x, y) in enumerate(val):
-            got: list[list[Any]] = [[] for _ in self.prefix[li]]  # per module, its output of every forward call
-            ins: list[list[Any]] = [[] for _ in self.fc1[li]]  # per fc1, its input of every forward call
-            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, k=k, got=got: got[k].append(o))
-                  for k, n in enumerate(self.prefix[li])]
-            hs += [self.mods[n].register_forward_pre_hook(lambda _m, i, k=k, ins=ins: ins[k].append(i[0]))
-                   for k, n in enumerate(self.fc1[li])]
+            for n in names:
+                self.outs[(n, bi)] = []
+            ins: dict[str, list[Any]] = {n: [] for n in fc1}
+            hs = [self.mods[n].register_forward_hook(lambda _m, _i, o, got=self.outs[(n, bi)]: got.append(o))
+                  for n in names]
+            hs += [self.mods[n].register_forward_pre_hook(lambda _m, i, got=ins[n]: got.append(i[0])) for n in fc1]
             try:
                 with torch.no_grad():
                     losses.append(float(_loss(self.model, emb, x, y, cfg)))
             finally:
                 for h in hs:
                     h.remove()
-            self.store[(li, bi)] = got
-            if self.fc1[li]:
-                assert self.slicer is not None
-                with torch.no_grad():
-                    self.fc1_store[(li, bi)] = [[_Columns(F.linear(t, self.slicer.full[n]["weight"],
-                                                                   self.slicer.full[n].get("bias"))) for t in calls]
-                                                for n, calls in zip(self.fc1[li], ins)]
-        return losses
+            with torch.no_grad():
+                for n in fc1:
+                    assert self.slicer is not None
+                    w, b = self.slicer.full[n]["weight"], self.slicer.full[n].get("bias")
+                    self.fc1_full[(n, bi)] = [_Columns(F.linear(t, w, b)) for t in ins[n]]
+        self.started = True
+        return sum(losses) / len(losses)
 
-    def _cached_loss(self, li: int, bi: int, xy: tuple[Any, Any], emb: Any, cfg: AmpConfig) -> Any:
-        outs = self.store[(li, bi)]
-        mods = [self.mods[n] for n in self.prefix[li]]
-        for m, o in zip(mods, outs):
-            it = iter(o)
-            m.forward = (lambda *_a, _it=it, **_k: next(_it))  # replayed in call order (one per forward)
-        if self.fc1[li] and self.slicer is not None:
-            for n, full in zip(self.fc1[li], self.fc1_store[(li, bi)]):
+    def loss(self, li: int, val: Sequence[tuple[Any, Any]], emb: Any, cfg: AmpConfig) -> float:
+        """val_loss with block ``li``'s prefix (and fc1) replayed (checked on first use)."""
+        import torch
+
+        if not self.started or not (self.prefix[li] or self.fc1[li]) or self.ok.get(li) is False:
+            return val_loss(self.model, emb, val, cfg)
+        with torch.no_grad():
+            if li not in self.ok:
+                self.ok[li] = self._check(li, val[0][0], emb, cfg)
+                if not self.ok[li]:
+                    return val_loss(self.model, emb, val, cfg)
+            total = 0.0
+            for bi, (x, y) in enumerate(val):
+                with self._replay(li, bi):
+                    total += float(_loss(self.model, emb, x, y, cfg))
+            return total / len(val)
+
+    def _check(self, li: int, x: Any, emb: Any, cfg: AmpConfig) -> bool:
+        """The model's outputs on the piece of ``x`` with the fewest token rows: plain vs replayed (twice)."""
+        import torch
+
+        pieces = loss_pieces(x, emb, cfg)
+        k = 0 if pieces is None else min(range(len(pieces)), key=lambda i: pieces[i][0]["attention_mask"].numel())
+        xp = x if pieces is None else pieces[k][0]
+        plain = [t.float() for t in flat_tensors(call_model(self.model, xp))]
+        for _ in range(2):
+            with self._replay(li, 0, k):
+                got = [t.float() for t in flat_tensors(call_model(self.model, xp))]
+            if len(got) != len(plain) or not all(
+                    g.shape == p.shape and torch.allclose(g, p, rtol=1e-5, atol=1e-5 * max(1.0, float(p.abs().max())))
+                    for g, p in zip(got, plain)):
+                return False
+        return True
+
+    @contextlib.contextmanager
+    def _replay(self, li: int, bi: int, first: int = 0) -> Iterator[None]:
+        """Block ``li``'s prefix modules return their recorded outputs of batch ``bi`` (and its fc1 the kept columns
+        of its full output), one per forward call in order from call ``first``."""
+        mods = []
+        for n in self.prefix[li]:
+            m = self.mods[n]
+            it = iter(self.outs[(n, bi)][first:])
+            m.forward = (lambda *_a, _it=it, **_k: next(_it))
+            mods.append(m)
+        if self.slicer is not None:
+            for n in self.fc1[li]:
                 idx = self.slicer._row_idx(n)
                 if len(idx) < FC1_MIN:
                     continue
                 m = self.mods[n]
-                it = iter(full)
+                it = iter(self.fc1_full[(n, bi)][first:])
                 m.forward = (lambda *_a, _it=it, _idx=idx, **_k: next(_it).take(_idx))
                 mods.append(m)
         try:
-            return _loss(self.model, emb, xy[0], xy[1], cfg)
+            yield
         finally:
             for m in mods:
                 del m.forward
@@ -655,10 +684,10 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
         score_s = time.perf_counter() - t0
         slicer = Slicer(work, blocks)
         cache = _PrefixCache(work, small, blocks, slicer)
-        e0 = val_loss(work, emb, val, cfg)
+        e0 = cache.start(val, emb, cfg)
         say(f"AMP: {len(blocks)} MLP blocks, {cfg.criterion} loss before pruning {e0:.5f}")
         costs = neuron_costs(work, blocks)
-        memo: dict[tuple[int, ...], float] = {}
+        memo: dict[tuple[int, ...], float] = {tuple(b.hidden for b in blocks): e0}  # the unpruned model
         rescored: dict[tuple[int, ...], Any] = {}
         nb = len(blocks)
 
@@ -797,7 +826,7 @@ def amp_search(model: Any, calib: Sequence[tuple[Any, Any]], val: Sequence[tuple
                               f"(largest ΔE tried {th:.3g}); the blocks cannot shrink further with {cfg.steps} "
                               "halvings and min_width")
             remove_info = {"target": target, "removed": got, "delta_e": th, "delta_e_rel": th / max(abs(e0), 1e-12),
-                           "searches": tried, "probes_evaluated": len(memo), "interpolated": interpolated}
+                           "searches": tried, "probes_evaluated": len(memo) - 1, "interpolated": interpolated}
         keep = [orders[i][:w].sort().values for i, w in enumerate(widths)]
         for i, k in enumerate(keep):
             slicer.set(i, k)
@@ -954,19 +983,26 @@ def accuracy(model: Any, x: Any, y: Any, batch: int = 512) -> float:
 
 
 def embed_tokens(model: Any, x: Any, pool: str, batch: int = 64) -> Any:
-    """Pooled embeddings of a token set (:class:`hwkit.data.tokens.Tokens`) in batches, no gradients."""
+    """Pooled embeddings of a token set (:class:`hwkit.data.tokens.Tokens`), no gradients, in the set's order;
+    computed in batches of similar length (sorted longest first, each padded to its own longest sample)."""
+    import numpy as np
     import torch
 
     emb = _OutputEmbedding(model, pool)
-    out = []
+    order = np.argsort(-np.asarray(x.lengths), kind="stable")
+    out: Any = None
     try:
         with torch.no_grad():
-            for b in x.batches(batch):
-                call_model(model.eval(), b)
-                out.append(emb.pooled().float())
+            for i in range(0, len(order), batch):
+                idx = order[i:i + batch]
+                call_model(model.eval(), x[idx].batch())
+                z = emb.pooled().float()
+                if out is None:
+                    out = torch.empty(len(order), *z.shape[1:])
+                out[torch.from_numpy(idx)] = z
     finally:
         emb.close()
-    return torch.cat(out)
+    return out if out is not None else torch.empty(0)
 
 
 def agreement(ref: Any, got: Any, k: int = 10) -> dict[str, float]:
