@@ -551,18 +551,18 @@ class Slicer:
             if n in self.rows:
                 w = w[self._row_idx(n)]
                 if "bias" in full:
-                    m.bias.data = full["bias"][self._row_idx(n)].clone()
+                    m.bias.data = full["bias"][self._row_idx(n)]  # indexing copies
                 m.out_features = w.shape[0]
             if n in self.cols:
                 w = w[:, self.keep[self.cols[n]]]
                 m.in_features = w.shape[1]
-            m.weight.data = w.clone()
+            m.weight.data = w if w is not full["weight"] else w.clone()
         if n in self.norm:
             i = self.norm[n]
             k, h = self.keep[i], self.blocks[i].hidden
             for key, t in full.items():
                 if t.ndim >= 1 and t.shape[0] == h:
-                    getattr(m, key).data = t[k].clone()
+                    getattr(m, key).data = t[k]  # indexing copies
             if hasattr(m, "num_features"):
                 m.num_features = len(k)
             if hasattr(m, "normalized_shape"):
