@@ -49,10 +49,20 @@ def test_streamlining_leaves_no_batch_transpose_and_keeps_outputs(tmp_path):
     assert np.abs(out - model(x).detach().numpy()).max() < 1e-4
 
 
-def test_multi_head_attention_stops_with_unsupported_naming_the_node(tmp_path):
-    from hwkit.backends.finn.transformer import step_transformer_convert_to_hw
-    from hwkit.errors import UnsupportedLayerError
+def test_multi_head_split_of_brevitas_export_is_streamlined_into_finn_plus_pattern(tmp_path):
+    """Brevitas quantises each head after its Reshape; streamlining moves the Reshape past that (per-tensor)
+    threshold so that it meets its head Transpose, and finn-plus's attention inference maps both heads."""
+    import numpy as np
+    import qonnx.core.onnx_exec as oxe
 
-    m, cfg, _, _ = _streamlined(tmp_path, dim=8, hidden=16, heads=2)
-    with pytest.raises(UnsupportedLayerError, match=r"node 'MatMul_\d+' \(op MatMul.*2 attention heads"):
-        step_transformer_convert_to_hw(m, cfg)
+    from hwkit.backends.finn.transformer import attention_to_hw
+
+    m, _, model, x = _streamlined(tmp_path, dim=8, hidden=16, heads=2)
+    splits = [n for n in m.graph.node if n.op_type == "Reshape"
+              and [s.op_type for s in m.find_direct_successors(n) or []] == ["Transpose"]
+              and len(m.get_tensor_shape(n.output[0])) == 3 and m.get_tensor_shape(n.output[0])[1] == 2]
+    assert len(splits) == 3  # q, k, v: (tokens, 1, dim) -> (tokens, heads, dim/heads) -> head transpose
+    out = oxe.execute_onnx(m, {m.graph.input[0].name: x.numpy()})[m.graph.output[0].name]
+    assert np.abs(out - model(x).detach().numpy()).max() < 1e-4
+    ops = [n.op_type for n in attention_to_hw(m).graph.node]
+    assert ops.count("ScaledDotProductAttention") == 2 and ops.count("MergeMultiHeads") == 1

@@ -64,6 +64,7 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
         if node.domain.startswith("finn.custom_op.fpgadataflow.") and node.op_type.endswith(("_hls", "_rtl")):
             node.op_type = node.op_type.rsplit("_", 1)[0]
             node.domain = "finn.custom_op.fpgadataflow"
+    _attention_outputs_as_annotated(model)
     iname, oname = model.graph.input[0].name, model.graph.output[0].name
     int_name = _integer_tensor(model)
     names = [oname] + ([int_name] if int_name else [])
@@ -77,6 +78,28 @@ def execute_finn_graph(path: Path, inputs: np.ndarray, work_dir: Path) -> tuple[
         return got[0], (got[1] if int_name else None)
     got = _execute_mixed(model, inputs.astype(np.float32), names)
     return got[0], (got[1] if int_name else None)
+
+
+def _attention_outputs_as_annotated(model: Any) -> None:
+    """finn-plus's ScaledDotProductAttention executes to (heads, tokens, dim) also where the graph (squeezed,
+    heads unrolled) annotates (tokens, dim); MergeMultiHeads then fails to concatenate the heads. A Reshape to
+    the annotated shape after each attention node (in the graph run here only) restores what the graph says."""
+    from onnx import helper
+    from qonnx.custom_op.registry import getCustomOp
+
+    graph = model.graph
+    for node in [n for n in graph.node if n.op_type == "ScaledDotProductAttention"]:
+        out = node.output[0]
+        shape = model.get_tensor_shape(out)
+        if shape is None or len(shape) == 3:
+            continue
+        raw, target = model.make_new_valueinfo_name(), model.make_new_valueinfo_name()
+        model.set_initializer(target, np.asarray(shape, dtype=np.int64))
+        node.output[0] = raw
+        model.set_tensor_shape(raw, list(getCustomOp(node).get_normal_output_shape()))
+        model.set_tensor_datatype(raw, model.get_tensor_datatype(out))
+        graph.node.insert(list(graph.node).index(node) + 1,
+                          helper.make_node("Reshape", [raw, target], [out], name=f"{node.name}_as_annotated"))
 
 
 def execute_values(model: Any, inputs: np.ndarray, names: list[str], work_dir: Path) -> list[np.ndarray]:

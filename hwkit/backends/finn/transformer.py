@@ -34,35 +34,68 @@ _ROUNDS = 4
 """Most StreamlinePlus / transpose rounds (the small encoders settle in two)."""
 
 
+def _swap_forward(model: Any, node: Any, succ: Any, mid_shape: list[int] | None) -> None:
+    """``x -node-> mid -succ-> out`` becomes ``x -succ-> mid -node-> out``; ``mid`` gets ``mid_shape`` (the
+    shape of what ``succ`` now sees) and ``out``'s datatype; the node list stays topologically sorted."""
+    graph = model.graph
+    mid = node.output[0]
+    src, out = node.input[0], succ.output[0]
+    succ.input[0] = src
+    succ.output[0] = mid
+    node.input[0] = mid
+    node.output[0] = out
+    model.set_tensor_shape(mid, mid_shape if mid_shape else model.get_tensor_shape(src))
+    model.set_tensor_datatype(mid, model.get_tensor_datatype(out))
+    i, j = list(graph.node).index(node), list(graph.node).index(succ)
+    if j > i:  # succ now runs before node
+        graph.node.remove(succ)
+        graph.node.insert(i, succ)
+
+
+def _single_successor(model: Any, node: Any) -> Any:
+    """The one consumer of ``node``'s output taking it as its first input (with constant other inputs), or None."""
+    if model.is_fork_node(node):
+        return None
+    nxt = model.find_direct_successors(node)
+    if not nxt or len(nxt) != 1:
+        return None
+    succ = nxt[0]
+    if succ.input[0] != node.output[0] or len(succ.output) != 1:
+        return None
+    if any(model.get_initializer(t) is None for t in succ.input[1:]):
+        return None  # a join: not ours
+    return succ
+
+
+def _per_tensor_threshold(model: Any, node: Any) -> bool:
+    """A MultiThreshold with one threshold row for all elements: an element-wise function of its input, so it
+    commutes with any transpose or reshape."""
+    return node.op_type == "MultiThreshold" and model.get_initializer(node.input[1]).shape[0] == 1
+
+
+_RANK_LAYOUT = {2: "NC", 3: "NWC", 4: "NHWC"}
+
+
 def move_transpose_forward(model: Any) -> tuple[Any, bool]:
     """One pass of :class:`MoveTransposeForward`; returns (model, changed)."""
-    graph = model.graph
-    for node in graph.node:
-        if node.op_type != "Transpose" or model.is_fork_node(node):
+    for node in model.graph.node:
+        if node.op_type != "Transpose":
             continue
         perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         if perm is None:
             continue
         keeps_last = perm[-1] == len(perm) - 1
-        nxt = model.find_direct_successors(node)
-        if not nxt or len(nxt) != 1:
-            continue
-        succ = nxt[0]
-        mid = node.output[0]
-        if succ.input[0] != mid or len(succ.output) != 1:
+        succ = _single_successor(model, node)
+        if succ is None:
             continue
         others = [model.get_initializer(t) for t in succ.input[1:]]
-        if any(o is None for o in others):
-            continue  # a join: not ours
         if succ.op_type == "MatMul":
             ok = keeps_last and others[0].ndim == 2
         elif succ.op_type in ("Add", "Mul"):
             # the constant must broadcast over every axis but the last
             ok = keeps_last and (others[0].ndim <= 1 or all(d == 1 for d in others[0].shape[:-1]))
-        elif succ.op_type == "MultiThreshold":
-            ok = others[0].shape[0] == 1  # one threshold row for all elements: commutes with any transpose
         else:
-            ok = False
+            ok = _per_tensor_threshold(model, succ)
         if not ok:
             continue
         if succ.op_type == "MultiThreshold":
@@ -74,23 +107,37 @@ def move_transpose_forward(model: Any) -> tuple[Any, bool]:
                 for j, p in enumerate(perm):
                     new[p] = old[j]
                 attr.s = "".join(new).encode()
-        # x -T-> mid -succ-> out   becomes   x -succ-> mid -T-> out
-        src, out = node.input[0], succ.output[0]
-        succ.input[0] = src
-        succ.output[0] = mid
-        node.input[0] = mid
-        node.output[0] = out
-        in_shape = model.get_tensor_shape(src)
-        out_shape = model.get_tensor_shape(out)
+        out_shape = model.get_tensor_shape(succ.output[0])
         inv = [perm.index(i) for i in range(len(perm))]
-        model.set_tensor_shape(mid, [out_shape[i] for i in inv] if out_shape else in_shape)
-        dt = model.get_tensor_datatype(out)
-        model.set_tensor_datatype(mid, dt)
-        # keep the graph topologically sorted: succ now runs before node
-        i, j = list(graph.node).index(node), list(graph.node).index(succ)
-        if j > i:
-            graph.node.remove(succ)
-            graph.node.insert(i, succ)
+        _swap_forward(model, node, succ, [out_shape[i] for i in inv] if out_shape else None)
+        return model, True
+    return model, False
+
+
+def move_reshape_forward(model: Any) -> tuple[Any, bool]:
+    """One pass of :class:`MoveReshapeForward`; returns (model, changed).
+
+    Brevitas's ``QuantMultiheadAttention`` quantises the queries, keys and values after splitting them into
+    heads: ``Reshape (tokens, 1, dim) -> (tokens, heads, dim/heads)``, the quantiser (a per-tensor
+    MultiThreshold once streamlined), then the head transpose. finn-plus's ``InferMultiHeads`` matches a
+    Reshape directly followed by its Transpose; a per-tensor threshold is element-wise, so the Reshape moves
+    past it (the threshold then runs on the unsplit tensor: the same values in the same order).
+    """
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or model.get_initializer(node.input[1]) is None:
+            continue
+        succ = _single_successor(model, node)
+        if succ is None or not _per_tensor_threshold(model, succ):
+            continue
+        in_shape = model.get_tensor_shape(node.input[0])
+        attr = next((a for a in succ.attribute if a.name == "data_layout"), None)
+        if attr is not None and in_shape is not None and len(attr.s) != len(in_shape):
+            succ.attribute.remove(attr)  # a layout of the new rank (one threshold row: any channel axis does)
+            if len(in_shape) in _RANK_LAYOUT:
+                from onnx import helper
+
+                succ.attribute.append(helper.make_attribute("data_layout", _RANK_LAYOUT[len(in_shape)]))
+        _swap_forward(model, node, succ, in_shape)
         return model, True
     return model, False
 
@@ -106,6 +153,18 @@ def _transformation_class() -> Any:
             return move_transpose_forward(model)
 
     return MoveTransposeForward
+
+
+def _reshape_transformation_class() -> Any:
+    from qonnx.transformation.base import Transformation
+
+    class MoveReshapeForward(Transformation):
+        """Move a constant-shape Reshape past a per-tensor MultiThreshold (see :func:`move_reshape_forward`)."""
+
+        def apply(self, model: Any) -> tuple[Any, bool]:
+            return move_reshape_forward(model)
+
+    return MoveReshapeForward
 
 
 def _tidy(model: Any) -> Any:
@@ -128,8 +187,9 @@ def _transposes(model: Any) -> Any:
     from qonnx.transformation.composed import ComposedTransformation
 
     return model.transform(ComposedTransformation([
-        _transformation_class()(), MoveTransposePastFork(), MoveTransposePastEltwise(), MoveTransposePastJoinMul(),
-        MoveTransposePastJoinAdd(), CollapseRepeatedTranspose(), RemoveIdentityTranspose(), RemoveIdentityReshape(),
+        _transformation_class()(), _reshape_transformation_class()(), MoveTransposePastFork(),
+        MoveTransposePastEltwise(), MoveTransposePastJoinMul(), MoveTransposePastJoinAdd(),
+        CollapseRepeatedTranspose(), RemoveIdentityTranspose(), RemoveIdentityReshape(),
     ]))
 
 
@@ -208,6 +268,30 @@ def _keep_vector_batch(model: Any) -> Any:
     return model
 
 
+def one_head_per_unrolled_attention(model: Any) -> Any:
+    """Give each attention operator fed by an unrolled (``packed=0``) ``SplitMultiHeads`` ``Heads=1``.
+
+    finn-plus 1.6.1's ``UnrollMultiHeadAttention`` copies the multi-head attention node once per head and then
+    sets ``Heads=1`` on its local copy *after* inserting it into the graph; protobuf's insert stores a copy, so
+    the graph's per-head nodes keep the original head count and compute (and are estimated) as if each saw all
+    heads (their python execution fails to reshape one head's tokens into ``heads`` of them).
+    """
+    from onnx import helper
+
+    for node in model.graph.node:
+        if node.op_type != "ScaledDotProductAttention":
+            continue
+        split = model.find_producer(node.input[0])
+        if split is None or split.op_type != "SplitMultiHeads":
+            continue
+        if any(a.name == "packed" and a.i for a in split.attribute):
+            continue  # still packed: this node computes every head
+        for attr in [a for a in node.attribute if a.name == "Heads"]:
+            node.attribute.remove(attr)
+        node.attribute.append(helper.make_attribute("Heads", 1))
+    return model
+
+
 def _unmapped_attention(model: Any, transform: str, exc: BaseException) -> Exception:
     """The one-line error (exit 3) for an attention pattern finn-plus cannot convert, naming its node."""
     from hwkit.backends.finn.execute import dynamic_tensors
@@ -219,16 +303,18 @@ def _unmapped_attention(model: Any, transform: str, exc: BaseException) -> Excep
                   if len(model.get_tensor_shape(n.input[0]) or ()) == 3), None)
     where = f"node '{joins[0].name}' (op MatMul, attention scores)" if joins else "the attention"
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "an assertion on the pattern"
-    hint = (f"; the graph has {heads} attention heads: hwkit maps single-head attention (heads=1) of Brevitas's "
-            "QuantMultiheadAttention, finn-plus's multi-head split does not match its batch-first export"
+    hint = (f"; the graph has {heads} attention heads: finn-plus's InferMultiHeads maps a head split that is a "
+            "Reshape (tokens, 1, dim) -> (tokens, heads, dim/heads) then a Transpose (perm [1, 0, 2], the keys' "
+            "[1, 2, 0]), with at most per-tensor quantisers between them"
             if heads and heads > 1 else "")
     return UnsupportedLayerError(f"{where}: finn-plus {transform} cannot map this scaled dot-product attention "
                                  f"({type(exc).__name__}: {detail}){hint}")
 
 
-def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
-    """Attention, heads, squeeze, then finn-plus's transformer HW conversion (see the module docstring)."""
-    from finn.builder.custom_step_library.transformer_adhoc import step_convert_to_hw
+def attention_to_hw(model: Any) -> Any:
+    """finn-plus's attention inference: head split/merge (``InferMultiHeads``), ``ScaledDotProductAttention``,
+    heads unrolled (one attention operator per head), thresholds absorbed. An attention finn-plus rejects stops
+    with :class:`~hwkit.errors.UnsupportedLayerError` naming its score MatMul."""
     from finn.transformation.fpgadataflow.attention import (
         AbsorbMultiThresholdIntoScaledDotProductAttention,
         InferScaledDotProductAttention,
@@ -239,10 +325,7 @@ def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
         MoveSplitMultiHeadsPastMultiThreshold,
         UnrollMultiHeadAttention,
     )
-    from finn.transformation.fpgadataflow.convert_to_hw.layer_norm import InferLayerNorm
-    from finn.transformation.squeeze import Squeeze
     from finn.transformation.streamline.absorb import AbsorbAddIntoMultiThreshold
-    from finn.transformation.streamline.streamline_plus import StreamlinePlus
 
     for t in (InferMultiHeads(), MoveSplitMultiHeadsPastMultiThreshold(), AbsorbAddIntoMultiThreshold(),
               InferScaledDotProductAttention(), UnrollMultiHeadAttention(), MoveMergeMultiHeadsPastMultiThreshold(),
@@ -251,6 +334,21 @@ def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
             model = _tidy(model.transform(t))
         except Exception as exc:  # finn-plus asserts (or fails otherwise) on attention patterns it cannot map
             raise _unmapped_attention(model, type(t).__name__, exc) from exc
+        if isinstance(t, UnrollMultiHeadAttention):
+            model = one_head_per_unrolled_attention(model)
+    return model
+
+
+def step_transformer_convert_to_hw(model: Any, cfg: Any) -> Any:
+    """Attention, heads, squeeze, then finn-plus's transformer HW conversion (see the module docstring)."""
+    from finn.builder.custom_step_library.transformer_adhoc import step_convert_to_hw
+    from finn.transformation.fpgadataflow.attention import AbsorbMultiThresholdIntoScaledDotProductAttention
+    from finn.transformation.fpgadataflow.convert_to_hw.layer_norm import InferLayerNorm
+    from finn.transformation.squeeze import Squeeze
+    from finn.transformation.streamline.absorb import AbsorbAddIntoMultiThreshold
+    from finn.transformation.streamline.streamline_plus import StreamlinePlus
+
+    model = attention_to_hw(model)
     model = _tidy(_keep_vector_batch(_reshape_shapes_1d(model.transform(Squeeze()))))
     model = _tidy(_transposes(model))
     model = _tidy(model.transform(AbsorbAddIntoMultiThreshold()))
