@@ -11,10 +11,13 @@ The steps here do, in this order (the order of finn-plus's transformer examples)
     transposes, absorbed into thresholds), alternating with :class:`MoveTransposeForward`: Brevitas's
     batch-first ``QuantMultiheadAttention`` swaps the batch and token axes around its projections,
     and those transposes must meet their inverse and vanish before the biases in between can reach
-    a threshold.
+    a threshold; and :class:`MoveReshapeForward`: Brevitas quantises each head after its head-split
+    Reshape, and finn-plus's ``InferMultiHeads`` only matches a Reshape directly followed by the head
+    Transpose, so the Reshape moves past that (per-tensor, element-wise) threshold.
 ``transformer_convert_to_hw``
     finn-plus's attention inference (heads split, ``InferScaledDotProductAttention``, heads unrolled,
-    thresholds absorbed into the attention operator), then ``Squeeze`` (the batch axis of 1 dropped,
+    one attention operator per head with ``Heads=1``, thresholds absorbed into the attention
+    operator), then ``Squeeze`` (the batch axis of 1 dropped,
     so the tokens are the stream of an MVAU), a second streamlining round, and finn-plus's
     ``transformer_adhoc.step_convert_to_hw`` (MVAU, thresholds, element-wise adds, replicate-stream,
     split/concat) plus LayerNorm and Squeeze/Unsqueeze layers.
