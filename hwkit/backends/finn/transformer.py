@@ -133,8 +133,10 @@ def move_reshape_forward(model: Any) -> tuple[Any, bool]:
         if succ is None or not _per_tensor_threshold(model, succ):
             continue
         in_shape = model.get_tensor_shape(node.input[0])
+        if in_shape is None:
+            continue
         attr = next((a for a in succ.attribute if a.name == "data_layout"), None)
-        if attr is not None and in_shape is not None and len(attr.s) != len(in_shape):
+        if attr is not None and len(attr.s) != len(in_shape):
             succ.attribute.remove(attr)  # a layout of the new rank (one threshold row: any channel axis does)
             if len(in_shape) in _RANK_LAYOUT:
                 from onnx import helper
