@@ -62,3 +62,16 @@ def float_first_layer() -> torch.nn.Sequential:
 
     return torch.nn.Sequential(torch.nn.Linear(16, 12, bias=False), qnn.QuantReLU(bit_width=2),
                                qnn.QuantLinear(12, 4, bias=False, weight_bit_width=2))
+
+
+def quant_cnn_1d() -> torch.nn.Sequential:
+    """A 1-D Brevitas CNN (4 channels x 16 samples: Conv1d, BatchNorm, ReLU, MaxPool1d, Conv1d, Linear), the shape
+    of signal and CAN-sequence models."""
+    import brevitas.nn as qnn
+
+    return torch.nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True),
+                               qnn.QuantConv1d(4, 8, 3, weight_bit_width=4, bias=False), torch.nn.BatchNorm1d(8),
+                               qnn.QuantReLU(bit_width=4, return_quant_tensor=True), torch.nn.MaxPool1d(2),
+                               qnn.QuantConv1d(8, 8, 3, weight_bit_width=4, bias=False), torch.nn.BatchNorm1d(8),
+                               qnn.QuantReLU(bit_width=4, return_quant_tensor=True), torch.nn.Flatten(),
+                               qnn.QuantLinear(8 * 5, 4, weight_bit_width=4, bias=True))

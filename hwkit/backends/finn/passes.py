@@ -250,6 +250,37 @@ def refuse_float_weights(model: Any, host: Sequence[Any], weight_layers: Sequenc
         "first (--quantize w4a4 --calib DATA, docs/quantize.md), or use an ONNX Runtime target (--target cpu)")
 
 
+def convs_1d_as_2d(model: Any) -> Any:
+    """1-D convolutions and pools (N, C, L) rewritten as 2-D ones on (N, C, L, 1), which finn-plus lowers and maps
+    (qonnx's Change3DTo4DTensors, as FINN's own 1-D examples do before streamlining); qonnx's lowering of a 1-D
+    Conv fails with an IndexError. A graph with ops that rewrite does not know stops with exit 3 naming them."""
+    def one_d(n: Any) -> bool:
+        return n.op_type in ("Conv", "MaxPool", "AveragePool") and any(
+            a.name == "kernel_shape" and len(a.ints) == 1 for a in n.attribute)
+
+    first = next((n for n in model.graph.node if one_d(n)), None)
+    if first is None:
+        return model
+    import warnings
+
+    from qonnx.transformation.change_3d_tensors_to_4d import Change3DTo4DTensors, _find_invalid_nodes
+
+    bad = sorted(set(_find_invalid_nodes(model)))
+    if bad:
+        raise UnsupportedLayerError(
+            f"node '{first.name}': a 1-D {first.op_type}, which finn-plus maps as a 2-D one on (N, C, L, 1), but the "
+            f"rewrite does not take the graph's {', '.join(bad)} op(s); use 2-D layers (Conv2d with kernel (k, 1))")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = model.transform(Change3DTo4DTensors())
+    for n in model.graph.node:  # the rewrite widens kernel_shape, strides and pads, not a pool's dilations
+        kernel = next((a for a in n.attribute if a.name == "kernel_shape"), None)
+        for a in n.attribute:
+            if a.name == "dilations" and kernel is not None and len(a.ints) == len(kernel.ints) - 1:
+                a.ints.append(1)
+    return model
+
+
 def float_layers(model: Any) -> list[tuple[str, str, bool]]:
     """HW layers with a FLOAT32 input or output, as (name, op, fed by the graph input) (finn-plus's check)."""
     from qonnx.core.datatype import DataType
@@ -489,6 +520,8 @@ def _make_step_pass(step: str, step_fn: Any = None) -> Any:
             if step == "step_create_dataflow_partition":
                 host = split_host(model, ctx.work_dir)
             model = fn(model, cfg)
+            if step == "step_tidy_up":
+                model = convs_1d_as_2d(model)
         torch_layers = art.meta.get("model", {}).get("weight_layers", ())
         meta: dict[str, Any] = {}
         if step == "step_convert_to_hw":
