@@ -348,6 +348,51 @@ def test_reconstruction_lowers_the_block_output_error_of_a_pruned_bert(hf_dir, c
             > amp.agreement(ref, amp.embed_tokens(before, held, "mean"))["cosine_mean"])
 
 
+def test_reconstruction_gradient_fit_changes_fc1_and_lowers_the_layernorm_output_error(hf_dir, calib_txt):
+    """The block-wise gradient fit after the closed-form fc2 fit (``tune_steps``): it identifies GELU between fc1
+    and fc2, moves fc1 (which the closed form leaves alone), and lowers the error of the residual LayerNorm's output
+    against the unpruned model's on sentences it did not fit on, below the closed form alone."""
+    import torch.nn.functional as F
+
+    from hwkit.compress.amp.blocks import prune_blocks
+    from hwkit.compress.amp.reconstruct import _which_act, reconstruct
+
+    z = torch.linspace(-4, 4, 101)[None]
+    assert _which_act(z, F.gelu(z)) == "gelu" and _which_act(z, F.relu(z)) == "relu"
+    assert _which_act(z, 2 * z) is None
+    teacher = load_hf_dir(hf_dir).module
+    t = tok.load_text(calib_txt, hf_dir, 32)
+    fit, val, held = amp.batches(t[:48], None, 16), amp.batches(t[48:64], None, 16), t[64:]
+    blocks = find_mlp_blocks(teacher, fit[0][0])
+    keep = [torch.arange(0, 64, 3), torch.arange(1, 64, 2)]
+    closed = prune_blocks(teacher, blocks, keep)
+    tuned = copy_of(closed)
+    fc1_start = [closed.encoder.layer[i].intermediate.dense.weight.detach().clone() for i in range(2)]
+    reconstruct(closed, teacher, blocks, [x for x, _ in fit], ridge=1e-3)
+    rep = reconstruct(tuned, teacher, blocks, [x for x, _ in fit], ridge=1e-3, tune_steps=150, tune_lr=1e-3,
+                      val_batches=[x for x, _ in val], tune_batch=256)
+    for i, r in enumerate(rep):
+        assert r["tune"]["activation"] == "gelu"
+        assert r["tune"]["val_after"] < r["tune"]["val_before"] and r["tune"]["best_step"] > 0
+        assert torch.equal(closed.encoder.layer[i].intermediate.dense.weight, fc1_start[i])
+        assert not torch.allclose(tuned.encoder.layer[i].intermediate.dense.weight, fc1_start[i])
+        assert tuned.encoder.layer[i].intermediate.dense.weight.requires_grad  # flags restored
+
+    def ln_output_error(model):  # the last residual LayerNorm's output vs the unpruned model's, unseen sentences
+        got = {}
+        h1 = model.encoder.layer[1].output.LayerNorm.register_forward_hook(lambda _m, _i, o: got.__setitem__(0, o))
+        h2 = teacher.encoder.layer[1].output.LayerNorm.register_forward_hook(lambda _m, _i, o: got.__setitem__(1, o))
+        with torch.no_grad():
+            x = held.batch()
+            model(**x)
+            teacher(**x)
+        h1.remove()
+        h2.remove()
+        return float(((got[0] - got[1])[x["attention_mask"].bool()] ** 2).mean())
+
+    assert ln_output_error(tuned) < 0.95 * ln_output_error(closed)
+
+
 def copy_of(model):
     import copy
 

@@ -68,6 +68,11 @@ def add_parser(sub: Any) -> None:
                    "(ridge least squares, seconds; auto: on for token sets)")
     p.add_argument("--reconstruct-ridge", type=number(0, 1e6), default=0.1,
                    help="ridge strength of the re-fit, relative to the activations' mean square (0.1)")
+    p.add_argument("--reconstruct-steps", type=integer(0, 10**6), default=None,
+                   help="after the closed form, Adam steps per block fitting fc1 and fc2 to the unpruned model's "
+                   "LayerNorm output on cached rows, early-stopped on the validation split (0: none; default 300)")
+    p.add_argument("--reconstruct-lr", type=number(0, 10, lo_open=True), default=None,
+                   help="learning rate of that fit (1e-4)")
     p.add_argument("--recover-calib", metavar="DATA",
                    help="more unlabelled samples for the recovery only (a .txt or .npz token set like --calib): "
                    "reconstruction and distillation train on the calibration split plus these")
@@ -161,6 +166,8 @@ def run(args: argparse.Namespace) -> int:
         if tokens:
             params["distill_warmup_epochs"] = 1
         cfg, dcfg = configs_from(params)
+        tune = {k: v for k, v in (("tune_steps", args.reconstruct_steps), ("tune_lr", args.reconstruct_lr))
+                if v is not None}
         say = None if (args.json or args.quiet) else print
 
         def warn(msg: str) -> None:
@@ -173,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 
             od = claim(out, "prune", force=args.force)
             try:
-                pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra)
+                pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra, **tune)
                 files = save_pruned_hf(pruned, report, od.path, src)
                 files += write_report(report, od.path)
             except BaseException:
@@ -181,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
                 raise
         else:
             assert stage is not None  # staged unless the output is a Hugging Face folder
-            pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra)
+            pruned, report = prune_model(loaded.module, data, cfg, dcfg, say, warn, extra, **tune)
             files = save_pruned(pruned, report, stage / out.name, src, loaded)
             files += write_report(report, stage)
     if stage is not None:

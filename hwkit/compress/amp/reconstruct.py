@@ -146,8 +146,280 @@ def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], 
     return g, c, yy, ysum, rows
 
 
+def _kept_rows(w_student: Any, w_teacher: Any) -> Any | None:
+    """The teacher rows the student's sliced fc1 rows were taken from (exact copies), or None when some row has no
+    exact copy (the student's fc1 was changed)."""
+    import torch
+
+    d = torch.cdist(w_student.detach().double(), w_teacher.detach().double())
+    idx = d.argmin(dim=1)
+    if not bool((d.gather(1, idx[:, None]) == 0).all()):
+        return None
+    return idx
+
+
+def _fit_fc1(student: Any, fc1: Any, batches: Sequence[Any], teacher_in: Sequence[Any], theta_t: Any,
+             ridge: float) -> tuple[float, float, int]:
+    """Re-fit ``fc1`` (weight and bias) of ``student`` in place so that its output on the student's own fc1 input
+    reproduces the teacher's kept pre-activations ``[x_t, 1] @ theta_t`` (``teacher_in``: the teacher's fc1 input
+    rows per batch). Only ``AᵀA`` and ``AᵀA_t`` (input-sized) are accumulated. Returns the relative squared error
+    before and after and the rows."""
+    import torch
+
+    n = fc1.in_features
+    has_bias = fc1.bias is not None
+    m = n + int(has_bias)
+    g = torch.zeros(m, m, dtype=torch.float64)
+    cross = torch.zeros(m, n + 1, dtype=torch.float64)
+    gt = torch.zeros(n + 1, n + 1, dtype=torch.float64)
+    got: dict[str, Any] = {}
+    rows = 0
+
+    def cap(_m: Any, inp: Any) -> None:
+        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
+        raise _Stop
+
+    h = fc1.register_forward_pre_hook(cap)
+    try:
+        with torch.no_grad():
+            for bi, xb in enumerate(batches):
+                got.clear()
+                got["mask"] = _mask_of(xb)
+                with contextlib.suppress(_Stop):
+                    call_model(student, xb)
+                a = got["a"].double()
+                at = torch.cat([teacher_in[bi].double(), torch.ones(len(a), 1, dtype=torch.float64)], 1)
+                if has_bias:
+                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+                g += a.T @ a
+                cross += a.T @ at
+                gt += at.T @ at
+                rows += len(a)
+    finally:
+        h.remove()
+    c = cross @ theta_t
+    yy = (theta_t * (gt @ theta_t)).sum()
+    ysum = gt[-1] @ theta_t  # the ones column of A_t: Σ rows of Y
+    w0 = fc1.weight.detach().double()
+    theta0 = torch.cat([w0.T, fc1.bias.detach().double()[None]], 0) if has_bias else w0.T
+    lam = ridge * float(torch.diagonal(g)[:n].mean().clamp(min=1e-12))
+    reg = torch.full((m,), lam, dtype=torch.float64)
+    if has_bias:
+        reg[-1] = lam * 1e-6
+    theta = torch.linalg.solve(g + torch.diag(reg), c + reg[:, None] * theta0)
+    var = max(float(yy - (ysum * ysum).sum() / max(rows, 1)), 1e-30)
+    e0, e1 = _sq_err(theta0, g, c, yy) / var, _sq_err(theta, g, c, yy) / var
+    if e1 > e0:
+        theta, e1 = theta0, e0
+    fc1.weight.data = theta[:n].T.to(fc1.weight.dtype).contiguous()
+    if has_bias:
+        fc1.bias.data = theta[n].to(fc1.bias.dtype).contiguous()
+    return e0, e1, rows
+
+
+_ACTS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
+
+
+def _act(name: str) -> Callable[[Any], Any]:
+    import torch.nn.functional as F
+
+    return {"gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"), "relu": F.relu, "silu": F.silu,
+            "identity": lambda z: z}[name]
+
+
+def _which_act(z: Any, a: Any) -> str | None:
+    """The element-wise activation that maps fc1's output ``z`` to fc2's input ``a`` (rows of equal shape), if it
+    is one of :data:`_ACTS` (within float rounding); None otherwise (norms, gates, scales between fc1 and fc2)."""
+    if z.shape != a.shape:
+        return None
+    tol = 1e-5 * max(float(a.abs().max()), 1.0)
+    for name in _ACTS:
+        if float((_act(name)(z) - a).abs().max()) <= tol:
+            return name
+    return None
+
+
+def _block_rows(student: Any, fc1: Any, fc2: Any, nxt: Any, batches: Sequence[Any]) -> dict[str, Any]:
+    """Real-token rows of one block in ``student``: fc1's input ``x`` and the residual ``r`` added to fc2's output
+    before ``nxt`` (zero when ``nxt`` is None), all batches; fc1's output ``z0`` and fc2's input ``a0`` of the
+    first batch (to identify the activation between them)."""
+    import torch
+
+    got: dict[str, Any] = {}
+    out: dict[str, list[Any]] = {"x": [], "r": []}
+
+    def f1_in(_m: Any, inp: Any) -> None:
+        got["x"] = _rows(_first(inp).detach().float(), got["mask"])
+
+    def f1_out(_m: Any, _inp: Any, o: Any) -> None:
+        got["z"] = _rows(o.detach().float(), got["mask"])
+
+    def f2_in(_m: Any, inp: Any) -> None:
+        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
+
+    def f2_out(_m: Any, _inp: Any, o: Any) -> None:
+        got["o"] = _rows(o.detach().float(), got["mask"])
+        if nxt is None:
+            raise _Stop
+
+    def n_in(_m: Any, inp: Any) -> None:
+        got["n"] = _rows(_first(inp).detach().float(), got["mask"])
+        raise _Stop
+
+    hooks = [fc1.register_forward_pre_hook(f1_in), fc1.register_forward_hook(f1_out),
+             fc2.register_forward_pre_hook(f2_in), fc2.register_forward_hook(f2_out)]
+    if nxt is not None:
+        hooks.append(nxt.register_forward_pre_hook(n_in))
+    res: dict[str, Any] = {}
+    try:
+        with torch.no_grad():
+            for xb in batches:
+                got.clear()
+                got["mask"] = _mask_of(xb)
+                with contextlib.suppress(_Stop):
+                    call_model(student, xb)
+                if not res:
+                    res = {"z0": got["z"], "a0": got["a"]}
+                out["x"].append(got["x"])
+                out["r"].append(got["n"] - got["o"] if nxt is not None else torch.zeros_like(got["o"]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {**res, **{k: torch.cat(v) for k, v in out.items()}}
+
+
+def _normal_equations_rows(fc1: Any, act: str, fc2: Any, rows: dict[str, Any], y_t: Any, per_token_scale: bool,
+                           chunk: int = 4096) -> tuple[Any, Any, Any, Any, int]:
+    """:func:`_normal_equations` from cached rows (fc2's input recomputed as ``act(fc1(x))``, ``y = y_t - r``)."""
+    import torch
+
+    f = _act(act)
+    k, d = fc2.in_features, fc2.out_features
+    n_in = k + int(fc2.bias is not None)
+    g = torch.zeros(n_in, n_in, dtype=torch.float64)
+    c = torch.zeros(n_in, d, dtype=torch.float64)
+    yy = torch.zeros((), dtype=torch.float64)
+    ysum = torch.zeros(d, dtype=torch.float64)
+    n = len(y_t)
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            a = f(fc1(rows["x"][i:i + chunk])).double()
+            t = y_t[i:i + chunk].double()
+            y = t - rows["r"][i:i + chunk].double()
+            if n_in > k:
+                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+            if per_token_scale:
+                wt = 1 / t.std(dim=1, keepdim=True).clamp(min=1e-6)
+                a, y = a * wt, y * wt
+            g += a.T @ a
+            c += a.T @ y
+            yy += (y * y).sum()
+            ysum += y.sum(0)
+    return g, c, yy, ysum, n
+
+
+def _tune_block(fc1: Any, act: str, fc2: Any, norm: Any, train: dict[str, Any], val: dict[str, Any],
+                steps: int, lr: float, batch: int = 1024, seed: int = 0, every: int = 25) -> dict[str, Any]:
+    """A short Adam fit of ``fc1`` and ``fc2`` (weights and biases) of one block on its cached rows, in place:
+    loss = the mean squared error of the output of ``norm`` (the LayerNorm after the block, its parameters fixed;
+    None: the block's output) against the teacher's, on ``train`` rows (``x``, ``r``, ``y``: fc1 input, residual,
+    teacher's input of ``norm``); the state with the lowest loss on ``val`` rows is kept (the start included)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    t0 = time.perf_counter()
+    f = _act(act)
+    params = [p for m in (fc1, fc2) for p in m.parameters()]
+
+    def out(x: Any, r: Any) -> Any:
+        y = fc2(f(fc1(x))) + r
+        return F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps) if norm is not None else y
+
+    def target(y: Any) -> Any:
+        with torch.no_grad():
+            return (F.layer_norm(y, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                    if norm is not None else y)
+
+    ty, vy = target(train["y"]), target(val["y"])
+
+    def val_loss() -> float:
+        with torch.no_grad():
+            return float(sum(F.mse_loss(out(val["x"][i:i + 4096], val["r"][i:i + 4096]), vy[i:i + 4096],
+                                        reduction="sum") for i in range(0, len(vy), 4096)) / vy.numel())
+
+    best = val_loss()
+    start = best
+    best_state = [p.detach().clone() for p in params]
+    best_step = 0
+    gen = torch.Generator().manual_seed(seed)
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(True)
+    opt = torch.optim.Adam(params, lr=lr)
+    n = len(ty)
+    try:
+        for step in range(1, steps + 1):
+            idx = torch.randint(n, (min(batch, n),), generator=gen)
+            loss = F.mse_loss(out(train["x"][idx], train["r"][idx]), ty[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step % every == 0 or step == steps:
+                v = val_loss()
+                if v < best:
+                    best, best_step = v, step
+                    best_state = [p.detach().clone() for p in params]
+    finally:
+        with torch.no_grad():
+            for p, b, fl in zip(params, best_state, flags):
+                p.copy_(b)
+                p.requires_grad_(fl)
+    return {"val_before": start, "val_after": best, "best_step": best_step, "steps": steps, "lr": lr,
+            "seconds": time.perf_counter() - t0}
+
+
+def _teacher_rows(teacher: Any, blocks: Sequence[MlpBlock], nxt: Sequence[str | None], batches: Sequence[Any],
+                  want_in: Sequence[bool]) -> tuple[list[list[Any]], list[list[Any]]]:
+    """Per block and batch, real-token rows of the teacher: the target (the next module's input, or fc2's output
+    when there is none) and, where ``want_in``, fc1's input."""
+    import torch
+
+    tmods = dict(teacher.named_modules())
+    targets: list[list[Any]] = [[] for _ in blocks]
+    t_in: list[list[Any]] = [[] for _ in blocks]
+    cur: dict[str, Any] = {}
+
+    def grab(store: list[Any], kind: str) -> Callable[..., None]:
+        def hook(_m: Any, inp: Any, out: Any = None) -> None:
+            t = _first(inp) if kind == "in" else out
+            store.append(_rows(t.detach().float(), cur["mask"]))
+        return hook
+
+    hooks = []
+    for i, b in enumerate(blocks):
+        if want_in[i]:
+            hooks.append(tmods[b.fc1[0]].register_forward_pre_hook(grab(t_in[i], "in")))
+        if nxt[i] is not None:
+            hooks.append(tmods[nxt[i]].register_forward_pre_hook(grab(targets[i], "in")))
+        else:
+            hooks.append(tmods[b.fc2].register_forward_hook(grab(targets[i], "out")))
+    try:
+        with torch.no_grad():
+            for xb in batches:
+                cur["mask"] = _mask_of(xb)
+                call_model(teacher, xb)
+    finally:
+        for h in hooks:
+            h.remove()
+    return targets, t_in
+
+
 def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches: Sequence[Any], ridge: float = 1e-2,
-                log: Callable[[str], None] | None = None, scale: bool = True) -> list[dict[str, Any]]:
+                log: Callable[[str], None] | None = None, scale: bool = True, keep: Sequence[Any] | None = None,
+                fc1: bool = False, fc1_ridge: float = 0.1, tune_steps: int = 0, tune_lr: float = 1e-4,
+                val_batches: Sequence[Any] | None = None, tune_batch: int = 1024) -> list[dict[str, Any]]:
     """Re-fit every pruned block's fc2 (weight and bias) of ``student`` in place; ``teacher`` is the unpruned model
     with the same module names, ``batches`` model inputs (tensors, tuples or dicts of keyword inputs).
 
@@ -164,30 +436,11 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     teacher.eval()
     smods, tmods = dict(student.named_modules()), dict(teacher.named_modules())
     nxt = next_modules(teacher, batches[0], blocks)
-    # the teacher's target per block and batch: the next module's input (or fc2's output), real tokens only
-    targets: list[list[Any]] = [[] for _ in blocks]
-    cur: dict[str, Any] = {}
-
-    def grab(i: int, kind: str) -> Callable[..., None]:
-        def hook(_m: Any, inp: Any, out: Any = None) -> None:
-            t = _first(inp) if kind == "in" else out
-            targets[i].append(_rows(t.detach().float(), cur["mask"]))
-        return hook
-
-    hooks = []
-    for i, b in enumerate(blocks):
-        if nxt[i] is not None:
-            hooks.append(tmods[nxt[i]].register_forward_pre_hook(grab(i, "in")))
-        else:
-            hooks.append(tmods[b.fc2].register_forward_hook(grab(i, "out")))
-    try:
-        with torch.no_grad():
-            for xb in batches:
-                cur["mask"] = _mask_of(xb)
-                call_model(teacher, xb)
-    finally:
-        for h in hooks:
-            h.remove()
+    # fc1 re-fit (plain blocks only: one fc1, not a fused GLU) needs the teacher's fc1 input rows
+    fc1_ok = [fc1 and len(b.fc1) == 1 and not b.fused_glu for b in blocks]
+    tune = tune_steps > 0 and bool(val_batches)
+    targets, t_in = _teacher_rows(teacher, blocks, nxt, batches, fc1_ok)
+    v_targets = _teacher_rows(teacher, blocks, nxt, val_batches, [False] * len(blocks))[0] if tune else []
 
     report: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
@@ -197,11 +450,34 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
                            "rows": 0, "rel_err_before": None, "rel_err_after": None})  # teacher has other rows
             say(f"reconstruct {b.name}: skipped (its fc2 is the pruned fc1 of the next block)")
             continue
+        row: dict[str, Any] = {}
+        if fc1_ok[i]:
+            f1s, f1t = smods[b.fc1[0]], tmods[b.fc1[0]]
+            kept = keep[i] if keep is not None else _kept_rows(f1s.weight, f1t.weight)
+            if kept is not None and len(kept) == f1s.out_features:
+                kept = torch.as_tensor(kept, dtype=torch.long)
+                wt = f1t.weight.detach().double()[kept]
+                bt = (f1t.bias.detach().double()[kept] if f1t.bias is not None
+                      else torch.zeros(len(kept), dtype=torch.float64))
+                e0f, e1f, _ = _fit_fc1(student, f1s, batches, t_in[i], torch.cat([wt.T, bt[None]], 0), fc1_ridge)
+                row = {"fc1_rel_err_before": e0f, "fc1_rel_err_after": e1f}
+                say(f"reconstruct {b.name}: fc1 relative error {e0f:.4f} -> {e1f:.4f}")
+            t_in[i] = []
         k = fc2.in_features
         has_bias = fc2.bias is not None
         nxt_mod = smods[nxt[i]] if nxt[i] is not None else None
-        g, c, yy, ysum, rows = _normal_equations(student, fc2, nxt_mod, batches, targets[i],
-                                                 scale and isinstance(nxt_mod, torch.nn.LayerNorm))
+        ln_next = isinstance(nxt_mod, torch.nn.LayerNorm)
+        brows, act = None, None
+        if tune and len(b.fc1) == 1 and not b.fused_glu and not b.norms:
+            brows = _block_rows(student, smods[b.fc1[0]], fc2, nxt_mod, batches)
+            act = _which_act(brows["z0"], brows["a0"])
+            if act is None:
+                say(f"reconstruct {b.name}: no gradient fit (fc1 -> fc2 is not a known element-wise activation)")
+        if act is not None:  # one pass of the student for both fits: fc1's input and the residual do not change
+            y_t = torch.cat(targets[i])
+            g, c, yy, ysum, rows = _normal_equations_rows(smods[b.fc1[0]], act, fc2, brows, y_t, scale and ln_next)
+        else:
+            g, c, yy, ysum, rows = _normal_equations(student, fc2, nxt_mod, batches, targets[i], scale and ln_next)
         w0 = fc2.weight.detach().double()
         theta0 = torch.cat([w0.T, fc2.bias.detach().double()[None]], 0) if has_bias else w0.T
         lam = ridge * float(torch.diagonal(g)[:k].mean().clamp(min=1e-12))
@@ -216,7 +492,18 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
         fc2.weight.data = theta[:k].T.to(fc2.weight.dtype).contiguous()
         if has_bias:
             fc2.bias.data = theta[k].to(fc2.bias.dtype).contiguous()
+        if act is not None and brows is not None:
+            f1s = smods[b.fc1[0]]
+            va = _block_rows(student, f1s, fc2, nxt_mod, val_batches or [])
+            brows["y"], va["y"] = y_t, torch.cat(v_targets[i])
+            row["tune"] = _tune_block(f1s, act, fc2, nxt_mod if ln_next else None, brows, va, tune_steps, tune_lr,
+                                      tune_batch, seed=i)
+            row["tune"]["activation"] = act
+            say(f"reconstruct {b.name}: gradient fit ({act}), validation MSE {row['tune']['val_before']:.5f} -> "
+                f"{row['tune']['val_after']:.5f} (step {row['tune']['best_step']})")
+            del brows, va
+        targets[i] = []
         report.append({"block": b.name, "target": "next-input" if nxt[i] else "fc2-output", "next_module": nxt[i],
-                       "rows": rows, "rel_err_before": e0, "rel_err_after": e1})
+                       "rows": rows, "rel_err_before": e0, "rel_err_after": e1, **row})
         say(f"reconstruct {b.name}: relative error {e0:.4f} -> {e1:.4f} ({rows} rows)")
     return report

@@ -23,6 +23,11 @@ REBUILDABLE = ("qmlp", "cqmlp", "encoder")
 """Built-in architectures whose pruned widths are described by the ``hidden`` keyword."""
 
 
+TUNE_STEPS = 300
+"""Default Adam steps per block of the reconstruction's gradient fit (``--reconstruct-steps``)."""
+TUNE_LR = 1e-4
+"""Default learning rate of that fit (``--reconstruct-lr``)."""
+
 PruneData = SplitData
 """The splits AMP uses (calib: scoring, val: the search, test: accuracy); see :mod:`hwkit.data.calib`."""
 
@@ -128,11 +133,14 @@ def check_data_fits(module: Any, data: PruneData, spec: str) -> None:
 
 
 def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
-                log: Any = None, warn: Any = None, extra: Any = None) -> tuple[Any, dict[str, Any]]:
+                log: Any = None, warn: Any = None, extra: Any = None,
+                tune_steps: int = TUNE_STEPS, tune_lr: float = TUNE_LR) -> tuple[Any, dict[str, Any]]:
     """Run AMP (and the optional recovery) on ``module``; returns the pruned model and the report dict.
 
     ``extra``: more unlabelled samples (a token set) for the recovery only (reconstruction and distillation train
-    on the calibration split plus these; the search, early stopping and the held-out figures do not see them)."""
+    on the calibration split plus these; the search, early stopping and the held-out figures do not see them).
+    ``tune_steps`` / ``tune_lr``: the reconstruction's block-wise gradient fit after the closed form (0: none),
+    early-stopped on the validation split."""
     import torch
 
     from hwkit.compress.amp import search as amp
@@ -171,8 +179,10 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
         from hwkit.compress.amp.reconstruct import reconstruct
 
         t1 = time.perf_counter()
-        rows = reconstruct(pruned, module, res.blocks, fit_batches(train_x), cfg.reconstruct_ridge, say)
-        recon = {"ridge": cfg.reconstruct_ridge, "blocks": rows, "seconds": time.perf_counter() - t1,
+        rows = reconstruct(pruned, module, res.blocks, fit_batches(train_x), cfg.reconstruct_ridge, say,
+                           keep=res.keep, tune_steps=tune_steps, tune_lr=tune_lr, val_batches=fit_batches(data.val_x))
+        recon = {"ridge": cfg.reconstruct_ridge, "tune_steps": tune_steps, "tune_lr": tune_lr, "blocks": rows,
+                 "seconds": time.perf_counter() - t1,
                  "data": train_src, "samples": len(train_x)}
         if ref_emb is not None:
             agree["after_reconstruct"] = amp.agreement(ref_emb, amp.embed_tokens(pruned, data.test_x, res.pool))
@@ -336,6 +346,10 @@ def _fmt_err(v: float | None) -> str:
     return "–" if v is None else f"{v:.4f}"
 
 
+def _fmt_mse(v: float | None) -> str:
+    return "–" if v is None else f"{v:.3g}"
+
+
 def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     """prune_report.json, prune_report.md and prune_widths.svg in ``out_dir``."""
     from hwkit.report.svg import hbar
@@ -377,11 +391,14 @@ def write_report(report: dict[str, Any], out_dir: Path) -> list[Path]:
     ]
     if report.get("reconstruct"):
         r = report["reconstruct"]
-        lines += ["", f"## Reconstruction (closed-form re-fit of fc2, ridge {r['ridge']:g}, {r['data']}, "
-                  f"{r['seconds']:.1f} s)", "", "| block | target | rows | relative error before | after |",
-                  "|---|---|---:|---:|---:|",
+        tuned = f", then {r['tune_steps']} Adam steps of fc1 + fc2 per block" if r.get("tune_steps") else ""
+        lines += ["", f"## Reconstruction (closed-form re-fit of fc2, ridge {r['ridge']:g}{tuned}, {r['data']}, "
+                  f"{r['seconds']:.1f} s)", "", "| block | target | rows | relative error before | after | "
+                  "gradient fit: validation MSE before | after |",
+                  "|---|---|---:|---:|---:|---:|---:|",
                   *[f"| {b['block']} | {b['target']} | {b['rows']:,} | {_fmt_err(b['rel_err_before'])} | "
-                    f"{_fmt_err(b['rel_err_after'])} |" for b in r["blocks"]]]
+                    f"{_fmt_err(b['rel_err_after'])} | {_fmt_mse((b.get('tune') or {}).get('val_before'))} | "
+                    f"{_fmt_mse((b.get('tune') or {}).get('val_after'))} |" for b in r["blocks"]]]
         if a.get("after_reconstruct") is not None:
             lines += ["", f"Accuracy after reconstruction: {_fmt_acc(a['after_reconstruct'])}."]
     if report.get("distill"):
