@@ -9,7 +9,8 @@ nothing is downloaded). Every step is the command line a user types, timed end t
 1. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --reconstruct off --out A`` (pruning alone;
    its wall and CPU time are the end-to-end figure);
 2. ``hwkit prune DIR --calib calib.txt --remove 40% --batch-size 64 --recover-calib extra.txt --out R`` (the
-   default for token sets: the closed-form reconstruction of each pruned block, no gradient step);
+   default for token sets: the reconstruction of each pruned block, a closed-form re-fit of fc2 then a short
+   block-wise gradient fit of fc1 + fc2 to the LayerNorm output, early-stopped on hwkit's validation split);
 3. the same with ``--distill-epochs E`` (reconstruction, then distillation: 1 - cos of the pooled embedding +
    normalised last-hidden-state MSE, length-bucketed batches, AdamW with warm-up and cosine decay);
 4. ``hwkit shiftadd DIR --mode bcq --bits 3 --calib calib.txt --out B`` (ShiftAddLLM BCQ, APoT scales, GPTQ-style
@@ -28,7 +29,8 @@ Agreement with the fp32 model on the held-out sentences: per-sentence cosine of 
 pooling over the attention mask, as the model's sentence-transformers config says) and the overlap of each
 sentence's 10 nearest neighbours (cosine, itself excluded). Baseline: magnitude pruning at the same widths per block
 as AMP (the same parameter count): a neuron's score is ||W1[j, :]|| * ||W2[:, j]||; it is also given the same
-reconstruction (in process, on all calibration and recovery sentences).
+reconstruction (in process, on the same sentences: hwkit's calibration split + the recovery text, early stopping
+on hwkit's validation split).
 
 BCQ latency: each held-out sentence alone (batch 1, no padding), 1 torch thread, fp32 vs the BCQ model with its
 layers on the LUT kernel (``set_lut_mode("on")``) vs the same BCQ layers on their dense dequantised weight; the
@@ -224,15 +226,17 @@ def main() -> None:
         if "reconstruct" not in skip:
             from hwkit.compress.amp.blocks import MlpBlock
             from hwkit.compress.amp.reconstruct import reconstruct
-            from hwkit.compress.amp.run import fit_batches
-            from hwkit.data.tokens import fit_to_model, load_text
+            from hwkit.compress.amp.run import TUNE_LR, TUNE_STEPS, fit_batches, load_data
+            from hwkit.data.tokens import concat, fit_to_model, load_tokens
 
-            (tmp / "all.txt").write_text("\n".join(calib + extra) + "\n")
-            xs = fit_to_model(load_text(tmp / "all.txt", model_dir), fp32)
+            # the data hwkit prune --recover-calib fits on (calibration split + recovery text; validation split)
+            split = load_data(str(tmp / "calib.txt"), None, 0, model_dir, None, fp32)
+            xs = concat([split.calib_x, fit_to_model(load_tokens(str(tmp / "extra.txt"), model_dir)[0], fp32)])
             mb = [MlpBlock(tuple(b["fc1"]), b["fc2"], b["width_before"], b["fused_glu"], tuple(b["norms"]))
                   for b in rep["blocks"]]
             t0 = time.perf_counter()
-            reconstruct(mag, fp32, mb, fit_batches(xs), rep["config"]["reconstruct_ridge"])
+            reconstruct(mag, fp32, mb, fit_batches(xs), rep["config"]["reconstruct_ridge"], tune_steps=TUNE_STEPS,
+                        tune_lr=TUNE_LR, val_batches=fit_batches(split.val_x))
             res["magnitude_same_widths_reconstructed"] = {"heldout": agreement(ref, embed(mag, tok, held)),
                                                           "reconstruct_s": time.perf_counter() - t0}
             print(f"magnitude, same widths + reconstruction: held-out "

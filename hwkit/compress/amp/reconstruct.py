@@ -1,4 +1,4 @@
-"""Closed-form reconstruction of pruned MLP blocks (before any gradient step).
+"""Reconstruction of pruned MLP blocks: a closed-form re-fit of fc2, then a short block-wise gradient fit.
 
 After AMP has sliced block ℓ to its kept neurons, its output Linear (fc2) is re-fitted, weights and bias, by ridge
 least squares so that the pruned model reproduces the unpruned model where the block's output lands: the input of
@@ -13,6 +13,15 @@ divides by it). The ridge term pulls towards the block's original kept columns (
 Gram matrix), so a well-conditioned block moves little and an ill-conditioned one stays near its start. Cost: one
 pass of the unpruned model over the calibration batches plus, per block, one pass of the pruned model stopped
 right after the block (seconds on a MiniLM-sized encoder on one CPU core).
+
+Then, optionally (``tune_steps``; ``hwkit prune`` does it by default), fc1 and fc2 of the block (weights and
+biases) are fitted together by Adam on the rows cached in that same pass (fc1's input and the residual, real
+tokens): the loss is the squared error of the next LayerNorm's output (its parameters fixed; the block output when
+the next module is no LayerNorm) against the unpruned model's, so fc1, which the closed form leaves alone, can
+compensate for the removed neurons, and the target is what the next layer reads. The activation between fc1 and
+fc2 must be a known element-wise one (GELU, tanh-GELU, ReLU, SiLU, identity; identified on the cached rows), else
+the block keeps its closed-form fit. The state with the lowest loss on the validation rows (``val_batches``: not
+the fitting data, not the held-out split) is kept, the closed-form start included.
 """
 
 from __future__ import annotations
@@ -144,77 +153,6 @@ def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], 
         for h in hooks:
             h.remove()
     return g, c, yy, ysum, rows
-
-
-def _kept_rows(w_student: Any, w_teacher: Any) -> Any | None:
-    """The teacher rows the student's sliced fc1 rows were taken from (exact copies), or None when some row has no
-    exact copy (the student's fc1 was changed)."""
-    import torch
-
-    d = torch.cdist(w_student.detach().double(), w_teacher.detach().double())
-    idx = d.argmin(dim=1)
-    if not bool((d.gather(1, idx[:, None]) == 0).all()):
-        return None
-    return idx
-
-
-def _fit_fc1(student: Any, fc1: Any, batches: Sequence[Any], teacher_in: Sequence[Any], theta_t: Any,
-             ridge: float) -> tuple[float, float, int]:
-    """Re-fit ``fc1`` (weight and bias) of ``student`` in place so that its output on the student's own fc1 input
-    reproduces the teacher's kept pre-activations ``[x_t, 1] @ theta_t`` (``teacher_in``: the teacher's fc1 input
-    rows per batch). Only ``AᵀA`` and ``AᵀA_t`` (input-sized) are accumulated. Returns the relative squared error
-    before and after and the rows."""
-    import torch
-
-    n = fc1.in_features
-    has_bias = fc1.bias is not None
-    m = n + int(has_bias)
-    g = torch.zeros(m, m, dtype=torch.float64)
-    cross = torch.zeros(m, n + 1, dtype=torch.float64)
-    gt = torch.zeros(n + 1, n + 1, dtype=torch.float64)
-    got: dict[str, Any] = {}
-    rows = 0
-
-    def cap(_m: Any, inp: Any) -> None:
-        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
-        raise _Stop
-
-    h = fc1.register_forward_pre_hook(cap)
-    try:
-        with torch.no_grad():
-            for bi, xb in enumerate(batches):
-                got.clear()
-                got["mask"] = _mask_of(xb)
-                with contextlib.suppress(_Stop):
-                    call_model(student, xb)
-                a = got["a"].double()
-                at = torch.cat([teacher_in[bi].double(), torch.ones(len(a), 1, dtype=torch.float64)], 1)
-                if has_bias:
-                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
-                g += a.T @ a
-                cross += a.T @ at
-                gt += at.T @ at
-                rows += len(a)
-    finally:
-        h.remove()
-    c = cross @ theta_t
-    yy = (theta_t * (gt @ theta_t)).sum()
-    ysum = gt[-1] @ theta_t  # the ones column of A_t: Σ rows of Y
-    w0 = fc1.weight.detach().double()
-    theta0 = torch.cat([w0.T, fc1.bias.detach().double()[None]], 0) if has_bias else w0.T
-    lam = ridge * float(torch.diagonal(g)[:n].mean().clamp(min=1e-12))
-    reg = torch.full((m,), lam, dtype=torch.float64)
-    if has_bias:
-        reg[-1] = lam * 1e-6
-    theta = torch.linalg.solve(g + torch.diag(reg), c + reg[:, None] * theta0)
-    var = max(float(yy - (ysum * ysum).sum() / max(rows, 1)), 1e-30)
-    e0, e1 = _sq_err(theta0, g, c, yy) / var, _sq_err(theta, g, c, yy) / var
-    if e1 > e0:
-        theta, e1 = theta0, e0
-    fc1.weight.data = theta[:n].T.to(fc1.weight.dtype).contiguous()
-    if has_bias:
-        fc1.bias.data = theta[n].to(fc1.bias.dtype).contiguous()
-    return e0, e1, rows
 
 
 _ACTS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
@@ -380,15 +318,14 @@ def _tune_block(fc1: Any, act: str, fc2: Any, norm: Any, train: dict[str, Any], 
             "seconds": time.perf_counter() - t0}
 
 
-def _teacher_rows(teacher: Any, blocks: Sequence[MlpBlock], nxt: Sequence[str | None], batches: Sequence[Any],
-                  want_in: Sequence[bool]) -> tuple[list[list[Any]], list[list[Any]]]:
-    """Per block and batch, real-token rows of the teacher: the target (the next module's input, or fc2's output
-    when there is none) and, where ``want_in``, fc1's input."""
+def _teacher_rows(teacher: Any, blocks: Sequence[MlpBlock], nxt: Sequence[str | None],
+                  batches: Sequence[Any]) -> list[list[Any]]:
+    """Per block and batch, real-token rows of the teacher's target: the next module's input, or fc2's output when
+    there is none."""
     import torch
 
     tmods = dict(teacher.named_modules())
     targets: list[list[Any]] = [[] for _ in blocks]
-    t_in: list[list[Any]] = [[] for _ in blocks]
     cur: dict[str, Any] = {}
 
     def grab(store: list[Any], kind: str) -> Callable[..., None]:
@@ -399,8 +336,6 @@ def _teacher_rows(teacher: Any, blocks: Sequence[MlpBlock], nxt: Sequence[str | 
 
     hooks = []
     for i, b in enumerate(blocks):
-        if want_in[i]:
-            hooks.append(tmods[b.fc1[0]].register_forward_pre_hook(grab(t_in[i], "in")))
         if nxt[i] is not None:
             hooks.append(tmods[nxt[i]].register_forward_pre_hook(grab(targets[i], "in")))
         else:
@@ -413,13 +348,13 @@ def _teacher_rows(teacher: Any, blocks: Sequence[MlpBlock], nxt: Sequence[str | 
     finally:
         for h in hooks:
             h.remove()
-    return targets, t_in
+    return targets
 
 
 def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches: Sequence[Any], ridge: float = 1e-2,
-                log: Callable[[str], None] | None = None, scale: bool = True, keep: Sequence[Any] | None = None,
-                fc1: bool = False, fc1_ridge: float = 0.1, tune_steps: int = 0, tune_lr: float = 1e-4,
-                val_batches: Sequence[Any] | None = None, tune_batch: int = 1024) -> list[dict[str, Any]]:
+                log: Callable[[str], None] | None = None, scale: bool = True, tune_steps: int = 0,
+                tune_lr: float = 1e-4, val_batches: Sequence[Any] | None = None,
+                tune_batch: int = 1024) -> list[dict[str, Any]]:
     """Re-fit every pruned block's fc2 (weight and bias) of ``student`` in place; ``teacher`` is the unpruned model
     with the same module names, ``batches`` model inputs (tensors, tuples or dicts of keyword inputs).
 
@@ -427,8 +362,13 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     LayerNorm input for that token (the LayerNorm divides by it, so that is the error it passes on; on MiniLM
     held-out cosine 0.957 vs 0.956 unweighted, top-10 overlap 0.787 vs 0.782).
 
+    ``tune_steps`` > 0 with ``val_batches``: after each block's closed form, that many Adam steps (``tune_lr``,
+    ``tune_batch`` random rows a step) on fc1 and fc2 against the next LayerNorm's output, early-stopped on
+    ``val_batches`` (every 25 steps).
+
     Returns per block: the target (``next-input`` or ``fc2-output``), the rows fitted and the relative squared
-    error ``||fc2(a) - y||² / ||y - mean(y)||²`` before and after the fit on those rows."""
+    error ``||fc2(a) - y||² / ||y - mean(y)||²`` before and after the closed-form fit on those rows; with the
+    gradient fit also ``tune`` (validation MSE before / after, best step, activation, seconds)."""
     import torch
 
     say = log or (lambda _s: None)
@@ -436,11 +376,9 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     teacher.eval()
     smods, tmods = dict(student.named_modules()), dict(teacher.named_modules())
     nxt = next_modules(teacher, batches[0], blocks)
-    # fc1 re-fit (plain blocks only: one fc1, not a fused GLU) needs the teacher's fc1 input rows
-    fc1_ok = [fc1 and len(b.fc1) == 1 and not b.fused_glu for b in blocks]
     tune = tune_steps > 0 and bool(val_batches)
-    targets, t_in = _teacher_rows(teacher, blocks, nxt, batches, fc1_ok)
-    v_targets = _teacher_rows(teacher, blocks, nxt, val_batches, [False] * len(blocks))[0] if tune else []
+    targets = _teacher_rows(teacher, blocks, nxt, batches)
+    v_targets = _teacher_rows(teacher, blocks, nxt, val_batches) if tune else []
 
     report: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
@@ -451,18 +389,6 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
             say(f"reconstruct {b.name}: skipped (its fc2 is the pruned fc1 of the next block)")
             continue
         row: dict[str, Any] = {}
-        if fc1_ok[i]:
-            f1s, f1t = smods[b.fc1[0]], tmods[b.fc1[0]]
-            kept = keep[i] if keep is not None else _kept_rows(f1s.weight, f1t.weight)
-            if kept is not None and len(kept) == f1s.out_features:
-                kept = torch.as_tensor(kept, dtype=torch.long)
-                wt = f1t.weight.detach().double()[kept]
-                bt = (f1t.bias.detach().double()[kept] if f1t.bias is not None
-                      else torch.zeros(len(kept), dtype=torch.float64))
-                e0f, e1f, _ = _fit_fc1(student, f1s, batches, t_in[i], torch.cat([wt.T, bt[None]], 0), fc1_ridge)
-                row = {"fc1_rel_err_before": e0f, "fc1_rel_err_after": e1f}
-                say(f"reconstruct {b.name}: fc1 relative error {e0f:.4f} -> {e1f:.4f}")
-            t_in[i] = []
         k = fc2.in_features
         has_bias = fc2.bias is not None
         nxt_mod = smods[nxt[i]] if nxt[i] is not None else None

@@ -180,7 +180,7 @@ def prune_model(module: Any, data: PruneData, cfg: Any, distill_cfg: Any = None,
 
         t1 = time.perf_counter()
         rows = reconstruct(pruned, module, res.blocks, fit_batches(train_x), cfg.reconstruct_ridge, say,
-                           keep=res.keep, tune_steps=tune_steps, tune_lr=tune_lr, val_batches=fit_batches(data.val_x))
+                           tune_steps=tune_steps, tune_lr=tune_lr, val_batches=fit_batches(data.val_x))
         recon = {"ridge": cfg.reconstruct_ridge, "tune_steps": tune_steps, "tune_lr": tune_lr, "blocks": rows,
                  "seconds": time.perf_counter() - t1,
                  "data": train_src, "samples": len(train_x)}
