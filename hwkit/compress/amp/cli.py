@@ -70,9 +70,9 @@ def add_parser(sub: Any) -> None:
                    help="ridge strength of the re-fit, relative to the activations' mean square (0.1)")
     p.add_argument("--reconstruct-steps", type=integer(0, 10**6), default=None,
                    help="after the closed form, Adam steps per block fitting fc1 and fc2 to the unpruned model's "
-                   "LayerNorm output on cached rows, early-stopped on the validation split (0: none; default 300)")
+                   "LayerNorm output on cached rows, early-stopped on the validation split (0: none; default 600)")
     p.add_argument("--reconstruct-lr", type=number(0, 10, lo_open=True), default=None,
-                   help="learning rate of that fit (1e-4)")
+                   help="learning rate of that fit (3e-4)")
     p.add_argument("--recover-calib", metavar="DATA",
                    help="more unlabelled samples for the recovery only (a .txt or .npz token set like --calib): "
                    "reconstruction and distillation train on the calibration split plus these")

@@ -23,9 +23,9 @@ REBUILDABLE = ("qmlp", "cqmlp", "encoder")
 """Built-in architectures whose pruned widths are described by the ``hidden`` keyword."""
 
 
-TUNE_STEPS = 300
+TUNE_STEPS = 600
 """Default Adam steps per block of the reconstruction's gradient fit (``--reconstruct-steps``)."""
-TUNE_LR = 1e-4
+TUNE_LR = 3e-4
 """Default learning rate of that fit (``--reconstruct-lr``)."""
 
 PruneData = SplitData
