@@ -161,8 +161,9 @@ _ACTS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
 def _act(name: str) -> Callable[[Any], Any]:
     import torch.nn.functional as F
 
-    return {"gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"), "relu": F.relu, "silu": F.silu,
-            "identity": lambda z: z}[name]
+    acts: dict[str, Callable[[Any], Any]] = {"gelu": F.gelu, "gelu_tanh": lambda z: F.gelu(z, approximate="tanh"),
+                                             "relu": F.relu, "silu": F.silu, "identity": lambda z: z}
+    return acts[name]
 
 
 def _which_act(z: Any, a: Any) -> str | None:
@@ -378,7 +379,7 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
     nxt = next_modules(teacher, batches[0], blocks)
     tune = tune_steps > 0 and bool(val_batches)
     targets = _teacher_rows(teacher, blocks, nxt, batches)
-    v_targets = _teacher_rows(teacher, blocks, nxt, val_batches) if tune else []
+    v_targets = _teacher_rows(teacher, blocks, nxt, val_batches) if tune and val_batches else []
 
     report: list[dict[str, Any]] = []
     for i, b in enumerate(blocks):
@@ -399,7 +400,7 @@ def reconstruct(student: Any, teacher: Any, blocks: Sequence[MlpBlock], batches:
             act = _which_act(brows["z0"], brows["a0"])
             if act is None:
                 say(f"reconstruct {b.name}: no gradient fit (fc1 -> fc2 is not a known element-wise activation)")
-        if act is not None:  # one pass of the student for both fits: fc1's input and the residual do not change
+        if act is not None and brows is not None:  # one pass for both fits: fc1's input and the residual stay
             y_t = torch.cat(targets[i])
             g, c, yy, ysum, rows = _normal_equations_rows(smods[b.fc1[0]], act, fc2, brows, y_t, scale and ln_next)
         else:
