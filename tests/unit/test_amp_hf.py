@@ -412,6 +412,8 @@ def test_prune_reconstructs_by_default_for_token_sets_and_recovers_on_extra_text
     r = rec["reconstruct"]
     assert r["samples"] == 48 + 40 and "--recover-calib" in r["data"]
     assert all(b["rel_err_after"] < b["rel_err_before"] for b in r["blocks"])
+    assert r["tune_steps"] == 600 and all(b["tune"]["activation"] == "gelu" for b in r["blocks"])  # the default
+    assert all(b["tune"]["val_after"] <= b["tune"]["val_before"] for b in r["blocks"])
     assert set(rec["agreement"]) == {"after_prune", "after_reconstruct", "after_distill"}
     a = rec["agreement"]
     assert a["after_reconstruct"]["cosine_mean"] > a["after_prune"]["cosine_mean"]
