@@ -202,6 +202,55 @@ def _fingerprint(model: Any) -> tuple[str, ...]:
     return tuple(n.op_type for n in model.graph.node)
 
 
+def absorb_scale_into_layernorm(model: Any) -> tuple[Any, bool]:
+    """LayerNorm over the last axis is invariant to a positive scalar factor c up to its epsilon:
+    LN(c x; eps) = LN(x; eps / c^2). A scalar Mul (a quantiser's scale) feeding a LayerNormalization
+    is therefore removed and its factor folded into epsilon, so the LayerNorm reads the integer tensor
+    (finn-plus's LayerNorm_hls takes an integer input). Returns (model, changed)."""
+    import numpy as np
+    from onnx import helper
+
+    graph = model.graph
+    for node in list(graph.node):
+        if node.op_type != "LayerNormalization":
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), -1)
+        rank = len(model.get_tensor_shape(node.input[0]) or ())
+        if axis not in (-1, rank - 1):
+            continue
+        mul = model.find_producer(node.input[0])
+        if mul is None or mul.op_type != "Mul" or model.is_fork_node(mul):
+            continue
+        c = model.get_initializer(mul.input[1])
+        if c is None or c.size != 1 or not float(c.reshape(-1)[0]) > 0:
+            continue
+        attr = next((a for a in node.attribute if a.name == "epsilon"), None)
+        eps = attr.f if attr is not None else 1e-5
+        scale = float(c.reshape(-1)[0])
+        if attr is None:
+            node.attribute.append(helper.make_attribute("epsilon", eps / scale ** 2))
+        else:
+            attr.f = float(np.float32(eps / scale ** 2))
+        node.input[0] = mul.input[0]
+        graph.node.remove(mul)
+        return model, True
+    return model, False
+
+
+def _layernorms(model: Any) -> Any:
+    """LayerNorm's scale and bias split off (finn-plus's ExtractNormScaleBias: they are absorbed into the
+    next thresholds like any per-channel Mul/Add) and the input scale folded into epsilon."""
+    from finn.transformation.streamline.extract_norm_scale_bias import ExtractNormScaleBias
+
+    if not any(n.op_type == "LayerNormalization" for n in model.graph.node):
+        return model
+    model = model.transform(ExtractNormScaleBias())
+    changed = True
+    while changed:
+        model, changed = absorb_scale_into_layernorm(model)
+    return _tidy(model)
+
+
 def step_transformer_streamline(model: Any, cfg: Any) -> Any:
     """Streamline a Brevitas transformer encoder (see the module docstring)."""
     from finn.transformation.streamline.streamline_plus import StreamlinePlus
@@ -209,7 +258,7 @@ def step_transformer_streamline(model: Any, cfg: Any) -> Any:
     for _ in range(_ROUNDS):
         before = _fingerprint(model)
         model = _tidy(model.transform(StreamlinePlus()))
-        model = _tidy(_transposes(model))
+        model = _tidy(_transposes(_layernorms(model)))
         if _fingerprint(model) == before:
             break
     return model
