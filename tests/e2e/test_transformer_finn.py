@@ -86,3 +86,49 @@ def test_amp_pruned_ffn_gives_smaller_mvaus_and_fewer_luts(builds):
     assert lut["pruned"] < lut["dense"]
     assert all(v["ok"] for v in reports["pruned"]["verification"])
     assert reports["pruned"]["verification"][-1]["int_exact"] is True
+
+
+LN_KW = {**KW, "norm": "layer"}
+
+
+@pytest.fixture(scope="module")
+def layernorm_build(tmp_path_factory):
+    """A LayerNorm encoder (norm="layer") trained briefly and compiled for zcu104."""
+    from hwkit.api import compile_model
+    from hwkit.models.encoder import accuracy, build_encoder, checkpoint, digits_tokens, train_encoder
+
+    torch.set_num_threads(1)
+    d = tmp_path_factory.mktemp("enc_ln")
+    xtr, ytr, xte, yte = digits_tokens()
+    model = train_encoder(build_encoder(**LN_KW), xtr, ytr, epochs=2)
+    path = d / "ln.pt"
+    torch.save(checkpoint(model, LN_KW, xte[:8]), path)
+    rep = compile_model(path, "zcu104", d / "build", flow="finn-transformer", target_fps=100000).to_json()
+    return accuracy(model, xte, yte), rep, d / "build"
+
+
+def test_layernorm_encoder_maps_to_layernorm_hw_with_every_handoff_verified(layernorm_build):
+    import onnx
+    from onnx import helper
+
+    acc, rep, build = layernorm_build
+    assert acc > 0.5  # 10 classes, two epochs: learning, not accuracy
+    ops = [layer["op"] for layer in rep["layers"]]
+    assert ops.count("LayerNorm_hls") == 2 * LN_KW["layers"]  # norm1 and norm2 of the block
+    assert any(op.startswith("ScaledDotProductAttention") for op in ops)
+    stages = [(v["reference"], v["stage"]) for v in rep["verification"]]
+    assert stages == [("torch", "qonnx"), ("qonnx", "finn-streamlined"), ("finn-streamlined", "finn-hw")]
+    assert all(v["ok"] for v in rep["verification"])
+    # LayerNorm computes in float, but its output is quantised by the next thresholds: the integer tensor
+    # before the output dequantisation is still bit-exact against the streamlined graph
+    assert rep["verification"][-1]["int_exact"] is True
+    assert rep["verification"][-1]["class_agreement"] == 1.0
+    assert rep["fits"]
+    # the LayerNorm reads the residual add's integers (the add's scale went into epsilon); gamma/beta are gone
+    (path,) = build.glob("passes/*generate_estimate_reports/model.onnx")
+    graph = onnx.load(str(path)).graph
+    lns = [n for n in graph.node if n.op_type.startswith("LayerNorm")]
+    assert len(lns) == 2
+    for n in lns:
+        assert helper.get_node_attr_value(n, "inputDataType").decode().startswith("INT")
+        assert helper.get_node_attr_value(n, "epsilon") != pytest.approx(1e-5)
