@@ -103,8 +103,10 @@ def compile_size(ckpt: Path, board: str, out: Path, args: argparse.Namespace) ->
             if time.perf_counter() - t0 > args.timeout:
                 os.killpg(proc.pid, signal.SIGKILL)
                 os.wait4(proc.pid, 0)
+                running = sorted(p.name for p in (out / "passes").glob("*") if p.is_dir())
+                where = f" in pass {running[-1]}" if running else ""
                 return {"board": board, "ok": False, "wall_s": round(time.perf_counter() - t0, 1),
-                        "stopped_by": f"timeout after {args.timeout} s (hwkit compile killed)"}
+                        "stopped_by": f"timeout after {args.timeout} s{where} (hwkit compile killed)"}
             time.sleep(1.0)
     wall = time.perf_counter() - t0
     rc = os.waitstatus_to_exitcode(status)
