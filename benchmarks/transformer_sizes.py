@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/transformer_sizes.py [--sizes 1x16x32x8,2x32x64x8,...] [--norm batch|layer]
         [--epochs 3] [--target zcu104] [--also kv260,u250] [--target-fps 100000] [--golden 4]
-        [--timeout 900] [--out build/transformer_sizes] [--json sizes.json]
+        [--timeout 2700] [--out build/transformer_sizes] [--json sizes.json]
 
 Each size ``LxDxFxT`` is hwkit's ``encoder`` arch (hwkit/models/encoder.py) with L layers, embedding dim D, FFN
 width F, T tokens, one head, 4-bit weights and activations, ``--norm`` normalisation. Tokens come from
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_SIZES = "1x16x32x8,2x32x64x8,2x32x64x16,4x32x64x16,4x64x128x16,4x64x256x16"
+DEFAULT_SIZES = "1x16x32x8,2x32x64x8,2x32x64x16,1x64x128x16,4x64x128x16,1x128x256x16,3x128x256x16"
 
 
 def parse_size(text: str) -> dict[str, int]:
@@ -151,7 +151,7 @@ def main() -> None:
     ap.add_argument("--also", default="kv260,u250", help="boards to try for a size that does not fit --target")
     ap.add_argument("--target-fps", type=float, default=100000)
     ap.add_argument("--golden", type=int, default=4, help="golden-batch samples verified at every hand-off")
-    ap.add_argument("--timeout", type=int, default=900, help="seconds per compile")
+    ap.add_argument("--timeout", type=int, default=2700, help="seconds per compile (4x64x128x16: 1,751 s here)")
     ap.add_argument("--out", default="build/transformer_sizes")
     ap.add_argument("--json")
     args = ap.parse_args()
