@@ -75,3 +75,19 @@ def quant_cnn_1d() -> torch.nn.Sequential:
                                qnn.QuantConv1d(8, 8, 3, weight_bit_width=4, bias=False), torch.nn.BatchNorm1d(8),
                                qnn.QuantReLU(bit_width=4, return_quant_tensor=True), torch.nn.Flatten(),
                                qnn.QuantLinear(8 * 5, 4, weight_bit_width=4, bias=True))
+
+
+def trained_encoder_build(d, kw: dict, epochs: int, name: str = "enc") -> tuple:
+    """hwkit's ``encoder`` with ``kw`` trained on digits tokens (one thread), saved with 8 test samples as its golden
+    inputs, and compiled for zcu104 with the finn-transformer flow at 100k fps: (test accuracy, report, build dir)."""
+    from hwkit.api import compile_model
+    from hwkit.models.encoder import accuracy, build_encoder, checkpoint, digits_tokens, train_encoder
+
+    torch.set_num_threads(1)
+    xtr, ytr, xte, yte = digits_tokens()
+    model = train_encoder(build_encoder(**kw), xtr, ytr, epochs=epochs)
+    acc = accuracy(model, xte, yte)
+    path = d / f"{name}.pt"
+    torch.save(checkpoint(model, kw, xte[:8], {"test_accuracy": acc}), path)
+    report = compile_model(path, "zcu104", d / "build", flow="finn-transformer", target_fps=100000).to_json()
+    return acc, report, d / "build"

@@ -94,17 +94,9 @@ LN_KW = {**KW, "norm": "layer"}
 @pytest.fixture(scope="module")
 def layernorm_build(tmp_path_factory):
     """A LayerNorm encoder (norm="layer") trained briefly and compiled for zcu104."""
-    from hwkit.api import compile_model
-    from hwkit.models.encoder import accuracy, build_encoder, checkpoint, digits_tokens, train_encoder
+    from tests.e2e.models import trained_encoder_build
 
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("enc_ln")
-    xtr, ytr, xte, yte = digits_tokens()
-    model = train_encoder(build_encoder(**LN_KW), xtr, ytr, epochs=2)
-    path = d / "ln.pt"
-    torch.save(checkpoint(model, LN_KW, xte[:8]), path)
-    rep = compile_model(path, "zcu104", d / "build", flow="finn-transformer", target_fps=100000).to_json()
-    return accuracy(model, xte, yte), rep, d / "build"
+    return trained_encoder_build(tmp_path_factory.mktemp("enc_ln"), LN_KW, epochs=2, name="ln")
 
 
 def test_layernorm_encoder_maps_to_layernorm_hw_with_every_handoff_verified(layernorm_build):

@@ -15,18 +15,9 @@ KW = {"tokens": 8, "features": 8, "dim": 16, "heads": 2, "layers": 1, "hidden": 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    from hwkit.api import compile_model
-    from hwkit.models.encoder import accuracy, build_encoder, checkpoint, digits_tokens, train_encoder
+    from tests.e2e.models import trained_encoder_build
 
-    torch.set_num_threads(1)
-    d = tmp_path_factory.mktemp("mha")
-    xtr, ytr, xte, yte = digits_tokens()
-    model = train_encoder(build_encoder(**KW), xtr, ytr, epochs=3)
-    acc = accuracy(model, xte, yte)
-    path = d / "mha.pt"
-    torch.save(checkpoint(model, KW, xte[:8], {"test_accuracy": acc}), path)
-    report = compile_model(path, "zcu104", d / "build", flow="finn-transformer", target_fps=100000).to_json()
-    return acc, report, d / "build"
+    return trained_encoder_build(tmp_path_factory.mktemp("mha"), KW, epochs=3, name="mha")
 
 
 def test_two_head_encoder_learns(build):

@@ -41,6 +41,28 @@ def _first(x: Any) -> Any:
     return x[0] if isinstance(x, tuple) else x
 
 
+def _record(got: dict[str, Any], fc2: Any, nxt: Any, fc1: Any = None) -> list[Any]:
+    """Forward hooks that put the real-token rows of fc2's input ("a") and output ("o"), the next module's input
+    ("n") and, with ``fc1``, fc1's input ("x") and output ("z") into ``got`` (``got["mask"]`` set by the caller),
+    ending the forward pass once the last of them is seen."""
+    def keep(key: str, output: bool, stop: bool) -> Any:
+        def hook(_m: Any, inp: Any, out: Any = None) -> None:
+            got[key] = _rows(_first(out if output else inp).detach().float(), got["mask"])
+            if stop:
+                raise _Stop
+        return hook
+
+    hooks = []
+    if fc1 is not None:
+        hooks += [fc1.register_forward_pre_hook(keep("x", False, False)),
+                  fc1.register_forward_hook(keep("z", True, False))]
+    hooks += [fc2.register_forward_pre_hook(keep("a", False, False)),
+              fc2.register_forward_hook(keep("o", True, nxt is None))]
+    if nxt is not None:
+        hooks.append(nxt.register_forward_pre_hook(keep("n", False, True)))
+    return hooks
+
+
 def _mask_of(xb: Any) -> Any:
     return xb.get("attention_mask") if isinstance(xb, dict) else None
 
@@ -112,21 +134,7 @@ def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], 
     rows = 0
     got: dict[str, Any] = {}
 
-    def cap_in(_m: Any, inp: Any) -> None:
-        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
-
-    def cap_out(_m: Any, _inp: Any, out: Any) -> None:
-        got["o"] = _rows(out.detach().float(), got["mask"])
-        if nxt is None:
-            raise _Stop
-
-    def cap_next(_m: Any, inp: Any) -> None:
-        got["n"] = _rows(_first(inp).detach().float(), got["mask"])
-        raise _Stop
-
-    hooks = [fc2.register_forward_pre_hook(cap_in), fc2.register_forward_hook(cap_out)]
-    if nxt is not None:
-        hooks.append(nxt.register_forward_pre_hook(cap_next))
+    hooks = _record(got, fc2, nxt)
     try:
         with torch.no_grad():
             for bi, xb in enumerate(batches):
@@ -187,28 +195,7 @@ def _block_rows(student: Any, fc1: Any, fc2: Any, nxt: Any, batches: Sequence[An
     got: dict[str, Any] = {}
     out: dict[str, list[Any]] = {"x": [], "r": []}
 
-    def f1_in(_m: Any, inp: Any) -> None:
-        got["x"] = _rows(_first(inp).detach().float(), got["mask"])
-
-    def f1_out(_m: Any, _inp: Any, o: Any) -> None:
-        got["z"] = _rows(o.detach().float(), got["mask"])
-
-    def f2_in(_m: Any, inp: Any) -> None:
-        got["a"] = _rows(_first(inp).detach().float(), got["mask"])
-
-    def f2_out(_m: Any, _inp: Any, o: Any) -> None:
-        got["o"] = _rows(o.detach().float(), got["mask"])
-        if nxt is None:
-            raise _Stop
-
-    def n_in(_m: Any, inp: Any) -> None:
-        got["n"] = _rows(_first(inp).detach().float(), got["mask"])
-        raise _Stop
-
-    hooks = [fc1.register_forward_pre_hook(f1_in), fc1.register_forward_hook(f1_out),
-             fc2.register_forward_pre_hook(f2_in), fc2.register_forward_hook(f2_out)]
-    if nxt is not None:
-        hooks.append(nxt.register_forward_pre_hook(n_in))
+    hooks = _record(got, fc2, nxt, fc1)
     res: dict[str, Any] = {}
     try:
         with torch.no_grad():
