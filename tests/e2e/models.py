@@ -91,3 +91,12 @@ def trained_encoder_build(d, kw: dict, epochs: int, name: str = "enc") -> tuple:
     torch.save(checkpoint(model, kw, xte[:8], {"test_accuracy": acc}), path)
     report = compile_model(path, "zcu104", d / "build", flow="finn-transformer", target_fps=100000).to_json()
     return acc, report, d / "build"
+
+
+def avgpool_cnn() -> torch.nn.Sequential:
+    """A float CNN on 1x8x8 digits ending in global average pooling (ResNet/MobileNet style): Conv (no padding)
+    -> BN -> ReLU -> Conv -> BN -> ReLU -> AdaptiveAvgPool2d(1) over a 6x6 map (a window of 36, not a power of
+    two) -> Flatten -> Linear."""
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))

@@ -96,3 +96,32 @@ def test_compile_quantize_to_zcu104_carries_requested_widths_then_cpu(float_ckpt
     crep = json.loads(cpu.stdout)
     assert crep["verification"] and all(v["ok"] for v in crep["verification"])
     assert crep["performance"]["latency_p50_ms"]["value"] > 0
+
+
+def test_global_average_pool_cnn_quantises_and_maps_to_fpga(tmp_path):
+    """AdaptiveAvgPool2d once stopped `hwkit quantize` ("average pooling is not quantised for FINN"). It becomes a
+    Brevitas TruncAvgPool2d (FLOOR) over the window measured on the input shape, which FINN maps to a Pool layer;
+    w8a8 keeps the float accuracy (the pool's scale is right), and the compile verifies every hand-off."""
+    from hwkit.cli import main
+    from hwkit.compress.amp.toy import digits_splits, train_classifier
+    from tests.e2e.models import avgpool_cnn
+
+    x, y = digits_splits(0)["train"]
+    torch.manual_seed(0)
+    model = train_classifier(avgpool_cnn(), torch.as_tensor(x).float().reshape(-1, 1, 8, 8), y, epochs=12)
+    sd = tmp_path / "cnn.pt"
+    torch.save(model.state_dict(), sd)
+    common = ["--arch", "tests.e2e.models:avgpool_cnn", "--input-shape", "1,1,8,8", "--calib", "digits"]
+    assert main(["quantize", str(sd), *common, "--bits", "w8a8", "--out", str(tmp_path / "q8.pt"), "--quiet"]) == 0
+    rep = json.loads((tmp_path / "quantize_report.json").read_text())
+    assert rep["accuracy"]["float"] > 0.85 and rep["accuracy"]["quantized"] >= rep["accuracy"]["float"] - 0.01
+    ck = torch.load(tmp_path / "q8.pt", weights_only=True)
+    assert ck["arch_kwargs"]["recipe"]["avg_pools"] == {"6": [6, 6, 6, 6]}
+    out = tmp_path / "build"
+    assert main(["compile", str(sd), *common, "--quantize", "w4a4", "--target", "zcu104", "--out", str(out),
+                 "--quiet"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [(r["stage"], r["ok"]) for r in report["verification"]] == \
+        [("qonnx", True), ("finn-streamlined", True), ("finn-hw", True)]
+    assert report["verification"][-1]["int_exact"] is True
+    assert any(layer["op"].startswith("Pool") for layer in report["layers"])

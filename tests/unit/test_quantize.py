@@ -189,3 +189,23 @@ def test_flow_params_numbers_are_checked(opts, flag, tmp_path):
     with pytest.raises(InputError, match=flag):
         quantize_file(src, CompileSettings(), {"calib": "digits", **opts}, tmp_path / "q.pt", tmp_path)
     assert not (tmp_path / "q.pt").exists()
+
+
+def test_average_pool_windows_and_what_is_refused():
+    from torch import nn
+
+    from hwkit.compress.quantize.recipe import QuantRecipe, avg_pool_windows
+    from hwkit.errors import UnsupportedLayerError
+
+    def net(pool):
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), pool, nn.Flatten())
+
+    assert avg_pool_windows(net(nn.AdaptiveAvgPool2d(1)), (1, 1, 6, 6)) == {"2": [6, 6, 6, 6]}
+    assert avg_pool_windows(net(nn.AdaptiveAvgPool2d((2, 3))), (1, 1, 4, 6)) == {"2": [2, 2, 2, 2]}
+    assert avg_pool_windows(net(nn.AvgPool2d(2)), (1, 1, 8, 8)) == {"2": [2, 2, 2, 2]}
+    with pytest.raises(UnsupportedLayerError, match=r"2 \(AdaptiveAvgPool2d\).*5x5 input.*2x2"):
+        avg_pool_windows(net(nn.AdaptiveAvgPool2d(2)), (1, 1, 5, 5))
+    with pytest.raises(UnsupportedLayerError, match=r"2 \(AvgPool2d\).*padding"):
+        avg_pool_windows(net(nn.AvgPool2d(3, padding=1)), (1, 1, 8, 8))
+    recipe = QuantRecipe(avg_pools={"2": [6, 6, 6, 6]})
+    assert QuantRecipe.from_json(recipe.to_json()) == recipe

@@ -56,6 +56,10 @@ class QuantRecipe:
     """Module paths replaced by identity before quantising (a trailing Softmax)."""
     added_bias: tuple[str, ...] = ()
     """Quantised layers that bias correction gave a bias they did not have."""
+    avg_pools: dict[str, list[int]] = field(default_factory=dict)
+    """Average pools (module path -> [kh, kw, sh, sw], from :func:`avg_pool_windows` on the input shape), rebuilt as
+    Brevitas ``TruncAvgPool2d`` (FLOOR), the form FINN maps; the window is recorded because an adaptive pool's
+    window depends on the input size."""
 
     def to_json(self) -> dict[str, Any]:
         """Plain values for the checkpoint."""
@@ -72,7 +76,8 @@ class QuantRecipe:
         if extra:
             raise ValueError(f"unknown recipe keys {sorted(extra)}")
         return cls(**{**d, "layer_bits": {str(k): int(v) for k, v in d.get("layer_bits", {}).items()},
-                      "dropped": tuple(d.get("dropped", ())), "added_bias": tuple(d.get("added_bias", ()))})
+                      "dropped": tuple(d.get("dropped", ())), "added_bias": tuple(d.get("added_bias", ())),
+                      "avg_pools": {str(k): [int(x) for x in v] for k, v in d.get("avg_pools", {}).items()}})
 
 
 _PASS_THROUGH = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Flatten, nn.Unflatten,
@@ -95,9 +100,9 @@ _ADVICE = {
     "GRU": "recurrent layers are not supported by FINN's dataflow layers",
     "RNN": "recurrent layers are not supported by FINN's dataflow layers",
     "Embedding": "embeddings are not supported: feed the model embedded inputs",
-    "AvgPool2d": "average pooling is not quantised for FINN here: use MaxPool2d",
-    "AdaptiveAvgPool2d": "average pooling is not quantised for FINN here: use MaxPool2d",
 }
+
+_AVG_POOLS = (nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 
 
 def _leaf_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -114,7 +119,7 @@ def check_supported(model: nn.Module, dropped: tuple[str, ...] = ()) -> None:
     """Raise :class:`UnsupportedLayerError` naming every layer FINN cannot take (module path + what to do)."""
     bad = []
     for name, mod in _leaf_modules(model):
-        if name in dropped or isinstance(mod, _PASS_THROUGH + _COMPUTE + _NORMS + _ACTS):
+        if name in dropped or isinstance(mod, _PASS_THROUGH + _COMPUTE + _NORMS + _ACTS + _AVG_POOLS):
             continue
         kind = type(mod).__name__
         bad.append(f"{name} ({kind}): {_ADVICE.get(kind, 'no quantised FINN layer for it; replace or remove it')}")
@@ -124,6 +129,90 @@ def check_supported(model: nn.Module, dropped: tuple[str, ...] = ()) -> None:
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise UnsupportedLayerError("cannot quantise for FINN: " + "; ".join(bad[:3]) + more)
+
+
+def avg_pool_windows(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, list[int]]:
+    """[kh, kw, sh, sw] of every AvgPool2d / AdaptiveAvgPool2d for an input of ``input_shape`` (one forward on
+    zeros). FINN maps an average pool as a sum over a window truncated to the output width (Brevitas
+    TruncAvgPool2d, FLOOR), so the window must tile the input exactly: no padding, no ceil mode, and an adaptive
+    pool's input a multiple of its output. Anything else is an :class:`UnsupportedLayerError` naming the layer."""
+    import torch
+
+    found: dict[str, list[int]] = {}
+    hooks = []
+
+    def pair(v: Any) -> tuple[int, int]:
+        return (int(v), int(v)) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+    def window(name: str, mod: nn.Module, x: Any) -> None:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        if isinstance(mod, nn.AdaptiveAvgPool2d):
+            oh, ow = pair(mod.output_size if mod.output_size is not None else 1)
+            if h % oh or w % ow:
+                raise UnsupportedLayerError(f"cannot quantise for FINN: {name} (AdaptiveAvgPool2d): its {h}x{w} "
+                                            f"input is not a multiple of its {oh}x{ow} output")
+            found[name] = [h // oh, w // ow, h // oh, w // ow]
+            return
+        assert isinstance(mod, nn.AvgPool2d)
+        (kh, kw), (sh, sw) = pair(mod.kernel_size), pair(mod.stride if mod.stride is not None else mod.kernel_size)
+        if pair(mod.padding) != (0, 0) or mod.ceil_mode or mod.divisor_override is not None:
+            raise UnsupportedLayerError(f"cannot quantise for FINN: {name} (AvgPool2d): padding, ceil_mode and "
+                                        "divisor_override are not mapped; use padding=0")
+        found[name] = [kh, kw, sh, sw]
+
+    for name, mod in model.named_modules():
+        if isinstance(mod, _AVG_POOLS):
+            hooks.append(mod.register_forward_pre_hook(
+                lambda m, inp, name=name: window(name, m, inp[0])))
+    if not hooks:
+        return found
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *input_shape[1:]))
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def _trunc_avg_pools(gm: Any, recipe: QuantRecipe) -> None:
+    """Every average pool of ``gm`` -> Brevitas TruncAvgPool2d over the recorded window at ``act_bits`` (FLOOR:
+    finn-plus's QONNX conversion takes only that rounding mode)."""
+    import brevitas.nn as qnn
+
+    for name, mod in list(gm.named_modules()):
+        if not isinstance(mod, _AVG_POOLS):
+            continue
+        if name not in recipe.avg_pools:
+            raise UnsupportedLayerError(f"cannot quantise for FINN: {name} ({type(mod).__name__}): its window is "
+                                        "unknown (quantise with the model's input shape)")
+        kh, kw, sh, sw = recipe.avg_pools[name]
+        gm.add_submodule(name, qnn.TruncAvgPool2d(kernel_size=(kh, kw), stride=(sh, sw), bit_width=recipe.act_bits,
+                                                  float_to_int_impl_type="FLOOR", return_quant_tensor=True))
+
+
+def _no_requant_after_trunc_pools(gm: Any) -> None:
+    """Brevitas's layer handler puts a signed QuantIdentity in front of a Linear fed (through a flatten) by a
+    TruncAvgPool2d, whose output is already an unsigned quantised tensor; FINN's Thresholding then gets negative
+    thresholds on an unsigned input. The TruncAvgPool2d output is what the Linear takes: the identity is removed."""
+    import brevitas.nn as qnn
+    import torch
+
+    def source(node: Any) -> Any:
+        while node.op == "call_function" and node.target in (torch.flatten, torch.reshape) or \
+                node.op == "call_module" and isinstance(gm.get_submodule(node.target), nn.Flatten):
+            node = node.args[0]
+        return node
+
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or type(gm.get_submodule(node.target)) is not qnn.QuantIdentity:
+            continue
+        src = source(node.args[0])
+        if src.op == "call_module" and isinstance(gm.get_submodule(src.target), qnn.TruncAvgPool2d):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            gm.delete_submodule(node.target)
+    gm.recompile()
 
 
 def _drop(model: nn.Module, names: tuple[str, ...]) -> None:
@@ -237,6 +326,7 @@ def quantize_float(model: nn.Module, recipe: QuantRecipe) -> Any:
             f"cannot trace the model's forward with torch.fx ({type(exc).__name__}: {text[0] if text else ''}); "
             "make forward free of data-dependent Python control flow") from None
     _flatten_as_function(gm)
+    _trunc_avg_pools(gm, recipe)
     names = {id(m): n for n, m in gm.named_modules()}
     layers, acts, idents = _maps(recipe, names)
     saved = config.IGNORE_MISSING_KEYS
@@ -250,6 +340,7 @@ def quantize_float(model: nn.Module, recipe: QuantRecipe) -> Any:
         gm = layer_handler(gm, layer_map=layers, quant_identity_map=idents, quant_act_map=acts,
                            unsigned_act_tuple=UNSIGNED_ACT_TUPLE, requantize_output=True)
         _requantize_ends(gm, recipe)
+        _no_requant_after_trunc_pools(gm)
         gm = DisableLastReturnQuantTensor().apply(gm)
     finally:
         config.IGNORE_MISSING_KEYS = saved

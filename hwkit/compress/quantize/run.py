@@ -191,7 +191,13 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     import torch
 
     from hwkit.compress.quantize.ptq import QuantSettings, outputs, run_ptq, score
-    from hwkit.compress.quantize.recipe import QuantRecipe, check_supported, float_layer_names, trailing_softmax
+    from hwkit.compress.quantize.recipe import (
+        QuantRecipe,
+        avg_pool_windows,
+        check_supported,
+        float_layer_names,
+        trailing_softmax,
+    )
     from hwkit.data.calib import load_data
     from hwkit.load import is_hf_dir, load_model
 
@@ -235,7 +241,8 @@ def quantize_file(src: Path, settings: CompileSettings, opts: dict[str, Any], ou
     recipe = QuantRecipe(weight_bits=_int_opt(opts, "weight_bits", MIN_BITS, MAX_BITS, 8),
                          act_bits=_int_opt(opts, "act_bits", MIN_BITS, MAX_BITS, 8),
                          layer_bits=layer_bits, dropped=dropped,
-                         bias_bits=None if bias_bits is None else _int_opt(opts, "bias_bits", MIN_BITS, 32, 0))
+                         bias_bits=None if bias_bits is None else _int_opt(opts, "bias_bits", MIN_BITS, 32, 0),
+                         avg_pools=avg_pool_windows(module, shape))
     calib = opts.get("calib")
     if not calib:
         raise InputError("quantisation needs calibration data: --calib digits | data.npz | images/ | pkg.mod:fn")
