@@ -139,6 +139,26 @@ def fixed_input_shape(model: Any, path: Path) -> tuple[int, ...]:
     return tuple(int(d.dim_value) for d in dims)
 
 
+def refuse_round_trunc(model: Any) -> None:
+    """finn-plus converts a QONNX Trunc (Brevitas TruncAvgPool2d) only with FLOOR rounding; any other mode stopped its
+    QONNX conversion with a ValueError (exit 5). Exit 3 here, naming the node and its PyTorch layer."""
+    from onnx import helper
+
+    from hwkit.export.provenance import torch_layer_of
+
+    for node in model.graph.node:
+        if node.op_type != "Trunc":
+            continue
+        mode = next((helper.get_attribute_value(a) for a in node.attribute if a.name == "rounding_mode"), b"FLOOR")
+        mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+        if mode.upper() != "FLOOR":
+            layer = torch_layer_of(node)
+            where = f"PyTorch layer {layer}" if layer else f"node '{node.name}'"
+            raise UnsupportedLayerError(
+                f"{where}: a Trunc (truncating average pool) with rounding mode {mode}; finn-plus maps only FLOOR "
+                "(Brevitas TruncAvgPool2d(..., float_to_int_impl_type='FLOOR'))")
+
+
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
@@ -228,6 +248,7 @@ def export_qonnx(art: Artifact, ctx: Context) -> Artifact:
         shutil.rmtree(raw_dir)  # the exporter may write weights beside the graph; model.onnx holds them
     tag_torch_names(model)
     model = cleanup_model(model)
+    refuse_round_trunc(model)
     iname = model.graph.input[0].name
     model.set_tensor_datatype(iname, DataType[dtype])
     model.save(str(out))

@@ -100,3 +100,15 @@ def avgpool_cnn() -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Conv2d(1, 16, 3), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
                                torch.nn.Conv2d(16, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(),
                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(16, 10))
+
+
+def round_trunc_pool_cnn() -> torch.nn.Sequential:
+    """A Brevitas CNN whose average pool rounds (TruncAvgPool2d ROUND): finn-plus converts only FLOOR."""
+    import brevitas.nn as qnn
+
+    return torch.nn.Sequential(qnn.QuantIdentity(bit_width=8, return_quant_tensor=True),
+                               qnn.QuantConv2d(1, 4, 3, padding=1, weight_bit_width=4, bias=False),
+                               qnn.QuantReLU(bit_width=4, return_quant_tensor=True),
+                               qnn.TruncAvgPool2d(kernel_size=8, stride=1, bit_width=4,
+                                                  float_to_int_impl_type="ROUND"),
+                               torch.nn.Flatten(), qnn.QuantLinear(4, 10, weight_bit_width=4, bias=True))

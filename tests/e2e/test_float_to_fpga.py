@@ -18,7 +18,7 @@ from hwkit.cli import main  # noqa: E402
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _state(tmp_path: Path, build: str) -> Path:
+def _state(tmp_path: Path, build: str, shape: tuple[int, ...] = (16,)) -> Path:
     from tests.e2e import models
 
     torch.manual_seed(0)
@@ -26,7 +26,7 @@ def _state(tmp_path: Path, build: str) -> Path:
     m.train()
     with torch.no_grad():  # BatchNorm statistics and activation scales from integer inputs
         for _ in range(4):
-            m(torch.randint(0, 256, (64, 16)).float())
+            m(torch.randint(0, 256, (64, *shape)).float())
     torch.save(m.eval().state_dict(), tmp_path / f"{build}.pt")
     return tmp_path / f"{build}.pt"
 
@@ -52,3 +52,14 @@ def test_float_first_layer_on_the_host_is_a_warning(tmp_path: Path) -> None:
     weights = [n for n in rep["model"]["host_nodes"] if n.get("weights")]
     assert [(n["op"], n["where"]) for n in weights] == [("MatMul", "input")]
     assert any("run on the host in floating point" in w and weights[0]["name"] in w for w in rep["warnings"])
+
+
+def test_rounding_trunc_pool_is_unsupported_naming_the_layer(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """A TruncAvgPool2d with ROUND once ended as exit 5 (finn-plus's QONNX conversion raising a ValueError)."""
+    sd = _state(tmp_path, "round_trunc_pool_cnn", shape=(1, 8, 8))
+    rc = main(["compile", str(sd), "--arch", "tests.e2e.models:round_trunc_pool_cnn", "--input-shape", "1,1,8,8",
+               "--target", "zcu104", "--out", str(tmp_path / "b"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 3, err
+    assert "PyTorch layer 3 (TruncAvgPool2d)" in err and "FLOOR" in err
