@@ -92,8 +92,14 @@ class RailMeter:
 
         def loop() -> None:
             while not stop.is_set():
-                times.append(time.perf_counter())
-                watts.append(self.total_w())
+                t = time.perf_counter()
+                try:
+                    w = self.total_w()
+                except (OSError, ValueError):  # a rail read while its file is rewritten: skip this sample
+                    pass
+                else:  # time and power appended together: a failed read once left them unequal (IndexError)
+                    times.append(t)
+                    watts.append(w)
                 stop.wait(self.period_s)
 
         thread = threading.Thread(target=loop, daemon=True)

@@ -47,3 +47,21 @@ def test_no_rails(tmp_path):
     assert not meter.available
     with pytest.raises(RuntimeError, match="no readable power rails"):
         meter.measure(seconds=0.01)
+
+
+def test_a_rail_read_mid_update_skips_that_sample(tmp_path):
+    """A rail file read while it is rewritten (empty) once killed the sampler thread after it had stored the time
+    but not the power, and the energy sum then failed with an IndexError (seen in a full-suite run under load)."""
+    rail = _rail(tmp_path, 0, "ina226", power1_input=2_000_000)
+    meter = RailMeter(tmp_path, period_s=0.002)
+
+    def work():
+        time.sleep(0.02)
+        (rail / "power1_input").write_text("")  # what a reader sees between truncate and write
+        time.sleep(0.05)
+        (rail / "power1_input").write_text("2000000\n")
+        time.sleep(0.1)
+
+    s = meter.measure(work)
+    assert s.samples > 20
+    assert s.mean_power_w == pytest.approx(2.0, abs=0.05)
