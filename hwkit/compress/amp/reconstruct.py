@@ -119,19 +119,44 @@ def _sq_err(theta: Any, g: Any, c: Any, yy: Any) -> float:
     return float(yy - 2 * (theta * c).sum() + (theta * (g @ theta)).sum())
 
 
+class _Sums:
+    """The running sums of one block's least-squares fit: ``AᵀA``, ``AᵀY``, ``||Y||²``, ``ΣY`` and the rows, with a
+    ones column on A when fc2 has a bias."""
+
+    def __init__(self, fc2: Any) -> None:
+        import torch
+
+        self.bias = fc2.bias is not None
+        n_in, d = fc2.in_features + int(self.bias), fc2.out_features
+        self.g = torch.zeros(n_in, n_in, dtype=torch.float64)
+        self.c = torch.zeros(n_in, d, dtype=torch.float64)
+        self.yy = torch.zeros((), dtype=torch.float64)
+        self.ysum = torch.zeros(d, dtype=torch.float64)
+        self.rows = 0
+
+    def add(self, a: Any, y: Any, t: Any, per_token_scale: bool) -> None:
+        """Rows ``a`` (fc2's input) with targets ``y``; ``t`` the unpruned target, for the per-token weights."""
+        import torch
+
+        if self.bias:
+            a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
+        if per_token_scale:  # a LayerNorm divides each token by its std: weigh its errors the same way
+            wt = 1 / t.std(dim=1, keepdim=True).clamp(min=1e-6)
+            a, y = a * wt, y * wt
+        self.g += a.T @ a
+        self.c += a.T @ y
+        self.yy += (y * y).sum()
+        self.ysum += y.sum(0)
+        self.rows += len(a)
+
+
 def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], targets: Sequence[Any],
                       per_token_scale: bool = False) -> tuple[Any, Any, Any, Any, int]:
     """``AᵀA``, ``AᵀY``, ``||Y||²``, ``ΣY`` and the row count for one block: A = fc2's input in ``student`` (plus a
     ones column when fc2 has a bias), Y = the teacher's ``targets`` minus the student's own residual at ``nxt``."""
     import torch
 
-    k, d = fc2.in_features, fc2.out_features
-    n_in = k + int(fc2.bias is not None)
-    g = torch.zeros(n_in, n_in, dtype=torch.float64)
-    c = torch.zeros(n_in, d, dtype=torch.float64)
-    yy = torch.zeros((), dtype=torch.float64)
-    ysum = torch.zeros(d, dtype=torch.float64)
-    rows = 0
+    sums = _Sums(fc2)
     got: dict[str, Any] = {}
 
     hooks = _record(got, fc2, nxt)
@@ -142,25 +167,15 @@ def _normal_equations(student: Any, fc2: Any, nxt: Any, batches: Sequence[Any], 
                 got["mask"] = _mask_of(xb)
                 with contextlib.suppress(_Stop):
                     call_model(student, xb)
-                a = got["a"].double()
                 t = targets[bi].double()
                 y = t
                 if nxt is not None:  # remove the student's own residual: y becomes fc2's target
                     y = y - (got["n"].double() - got["o"].double())
-                if n_in > k:
-                    a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
-                if per_token_scale:  # a LayerNorm divides each token by its std: weigh its errors the same way
-                    wt = 1 / t.std(dim=1, keepdim=True).clamp(min=1e-6)
-                    a, y = a * wt, y * wt
-                g += a.T @ a
-                c += a.T @ y
-                yy += (y * y).sum()
-                ysum += y.sum(0)
-                rows += len(a)
+                sums.add(got["a"].double(), y, t, per_token_scale)
     finally:
         for h in hooks:
             h.remove()
-    return g, c, yy, ysum, rows
+    return sums.g, sums.c, sums.yy, sums.ysum, sums.rows
 
 
 _ACTS = ("gelu", "gelu_tanh", "relu", "silu", "identity")
@@ -220,28 +235,14 @@ def _normal_equations_rows(fc1: Any, act: str, fc2: Any, rows: dict[str, Any], y
     import torch
 
     f = _act(act)
-    k, d = fc2.in_features, fc2.out_features
-    n_in = k + int(fc2.bias is not None)
-    g = torch.zeros(n_in, n_in, dtype=torch.float64)
-    c = torch.zeros(n_in, d, dtype=torch.float64)
-    yy = torch.zeros((), dtype=torch.float64)
-    ysum = torch.zeros(d, dtype=torch.float64)
+    sums = _Sums(fc2)
     n = len(y_t)
     with torch.no_grad():
         for i in range(0, n, chunk):
-            a = f(fc1(rows["x"][i:i + chunk])).double()
             t = y_t[i:i + chunk].double()
-            y = t - rows["r"][i:i + chunk].double()
-            if n_in > k:
-                a = torch.cat([a, torch.ones(len(a), 1, dtype=a.dtype)], 1)
-            if per_token_scale:
-                wt = 1 / t.std(dim=1, keepdim=True).clamp(min=1e-6)
-                a, y = a * wt, y * wt
-            g += a.T @ a
-            c += a.T @ y
-            yy += (y * y).sum()
-            ysum += y.sum(0)
-    return g, c, yy, ysum, n
+            sums.add(f(fc1(rows["x"][i:i + chunk])).double(), t - rows["r"][i:i + chunk].double(), t,
+                     per_token_scale)
+    return sums.g, sums.c, sums.yy, sums.ysum, n
 
 
 def _tune_block(fc1: Any, act: str, fc2: Any, norm: Any, train: dict[str, Any], val: dict[str, Any],
